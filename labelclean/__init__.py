@@ -1,0 +1,26 @@
+"""labelclean: find mislabelled samples from the phases of one SGD run.
+
+Follows Feng & Tu (2021), "Phases of learning dynamics in artificial neural
+networks in the absence or presence of mislabeled data".
+"""
+
+__version__ = "0.1.0"
+
+from .checkpoint import Checkpoint, load_checkpoint  # noqa: E402
+from .cleaner import Cleaner, CleanResult  # noqa: E402
+from .errors import LabelcleanError  # noqa: E402
+from .mixture import LossMixture, fit_loss_mixture  # noqa: E402
+from .sources import Dataset, load_dataset  # noqa: E402
+
+__all__ = [
+    "Checkpoint",
+    "CleanResult",
+    "Cleaner",
+    "Dataset",
+    "LabelcleanError",
+    "LossMixture",
+    "__version__",
+    "fit_loss_mixture",
+    "load_checkpoint",
+    "load_dataset",
+]

@@ -1,0 +1,98 @@
+"""The early-stopped checkpoint: weights as safetensors plus a JSON that rebuilds them.
+
+A checkpoint folder holds ``model.safetensors`` and ``model.json``. The JSON
+records the model name, classes in index order, input shape and kind, and the
+normalisation (which also lives in the weights as buffers), so
+:func:`load_checkpoint` needs nothing from the run that made it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ._io import atomic_write, write_json
+from .errors import LabelcleanError
+from .models import Classifier, create_model
+
+WEIGHTS = "model.safetensors"
+CONFIG = "model.json"
+
+
+@dataclass
+class Checkpoint:
+    """A rebuilt model with what is needed to use it.
+
+    ``model`` takes raw inputs: ``uint8`` images ``(N, C, H, W)`` of
+    ``input_shape`` (as :func:`labelclean.sources.load_dataset` produces) or
+    float features ``(N, D)``.
+    """
+
+    model: Classifier
+    classes: list[str]
+    config: dict
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.config["input_shape"])
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
+        """Class probabilities, ``(N, num_classes)``, in ``classes`` order."""
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        out = [
+            torch.softmax(self.model(x[i : i + batch_size].to(device)).float(), 1).cpu()
+            for i in range(0, len(x), batch_size)
+        ]
+        return torch.cat(out).numpy()
+
+    def predict(self, x: torch.Tensor) -> list[str]:
+        """Predicted class names."""
+        return [self.classes[i] for i in self.predict_proba(x).argmax(1)]
+
+
+def save_checkpoint(
+    folder: str | os.PathLike, state_dict: dict, config: dict
+) -> Path:
+    """Write ``model.safetensors`` and ``model.json`` into ``folder`` atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    atomic_write(folder / WEIGHTS, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    write_json(folder / CONFIG, config)
+    return folder
+
+
+def load_checkpoint(folder: str | os.PathLike, device: str = "cpu") -> Checkpoint:
+    """Rebuild the model saved by a run (``<out>/checkpoint``).
+
+    Parameters
+    ----------
+    folder:
+        The checkpoint folder, or a run's ``--out`` folder containing one.
+    device:
+        Where to put the model.
+    """
+    folder = Path(folder)
+    if (folder / "checkpoint" / CONFIG).is_file():
+        folder = folder / "checkpoint"
+    if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
+        raise LabelcleanError(f"no checkpoint in {folder} (expected {CONFIG} and {WEIGHTS})")
+    config = json.loads((folder / CONFIG).read_text())
+    shape = tuple(config["input_shape"])
+    stat_shape = (shape[0], 1, 1) if len(shape) == 3 else shape
+    model = create_model(
+        config["model"], shape, len(config["classes"]),
+        torch.tensor(config["mean"]).reshape(stat_shape),
+        torch.tensor(config["std"]).reshape(stat_shape),
+    )
+    model.load_state_dict(load_file(folder / WEIGHTS))
+    model.to(device).eval()
+    return Checkpoint(model=model, classes=list(config["classes"]), config=config)

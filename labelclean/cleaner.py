@@ -1,0 +1,534 @@
+"""The public entry point: :class:`Cleaner` runs one SGD training and decides.
+
+Data flows one way::
+
+    source (load_dataset) -> Trainer (SGD) -> observers (per-sample losses,
+    loss mixture, order parameters) -> decision (PhaseIIDetector, flag_samples)
+    -> CleanResult (-> export)
+
+Example
+-------
+>>> from labelclean import Cleaner
+>>> result = Cleaner(max_epochs=20).fit("data/")          # doctest: +SKIP
+>>> result.flagged.head()                                  # doctest: +SKIP
+>>> result.export("cleaned/")                              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__
+from .decision import PhaseIIDetector, flag_samples
+from .errors import LabelcleanError
+from .mixture import LossMixture, fit_loss_mixture
+from .models import create_model, default_model
+from .sources import Dataset, SourceKind, load_dataset
+from .training import SampleStats, TrainConfig, Trainer
+
+
+#: Order parameters that depend on the clean / mislabelled split (eqs 11-15).
+SPLIT_KEYS = ("A_c", "A_w", "A_0c", "A_0w", "R_cw", "R_ac", "R_aw", "rho")
+
+
+@dataclass
+class CleanResult:
+    """Everything one run found, as plain data.
+
+    Attributes
+    ----------
+    dataset:
+        The training data as read (``dataset.ids`` name the samples).
+    history:
+        One row per epoch: training loss and accuracy, validation accuracy
+        (when a validation set was given), the mixture parameters ``m_c, s_c,
+        m_w, s_w, r``, ``delta_L``, the threshold, the number of samples that
+        would be flagged at that epoch, timings, the order parameters when
+        probed, and the phase label.
+    scores:
+        One row per training sample at ``t_c``: ``sample_id``, ``given_label``,
+        ``predicted_label``, ``predicted_prob``, ``score`` (the loss averaged
+        over the ``window`` epochs ending at ``t_c``, which the mixture and the
+        threshold apply to), ``loss`` (at ``t_c``), ``margin``, ``p_noisy``,
+        ``flagged``.
+    t_c:
+        The chosen epoch (1-based): the checkpoint's and the flags' epoch.
+    mixture:
+        The :class:`~labelclean.mixture.LossMixture` at ``t_c``.
+    losses:
+        ``(epochs, N)`` float32: every sample's loss after every epoch.
+    margins:
+        ``(epochs, N)`` float32: given-label logit minus the largest other logit.
+    """
+
+    dataset: Dataset
+    history: pd.DataFrame
+    scores: pd.DataFrame
+    t_c: int
+    mixture: LossMixture
+    losses: np.ndarray
+    margins: np.ndarray
+    state_dict: dict
+    checkpoint_config: dict
+    params: dict
+    timing: dict
+    stop_reason: str
+    phase_boundaries: dict = field(default_factory=dict)
+    noise_mask: np.ndarray | None = None
+    val: Dataset | None = None
+
+    @property
+    def flagged(self) -> pd.DataFrame:
+        """Flagged samples, most suspicious (highest ``score``) first."""
+        return self.scores[self.scores["flagged"]].reset_index(drop=True)
+
+    @property
+    def n_flagged(self) -> int:
+        return int(self.scores["flagged"].sum())
+
+    @property
+    def estimated_noise_rate(self) -> float:
+        """Fraction of the training samples flagged."""
+        return self.n_flagged / max(1, len(self.scores))
+
+    def export(
+        self, out: str | os.PathLike, *, link: str = "hardlink", overwrite: bool = False
+    ) -> Path:
+        """Write the cleaned dataset, ``flagged_samples.csv`` and the rest under ``out``.
+
+        See :func:`labelclean.export.export_result`.
+        """
+        from .export import export_result
+
+        return export_result(self, out, link=link, overwrite=overwrite)
+
+    def load_model(self) -> Any:
+        """The early-stopped model at ``t_c``, as a :class:`~labelclean.checkpoint.Checkpoint`."""
+        from .checkpoint import Checkpoint
+
+        shape = tuple(self.checkpoint_config["input_shape"])
+        stat_shape = (shape[0], 1, 1) if len(shape) == 3 else shape
+        model = create_model(
+            self.checkpoint_config["model"], shape, len(self.dataset.classes),
+            torch.tensor(self.checkpoint_config["mean"]).reshape(stat_shape),
+            torch.tensor(self.checkpoint_config["std"]).reshape(stat_shape),
+        )
+        model.load_state_dict(self.state_dict)
+        return Checkpoint(model.eval(), list(self.dataset.classes), dict(self.checkpoint_config))
+
+
+class Cleaner:
+    """Find mislabelled samples with one early-stopped SGD run (Feng & Tu 2021).
+
+    Parameters are set here; :meth:`fit` does the work.
+
+    Parameters
+    ----------
+    model:
+        A timm model name (images) or ``"mlp[:w1,w2,...]"``. ``None`` picks
+        :data:`~labelclean.models.DEFAULT_IMAGE_MODEL` for images and an MLP
+        for feature tables.
+    pretrained:
+        Start from timm's pretrained weights (downloads them once).
+    lr, momentum, weight_decay, batch_size, seed, augment, device, amp:
+        SGD and training settings; see :class:`~labelclean.training.TrainConfig`.
+        ``device="auto"`` uses CUDA when present, with bf16 autocast there.
+    max_epochs:
+        Upper bound on training epochs.
+    patience:
+        Stop once the phase-II score has not improved for this many epochs.
+    score:
+        What the detector maximises (``"delta_L"``, the paper's, or
+        ``"separation"``); see :mod:`labelclean.decision`.
+    window:
+        Each sample's suspicion score at epoch ``t`` is its loss averaged over
+        epochs ``t - window + 1 .. t``; the mixture is fitted to these scores.
+        ``window=1`` is the paper's single-epoch loss; averaging a few epochs
+        removes most of the epoch-to-epoch jitter SGD puts into single losses.
+    kind, path_column, label_column, noise_column, image_size, skip_unreadable:
+        How inputs are read; see :func:`labelclean.sources.load_dataset`.
+    probe_every:
+        Estimate the order parameters every this many epochs (0: never).
+    probe_batches:
+        K, the number of minibatch gradients per probe (``None``: the probe's default).
+    spectrum:
+        Also estimate the gradient-noise spectrum's effective dimension ``D_s``.
+    progress:
+        Show a tqdm progress bar.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        pretrained: bool = False,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        batch_size: int = 128,
+        max_epochs: int = 30,
+        patience: int = 5,
+        seed: int = 0,
+        device: str = "auto",
+        amp: bool | None = None,
+        augment: str = "none",
+        score: str = "separation",
+        window: int = 3,
+        kind: SourceKind = "auto",
+        path_column: str = "path",
+        label_column: str = "label",
+        noise_column: str | None = None,
+        image_size: int | None = None,
+        skip_unreadable: bool = False,
+        probe_every: int = 1,
+        probe_batches: int | None = None,
+        spectrum: bool = False,
+        progress: bool = False,
+    ) -> None:
+        self.model = model
+        self.pretrained = pretrained
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.seed = seed
+        self.device = device
+        self.amp = amp
+        self.augment = augment
+        self.score = score
+        self.window = window
+        self.kind = kind
+        self.path_column = path_column
+        self.label_column = label_column
+        self.noise_column = noise_column
+        self.image_size = image_size
+        self.skip_unreadable = skip_unreadable
+        self.probe_every = probe_every
+        self.probe_batches = probe_batches
+        self.spectrum = spectrum
+        self.progress = progress
+
+    def get_params(self) -> dict:
+        return dict(vars(self))
+
+    # ------------------------------------------------------------------ inputs
+
+    def load(self, data: str | os.PathLike | Dataset, classes: list[str] | None = None) -> Dataset:
+        """Read ``data`` with this cleaner's input settings (a Dataset passes through)."""
+        if isinstance(data, Dataset):
+            return data
+        return load_dataset(
+            data, self.kind, path_column=self.path_column, label_column=self.label_column,
+            noise_column=self.noise_column, image_size=self.image_size, classes=classes,
+            skip_unreadable=self.skip_unreadable,
+        )
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(
+        self,
+        data: str | os.PathLike | Dataset,
+        val: str | os.PathLike | Dataset | None = None,
+        *,
+        noise_mask: np.ndarray | None = None,
+    ) -> CleanResult:
+        """Train, observe every epoch, choose ``t_c`` and flag samples.
+
+        Parameters
+        ----------
+        data:
+            An image folder, a CSV of paths or features, or a loaded
+            :class:`~labelclean.sources.Dataset`.
+        val:
+            Optional validation data with trusted labels (same forms): its
+            accuracy is reported per epoch; it never influences the decision.
+        noise_mask:
+            Optional trusted boolean mask of wrong labels (research and
+            benchmarks): the order parameters are then also reported for the
+            true split. It never influences the decision.
+
+        Returns
+        -------
+        CleanResult
+        """
+        started = time.perf_counter()
+        train = self.load(data)
+        val_ds = None
+        if val is not None:
+            val_ds = self.load(val, classes=train.classes) if not isinstance(val, Dataset) else val
+            if val_ds.input_shape != train.input_shape:
+                raise LabelcleanError(
+                    f"validation inputs are {val_ds.input_shape}, training inputs "
+                    f"{train.input_shape}; pass --image-size to make them agree"
+                )
+        if noise_mask is None:
+            noise_mask = train.noise_mask
+        if noise_mask is not None:
+            noise_mask = np.asarray(noise_mask, dtype=bool)
+            if noise_mask.shape != (len(train),):
+                raise LabelcleanError(
+                    f"noise_mask has shape {noise_mask.shape}, expected ({len(train)},)"
+                )
+        if self.window < 1:
+            raise LabelcleanError(f"window must be at least 1, got {self.window}")
+        if len(train) < 10:
+            raise LabelcleanError(f"only {len(train)} samples: too few to learn from")
+
+        config = TrainConfig(
+            lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
+            batch_size=self.batch_size, max_epochs=self.max_epochs, seed=self.seed,
+            augment=self.augment, device=self.device, amp=self.amp,
+        )
+        detector = PhaseIIDetector(patience=self.patience, score=self.score)
+        model_name = self.model or default_model(train.kind)
+        torch.manual_seed(self.seed)
+        mean, std = _input_statistics(train.x)
+        model = create_model(
+            model_name, train.input_shape, train.num_classes, mean, std,
+            pretrained=self.pretrained,
+        )
+        trainer = Trainer(model, train.x, train.y, config)
+        val_y = None if val_ds is None else val_ds.y
+        val_x = None if val_ds is None else trainer._place(val_ds.x)
+
+        rows: list[dict] = []
+        losses: list[np.ndarray] = []
+        margins: list[np.ndarray] = []
+        best: tuple[dict, SampleStats, LossMixture, np.ndarray] | None = None
+        bar = _progress(self.progress, config.max_epochs)
+        stop_reason = f"reached max_epochs={config.max_epochs}"
+        for _ in range(config.max_epochs):
+            stats = trainer.train_epoch()
+            t0 = time.perf_counter()
+            samples = trainer.evaluate()
+            losses.append(samples.loss)
+            margins.append(samples.margin)
+            suspicion = np.mean(losses[-self.window :], axis=0)
+            mixture = fit_loss_mixture(suspicion, seed=self.seed)
+            would_flag, _ = flag_samples(mixture, suspicion)
+            row: dict[str, Any] = {
+                "epoch": stats.epoch,
+                "train_loss": stats.train_loss,
+                "train_accuracy": stats.train_accuracy,
+                "eval_loss": float(samples.loss.mean()),
+                "eval_accuracy": float((samples.pred == train.y).mean()),
+            }
+            if val_ds is not None:
+                v = trainer.evaluate(val_x, val_y)
+                row["val_accuracy"] = float((v.pred == val_y).mean())
+            row.update(
+                {
+                    "m_c": mixture.m_c, "s_c": mixture.s_c, "m_w": mixture.m_w,
+                    "s_w": mixture.s_w, "r": mixture.r, "delta_L": mixture.delta_L,
+                    "threshold": mixture.threshold, "separation": mixture.separation,
+                    "bimodal": mixture.bimodal, "n_flagged": int(would_flag.sum()),
+                }
+            )
+            if noise_mask is not None:
+                row.update(_truth_metrics(would_flag, samples.loss, noise_mask))
+            if self.probe_every and stats.epoch % self.probe_every == 0:
+                row.update(self._probe(trainer, mixture, suspicion, noise_mask))
+            row["seconds_train"] = stats.seconds
+            row["seconds_observe"] = time.perf_counter() - t0
+            rows.append(row)
+            if detector.update(stats.epoch, stats.train_loss, mixture, row["eval_loss"]):
+                best = (
+                    {k: v.detach().to("cpu", copy=True) for k, v in trainer.model.state_dict().items()},
+                    samples,
+                    mixture,
+                    suspicion,
+                )
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{stats.train_loss:.3f}", dL=f"{mixture.delta_L:.2f}",
+                    flag=row["n_flagged"], t_c=detector.best_epoch,
+                )
+            if detector.should_stop:
+                stop_reason = (
+                    f"{self.score} did not improve for {self.patience} epochs after "
+                    f"epoch {detector.best_epoch}"
+                )
+                break
+        if bar is not None:
+            bar.close()
+        if best is None:  # every epoch was unstable: fall back to the last one
+            best = (copy.deepcopy(trainer.model.state_dict()), samples, mixture, suspicion)
+            detector.best_epoch = rows[-1]["epoch"]
+        state, at_tc, mix_tc, suspicion_tc = best
+        t_c = int(detector.best_epoch)
+
+        flags, p_noisy = flag_samples(mix_tc, suspicion_tc)
+        scores = _scores_frame(
+            train, at_tc, suspicion_tc, p_noisy, flags, mix_tc, t_c, self.window
+        )
+        history = pd.DataFrame(rows)
+        history["unstable"] = history["epoch"].isin(detector.unstable_epochs)
+        phase_boundaries = _label_phases(history, noisy=mix_tc.bimodal)
+        elapsed = time.perf_counter() - started
+        return CleanResult(
+            dataset=train,
+            history=history,
+            scores=scores,
+            t_c=t_c,
+            mixture=mix_tc,
+            losses=np.stack(losses).astype(np.float32),
+            margins=np.stack(margins).astype(np.float32),
+            state_dict=state,
+            checkpoint_config={
+                "model": model_name,
+                "classes": list(train.classes),
+                "input_shape": list(train.input_shape),
+                "input_kind": train.kind,
+                "mean": mean.flatten().tolist(),
+                "std": std.flatten().tolist(),
+                "epoch": t_c,
+                "labelclean_version": __version__,
+                "inputs": "raw: uint8 images (N, C, H, W) resized to input_shape, or float features",
+            },
+            params={**self.get_params(), "model": model_name, "device": str(trainer.device)},
+            timing={
+                "total_seconds": elapsed,
+                "train_seconds": float(history["seconds_train"].sum()),
+                "observe_seconds": float(history["seconds_observe"].sum()),
+                "epochs_trained": len(rows),
+            },
+            stop_reason=stop_reason,
+            phase_boundaries=phase_boundaries,
+            noise_mask=noise_mask,
+            val=val_ds,
+        )
+
+    def _probe(
+        self,
+        trainer: Trainer,
+        mixture: LossMixture,
+        suspicion: np.ndarray,
+        noise_mask: np.ndarray | None,
+    ) -> dict[str, float]:
+        from .order_parameters import probe_order_parameters
+
+        kwargs: dict[str, Any] = {"batch_size": self.batch_size, "spectrum": self.spectrum}
+        if self.probe_batches:
+            kwargs["num_batches"] = self.probe_batches
+        gen = torch.Generator().manual_seed(self.seed * 31 + trainer.epoch)
+        split = mixture.posterior(suspicion) > 0.5 if mixture.bimodal else None
+        out = probe_order_parameters(
+            trainer.model, trainer.x, trainer.y, split=split, generator=gen, **kwargs
+        )
+        if noise_mask is not None and noise_mask.any() and (~noise_mask).any():
+            gen = torch.Generator().manual_seed(self.seed * 31 + trainer.epoch)
+            truth = probe_order_parameters(
+                trainer.model, trainer.x, trainer.y, split=noise_mask, generator=gen, **kwargs
+            )
+            out.update({f"{k}_true": truth[k] for k in SPLIT_KEYS if k in truth})
+        return out
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _input_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (images) or per-feature mean and std, in the input's units."""
+    if x.dim() == 4:
+        xs = x[: min(len(x), 20_000)].float()
+        mean = xs.mean(dim=(0, 2, 3)).reshape(-1, 1, 1)
+        std = xs.std(dim=(0, 2, 3)).reshape(-1, 1, 1)
+    else:
+        mean, std = x.float().mean(0), x.float().std(0)
+    return mean, torch.where(std > 0, std, torch.ones_like(std))
+
+
+def _truth_metrics(flags: np.ndarray, losses: np.ndarray, noise_mask: np.ndarray) -> dict:
+    """Precision/recall/F1 of the would-be flags against a trusted mask (report only)."""
+    tp = int((flags & noise_mask).sum())
+    precision = tp / max(1, int(flags.sum()))
+    recall = tp / max(1, int(noise_mask.sum()))
+    f1 = 0.0 if tp == 0 else 2 * precision * recall / (precision + recall)
+    return {
+        "true_precision": precision, "true_recall": recall, "true_f1": f1,
+        "L_c_true": float(losses[~noise_mask].mean()) if (~noise_mask).any() else float("nan"),
+        "L_w_true": float(losses[noise_mask].mean()) if noise_mask.any() else float("nan"),
+    }
+
+
+def _scores_frame(
+    data: Dataset, s: SampleStats, suspicion: np.ndarray, p_noisy: np.ndarray,
+    flags: np.ndarray, mixture: LossMixture, t_c: int, window: int,
+) -> pd.DataFrame:
+    classes = np.asarray(data.classes, dtype=object)
+    df = pd.DataFrame(
+        {
+            "sample_id": data.ids,
+            "index": np.arange(len(data)),
+            "given_label": classes[data.y],
+            "predicted_label": classes[s.pred],
+            "predicted_prob": s.pred_prob,
+            "given_prob": s.given_prob,
+            "score": suspicion,
+            "loss": s.loss,
+            "margin": s.margin,
+            "p_noisy": p_noisy,
+            "flagged": flags,
+        }
+    )
+    df = df.sort_values(["flagged", "score"], ascending=[False, False], kind="stable")
+    df.insert(0, "rank", np.arange(1, len(df) + 1))
+    df["reason"] = ""
+    f = df["flagged"].to_numpy()
+    span = f"epochs {max(1, t_c - window + 1)}-{t_c}" if window > 1 else f"epoch {t_c}"
+    df.loc[f, "reason"] = [
+        f"mean loss {score:.2f} over {span} > l_c {mixture.threshold:.2f}; "
+        f"model says {pred!r} (p={prob:.2f}), label says {given!r} (p={gp:.3f})"
+        for score, pred, prob, given, gp in df.loc[
+            f, ["score", "predicted_label", "predicted_prob", "given_label", "given_prob"]
+        ].itertuples(index=False)
+    ]
+    return df.reset_index(drop=True)
+
+
+def _label_phases(history: pd.DataFrame, noisy: bool) -> dict:
+    try:
+        from .phases import label_phases, phase_boundaries
+    except ImportError:  # pragma: no cover - phases module is part of the package
+        return {}
+    history["phase"] = label_phases(history, noisy=noisy).to_numpy()
+    return {k: list(v) for k, v in phase_boundaries(history["phase"], history["epoch"]).items()}
+
+
+def _progress(enabled: bool, total: int):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="labelclean", unit="epoch", leave=False)
+
+
+def environment() -> dict:
+    """Library versions, for run.json."""
+    import sklearn
+    import timm
+
+    return {
+        "labelclean": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "scikit-learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "platform": platform.platform(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+    }

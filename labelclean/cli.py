@@ -1,0 +1,187 @@
+"""``labelclean`` command line: a thin shell over the Python API.
+
+Every user-facing problem surfaces as :class:`~labelclean.errors.LabelcleanError`
+and is printed as one line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import LabelcleanError
+
+_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _Group(click.Group):
+    """Turns LabelcleanError (and a few OS errors) into one line and exit 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except LabelcleanError as e:
+            click.echo(f"labelclean: error: {e}", err=True)
+            sys.exit(2)
+        except (PermissionError, IsADirectoryError, FileExistsError) as e:
+            click.echo(f"labelclean: error: {e.strerror}: {e.filename}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("labelclean: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings=_SETTINGS)
+@click.version_option(__version__, prog_name="labelclean")
+def main() -> None:
+    """Find mislabelled samples with one early-stopped SGD run (Feng & Tu 2021)."""
+
+
+def training_options(f):
+    options = [
+        click.option("--model", default=None, help="timm model name or mlp[:w1,w2] "
+                     "[default: regnetx_002 for images, mlp:256,256 for features]"),
+        click.option("--pretrained", is_flag=True, help="Start from timm's pretrained weights."),
+        click.option("--epochs", "max_epochs", type=int, default=30, show_default=True,
+                     help="Most epochs to train."),
+        click.option("--patience", type=int, default=5, show_default=True,
+                     help="Stop this many epochs after the last phase-II improvement."),
+        click.option("--lr", type=float, default=0.1, show_default=True),
+        click.option("--momentum", type=float, default=0.9, show_default=True),
+        click.option("--weight-decay", type=float, default=5e-4, show_default=True),
+        click.option("--batch-size", type=int, default=128, show_default=True),
+        click.option("--augment", type=click.Choice(["none", "shift", "shift-flip"]),
+                     default="none", show_default=True),
+        click.option("--score", type=click.Choice(["delta_L", "separation"]), default="separation",
+                     show_default=True, help="What the phase-II detector maximises."),
+        click.option("--window", type=int, default=3, show_default=True,
+                     help="Average each sample's loss over this many epochs (1: the paper)."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--device", default="auto", show_default=True,
+                     help="auto, cpu, cuda or cuda:N."),
+        click.option("--kind", type=click.Choice(["auto", "folder", "paths", "features"]),
+                     default="auto", show_default=True, help="Force the input kind."),
+        click.option("--path-column", default="path", show_default=True),
+        click.option("--label-column", default="label", show_default=True),
+        click.option("--noise-column", default=None,
+                     help="CSV column of trusted 0/1 wrong-label marks (research only)."),
+        click.option("--image-size", type=int, default=None,
+                     help="Resize images to this square side [default: native up to 64 px]."),
+        click.option("--skip-unreadable", is_flag=True,
+                     help="Leave undecodable images out (listed in the report) "
+                     "instead of stopping."),
+        click.option("--probe-every", type=int, default=1, show_default=True,
+                     help="Estimate order parameters every N epochs (0: off)."),
+        click.option("--probe-batches", type=int, default=None,
+                     help="Minibatch gradients per order-parameter probe (K)."),
+        click.option("--spectrum", is_flag=True, help="Also estimate the noise spectrum's D_s."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@main.command(context_settings=_SETTINGS)
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Folder for every output (must be empty or absent).")
+@click.option("--val", type=click.Path(path_type=Path), default=None,
+              help="Validation data with trusted labels (same formats).")
+@click.option("--link", type=click.Choice(["hardlink", "symlink", "copy"]), default="hardlink",
+              show_default=True, help="How the cleaned image tree refers to the images.")
+@click.option("--overwrite", is_flag=True, help="Replace a previous run in --out.")
+@training_options
+def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, **kw) -> None:
+    """Train on DATA, find phase II, and write the cleaned dataset to --out.
+
+    DATA is an image folder (root/<class>/<image>), a CSV of path,label, or a
+    CSV of numeric features plus a label column.
+    """
+    from .cleaner import Cleaner
+    from .export import prepare_output_dir
+
+    inputs = [data] + ([val] if val else [])
+    prepare_output_dir(out, overwrite=overwrite, inputs=[p for p in inputs if p.exists()])
+    cleaner = Cleaner(progress=True, **kw)
+    result = cleaner.fit(data, val=val)
+    result.export(out, link=link, overwrite=True)
+    print_summary(result, out)
+
+
+def print_summary(result, out: Path) -> None:
+    n = len(result.scores)
+    m = result.mixture
+    lines = [
+        f"samples            {n}",
+        f"flagged            {result.n_flagged} ({100 * result.estimated_noise_rate:.1f}%)",
+        f"estimated noise    {100 * result.estimated_noise_rate:.1f}%"
+        + ("" if m.bimodal else "  (no second loss population: nothing flagged)"),
+        f"t_c                epoch {result.t_c} of {result.timing['epochs_trained']} trained"
+        f"  (delta_L {m.delta_L:.2f}, l_c {m.threshold:.2f})",
+    ]
+    if result.phase_boundaries:
+        spans = ", ".join(f"{k} {a}-{b}" for k, (a, b) in result.phase_boundaries.items())
+        lines.append(f"phases             {spans}")
+    if len(result.dataset.unreadable):
+        lines.append(f"unreadable images  {len(result.dataset.unreadable)} (see unreadable.csv)")
+    if result.val is not None and "val_accuracy" in result.history:
+        acc = result.history.loc[result.history.epoch == result.t_c, "val_accuracy"].iloc[0]
+        lines.append(f"val accuracy @t_c  {acc:.4f}")
+    lines.append(f"time               {result.timing['total_seconds']:.1f} s on {result.params['device']}")
+    lines.append(f"outputs            {out}/ (flagged_samples.csv, report.html, checkpoint/)")
+    click.echo("\n".join(lines))
+
+
+@main.command(context_settings=_SETTINGS)
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Folder for the demo data and the run.")
+@click.option("--noise", type=float, default=0.2, show_default=True,
+              help="Fraction of labels to corrupt.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace a previous demo in --out.")
+def demo(out: Path, noise: float, seed: int, overwrite: bool) -> None:
+    """Clean scikit-learn's digits with known injected noise; print precision and recall."""
+    from .demo import run_demo
+
+    run_demo(out, noise=noise, seed=seed, overwrite=overwrite, echo=click.echo)
+
+
+@main.command("report", context_settings=_SETTINGS)
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def report_command(run_dir: Path) -> None:
+    """Rebuild RUN_DIR/report.html and RUN_DIR/figures/ from the run's files."""
+    from .report import write_report
+
+    click.echo(f"report written to {write_report(run_dir)}")
+
+
+@main.command("apply", context_settings=_SETTINGS)
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--review", type=click.Path(path_type=Path), default=None,
+              help="Edited copy of flagged_samples.csv [default: the run's own].")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Folder for the final dataset (must be empty or absent).")
+@click.option("--link", type=click.Choice(["hardlink", "symlink", "copy"]), default="hardlink",
+              show_default=True, help="How the cleaned image tree refers to the images.")
+@click.option("--overwrite", is_flag=True, help="Replace a previous apply output in --out.")
+def apply_command(
+    run_dir: Path, review: Path | None, out: Path, link: str, overwrite: bool
+) -> None:
+    """Write the final dataset of RUN_DIR, following the `action` column of its review.
+
+    Per flagged sample: remove (default), keep, or relabel:<class>. Unflagged
+    samples are always kept.
+    """
+    from .review import apply_review
+
+    s = apply_review(run_dir, out, review_csv=review, link=link, overwrite=overwrite)
+    click.echo(f"removed {s['removed']}, kept {s['kept_flagged']}, relabelled {s['relabelled']} "
+               f"of {s['flagged']} flagged; {s['final_samples']} samples in {s['out']}/"
+               f"{s['dataset']} (log: apply_log.csv)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,108 @@
+"""Choosing ``t_c`` online and flagging samples there (paper section 5).
+
+The paper takes ``t_c`` as the epoch where ``delta_L = m_w - m_c`` peaks and
+flags every sample whose loss exceeds the mixture's threshold ``l_c``. Read
+naively (a global argmax after training to the end) this is fragile: a single
+unstable epoch can produce a spurious peak, and at high noise ``delta_L`` keeps
+rising into memorisation. :class:`PhaseIIDetector` reads the signal online:
+
+* each epoch gets a score from its loss mixture (``score``, see ``SCORES``);
+* an epoch is *unstable* when its training loss jumped above ``spike_ratio``
+  times the lowest training loss seen before it, or when the loss measured
+  after the epoch (eval mode) exceeds ``spike_ratio`` times the training loss
+  of the epoch (batch-norm running statistics not yet settled, or weights that
+  just blew up); an unstable epoch can never be chosen, but it counts towards
+  patience;
+* the best stable epoch so far is the candidate ``t_c``; training stops once
+  ``patience`` epochs have passed without a better one, so the first clear peak
+  wins over a later one and a run costs little more than reaching phase II.
+
+Scores
+------
+``"delta_L"``
+    The paper's ``m_w - m_c``.
+``"separation"``
+    Ashman's ``D``: ``delta_L`` normalised by the components' spread, so that a
+    separation bought by widening both populations does not count.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .mixture import LossMixture
+
+SCORES = ("delta_L", "separation")
+
+
+def mixture_score(mixture: LossMixture, score: str) -> float:
+    if score == "delta_L":
+        return mixture.delta_L
+    if score == "separation":
+        return mixture.separation
+    raise ValueError(f"unknown score {score!r}; choose from {SCORES}")
+
+
+@dataclass
+class PhaseIIDetector:
+    """Online detector of the phase-II peak; see the module docstring.
+
+    Feed it one epoch at a time with :meth:`update`; read ``best_epoch`` and
+    ``should_stop``.
+    """
+
+    patience: int = 5
+    score: str = "separation"
+    spike_ratio: float = 2.0
+    best_epoch: int | None = None
+    best_score: float = -math.inf
+    since_best: int = 0
+    unstable_epochs: list[int] = field(default_factory=list)
+    _min_train_loss: float = math.inf
+
+    def __post_init__(self) -> None:
+        if self.score not in SCORES:
+            raise ValueError(f"unknown score {self.score!r}; choose from {SCORES}")
+        if self.patience < 1:
+            raise ValueError("patience must be at least 1")
+
+    def update(
+        self, epoch: int, train_loss: float, mixture: LossMixture, eval_loss: float | None = None
+    ) -> bool:
+        """Record an epoch; return ``True`` when it becomes the new ``t_c``.
+
+        ``train_loss`` is the mean minibatch loss during the epoch, ``eval_loss``
+        the mean per-sample loss measured after it.
+        """
+        unstable = train_loss > self.spike_ratio * self._min_train_loss or (
+            eval_loss is not None and eval_loss > self.spike_ratio * train_loss
+        )
+        self._min_train_loss = min(self._min_train_loss, train_loss)
+        if unstable:
+            self.unstable_epochs.append(epoch)
+        value = mixture_score(mixture, self.score)
+        if not unstable and math.isfinite(value) and value > self.best_score:
+            self.best_epoch, self.best_score, self.since_best = epoch, value, 0
+            return True
+        self.since_best += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.best_epoch is not None and self.since_best >= self.patience
+
+
+def flag_samples(mixture: LossMixture, losses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flags and ``p_noisy`` at ``t_c``.
+
+    A sample is flagged when the mixture found a second population
+    (``mixture.bimodal``) and its loss exceeds the threshold ``l_c``.
+    ``p_noisy`` is its posterior for the high-loss component.
+    """
+    p_noisy = mixture.posterior(losses)
+    if not mixture.bimodal:
+        return np.zeros(len(losses), dtype=bool), p_noisy
+    return np.asarray(losses) > mixture.threshold, p_noisy

@@ -1,0 +1,11 @@
+"""The one exception type users see.
+
+Every problem with the user's input or options is raised as
+:class:`LabelcleanError` with a one-line message that names the problem; the CLI
+prints it and exits with status 2 instead of showing a traceback. Anything else
+that escapes is a bug in labelclean.
+"""
+
+
+class LabelcleanError(Exception):
+    """A problem with the input or the options, explained in one line."""

@@ -1,0 +1,173 @@
+"""The two-population model of per-sample losses (paper section 5).
+
+At a given epoch the per-sample losses are modelled as
+``l ~ (1 - r) N(m_c, s_c^2) + r N(m_w, s_w^2)``: a low-loss, clean population
+and a high-loss, mislabelled one. :func:`fit_loss_mixture` fits it with
+scikit-learn's :class:`~sklearn.mixture.GaussianMixture` and returns a
+:class:`LossMixture` holding the paper's parameters, the separation
+``delta_L = m_w - m_c``, the threshold ``l_c`` and a decision on whether a
+second population is there at all.
+
+Is there a second population?
+-----------------------------
+A two-component fit always finds two components, even on a clean dataset,
+where the "high-loss component" is only the tail of hard examples. Two tests
+must both pass before anything is flagged:
+
+* BIC prefers two components over one (``bic_2 < bic_1``), and
+* the components are separated: Ashman's ``D = sqrt(2) |m_w - m_c| /
+  sqrt(s_c^2 + s_w^2)`` is at least ``MIN_SEPARATION`` (2.0). ``D > 2`` is the
+  usual criterion for a mixture of two Gaussians to be cleanly bimodal
+  (Ashman, Bird & Zepf 1994); a loss tail fitted by a broad component has
+  ``D`` well below it.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
+
+#: Ashman's D below which two fitted components count as one population.
+MIN_SEPARATION = 2.0
+#: Losses are subsampled to this many points for the fit (the fit is 1-D).
+MAX_FIT_POINTS = 20_000
+
+
+@dataclass(frozen=True)
+class LossMixture:
+    """A fitted two-component Gaussian mixture of per-sample losses.
+
+    Attributes
+    ----------
+    m_c, s_c:
+        Mean and standard deviation of the low-loss ("clean") component.
+    m_w, s_w:
+        Mean and standard deviation of the high-loss ("wrong") component.
+    r:
+        Weight of the high-loss component: the estimated noise rate.
+    delta_L:
+        ``m_w - m_c``, the paper's separation.
+    threshold:
+        ``l_c``: the loss between the two means where the weighted component
+        densities are equal (the midpoint when they never cross there).
+    separation:
+        Ashman's D (see the module docstring).
+    bic_1, bic_2:
+        BIC of a one- and a two-component fit.
+    bimodal:
+        Whether a second population was found (BIC and separation tests).
+    """
+
+    m_c: float
+    s_c: float
+    m_w: float
+    s_w: float
+    r: float
+    delta_L: float
+    threshold: float
+    separation: float
+    bic_1: float
+    bic_2: float
+    bimodal: bool
+
+    def posterior(self, losses: np.ndarray) -> np.ndarray:
+        """P(high-loss component | loss) for each loss: ``p_noisy``."""
+        x = np.asarray(losses, dtype=np.float64)
+        log_c = math.log(max(1 - self.r, 1e-12)) + _log_normal(x, self.m_c, self.s_c)
+        log_w = math.log(max(self.r, 1e-12)) + _log_normal(x, self.m_w, self.s_w)
+        p = 1.0 / (1.0 + np.exp(np.clip(log_c - log_w, -700, 700)))
+        # Above the upper mean a sample is at least as suspect as at the mean:
+        # the narrower clean Gaussian must not win back the far tail.
+        p = np.where(x > self.m_w, np.maximum(p, self.posterior_at(self.m_w)), p)
+        return p.astype(np.float32)
+
+    def posterior_at(self, loss: float) -> float:
+        log_c = math.log(max(1 - self.r, 1e-12)) + float(_log_normal(np.array(loss), self.m_c, self.s_c))
+        log_w = math.log(max(self.r, 1e-12)) + float(_log_normal(np.array(loss), self.m_w, self.s_w))
+        return 1.0 / (1.0 + math.exp(max(-700.0, min(700.0, log_c - log_w))))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fit_loss_mixture(losses: np.ndarray, seed: int = 0) -> LossMixture:
+    """Fit the two-component mixture of section 5 to per-sample ``losses``.
+
+    Parameters
+    ----------
+    losses:
+        One non-negative loss per sample (any shape; flattened).
+    seed:
+        Seeds the k-means initialisation and the subsample, for reproducibility.
+
+    Returns
+    -------
+    LossMixture
+        Components ordered so that ``m_c <= m_w``.
+    """
+    x = np.asarray(losses, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    if len(x) < 4:
+        raise ValueError("need at least 4 finite losses to fit a mixture")
+    rng = np.random.default_rng(seed)
+    fit_x = rng.choice(x, MAX_FIT_POINTS, replace=False) if len(x) > MAX_FIT_POINTS else x
+    mu1, sd1 = float(fit_x.mean()), float(fit_x.std())
+    if sd1 < 1e-9:
+        return LossMixture(mu1, 0.0, mu1, 0.0, 0.0, 0.0, mu1, 0.0, 0.0, 0.0, False)
+    n = len(fit_x)
+    bic_1 = float(n * (math.log(2 * math.pi * sd1**2) + 1) + 2 * math.log(n))
+    gm = GaussianMixture(2, covariance_type="full", random_state=seed, reg_covar=1e-6, n_init=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm.fit(fit_x[:, None])
+    bic_2 = float(gm.bic(fit_x[:, None]))
+    means = gm.means_.ravel()
+    sds = np.sqrt(gm.covariances_.ravel())
+    lo, hi = (0, 1) if means[0] <= means[1] else (1, 0)
+    m_c, m_w = float(means[lo]), float(means[hi])
+    s_c, s_w = float(sds[lo]), float(sds[hi])
+    r = float(gm.weights_[hi])
+    separation = math.sqrt(2) * (m_w - m_c) / math.sqrt(s_c**2 + s_w**2)
+    threshold = _crossing(m_c, s_c, m_w, s_w, r)
+    bimodal = bool(bic_2 < bic_1 and separation >= MIN_SEPARATION)
+    return LossMixture(
+        m_c=m_c, s_c=s_c, m_w=m_w, s_w=s_w, r=r, delta_L=m_w - m_c, threshold=threshold,
+        separation=float(separation), bic_1=bic_1, bic_2=bic_2, bimodal=bimodal,
+    )
+
+
+def _log_normal(x: np.ndarray, m: float, s: float) -> np.ndarray:
+    s = max(s, 1e-9)
+    return -0.5 * ((x - m) / s) ** 2 - math.log(s) - 0.5 * math.log(2 * math.pi)
+
+
+def _crossing(m_c: float, s_c: float, m_w: float, s_w: float, r: float) -> float:
+    """The loss in (m_c, m_w) where ``(1-r) N(m_c, s_c) = r N(m_w, s_w)``.
+
+    Taking logs gives a quadratic ``a l^2 + b l + c = 0``; we take its root
+    between the means, or the midpoint when there is none.
+    """
+    mid = 0.5 * (m_c + m_w)
+    if not (0 < r < 1) or s_c <= 0 or s_w <= 0 or m_w <= m_c:
+        return mid
+    a = 1 / (2 * s_w**2) - 1 / (2 * s_c**2)
+    b = m_c / s_c**2 - m_w / s_w**2
+    c = (
+        m_w**2 / (2 * s_w**2) - m_c**2 / (2 * s_c**2)
+        + math.log(s_w / s_c) + math.log((1 - r) / r)
+    )
+    if abs(a) < 1e-12:
+        roots = [-c / b] if abs(b) > 1e-12 else []
+    else:
+        disc = b * b - 4 * a * c
+        if disc < 0:
+            return mid
+        sq = math.sqrt(disc)
+        roots = [(-b - sq) / (2 * a), (-b + sq) / (2 * a)]
+    inside = [t for t in roots if m_c < t < m_w]
+    return float(min(inside)) if inside else mid

@@ -1,0 +1,521 @@
+"""``labelclean apply``: turn a reviewed ``flagged_samples.csv`` into the final dataset.
+
+A run writes ``flagged_samples.csv`` with an editable ``action`` column, one row
+per flagged sample. After looking at the report the user edits it (in place or
+as a copy) and :func:`apply_review` writes the dataset that follows from it:
+
+``remove`` (the default: also for an empty cell, or a flagged sample with no row)
+    the sample is left out;
+``keep``
+    the sample stays with its given label;
+``relabel:<class>``
+    the sample stays with the label ``<class>``, which must be one of the run's
+    classes (``checkpoint/model.json``); a bare ``relabel`` takes the row's
+    ``suggested_label`` (the model's prediction).
+
+Unflagged samples are always kept. Rows are matched to samples on ``index``
+*and* ``path`` (image inputs) or ``row`` (feature tables), so a sorted or
+filtered copy of the file works, and a row that does not match is an error.
+
+Output folder (``out``)::
+
+    cleaned/          image folder input: <class>/<image>; relabelled images in their new class
+    cleaned.csv       CSV input: the input CSV's kept rows, new labels in the label column,
+                      relative image paths rewritten to stay valid from ``out``
+    apply_log.csv     one row per flagged sample: what was done and where it went
+    apply.json        counts and settings (written last: its presence marks a complete output)
+
+Everything is validated before anything is written: a malformed edit raises
+:class:`~labelclean.errors.LabelcleanError` naming the row, and ``out`` is then
+untouched. The run folder and the input are only read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from ._io import write_csv, write_json
+from .errors import LabelcleanError
+from .export import LINK_MODES, RUN_FILE, _place_file, prepare_output_dir
+
+APPLY_FILE = "apply.json"
+LOG_FILE = "apply_log.csv"
+REVIEW_FILE = "flagged_samples.csv"
+ACTIONS = ("remove", "keep", "relabel")
+
+
+@dataclass
+class RunInfo:
+    """What :func:`apply_review` needs from a run folder.
+
+    ``samples`` is one row per training sample in index order with columns
+    ``index``, ``sample_id``, ``given_label``, ``flagged``, ``rank`` (as text
+    where text, so ``"01"`` stays ``"01"``).
+    """
+
+    root: Path
+    run: dict
+    classes: list[str]
+    samples: pd.DataFrame
+
+    @property
+    def source(self) -> Path:
+        return Path(self.run["input"]["source"])
+
+    @property
+    def origin(self) -> str:
+        return self.run["input"]["origin"]
+
+    @property
+    def id_column(self) -> str:
+        """The column of ``flagged_samples.csv`` that names a sample."""
+        return "path" if self.run["input"]["kind"] == "images" else "row"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What happens to one flagged sample.
+
+    ``action`` is ``remove``, ``keep`` or ``relabel``; ``label`` is the label it
+    ends up with (empty when removed); ``decided_by`` says which review row
+    decided, or ``"default"`` when the sample had no row.
+    """
+
+    index: int
+    action: str
+    label: str
+    decided_by: str
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def apply_review(
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    review_csv: str | os.PathLike | None = None,
+    link: str = "hardlink",
+    overwrite: bool = False,
+) -> dict:
+    """Write the reviewed dataset of a run to ``out`` (layout: module docstring).
+
+    Parameters
+    ----------
+    run_dir:
+        A run folder written by ``labelclean run`` / :meth:`CleanResult.export`.
+    out:
+        The output folder: empty or absent, or, with ``overwrite``, a previous
+        ``labelclean apply`` output. It must not overlap the run or the input.
+    review_csv:
+        An edited copy of ``flagged_samples.csv``; default: the run's own file.
+    link:
+        How ``cleaned/`` refers to the input images (image folder inputs only):
+        ``"hardlink"`` (copy when impossible), ``"symlink"`` or ``"copy"``.
+    overwrite:
+        Replace a previous apply output in ``out``.
+
+    Returns
+    -------
+    dict
+        The summary also written to ``out/apply.json``: counts of removed,
+        kept, relabelled and unflagged samples, the final per-class counts, and
+        the paths involved.
+
+    Raises
+    ------
+    LabelcleanError
+        For a malformed review (unknown action or class, a row matching no
+        flagged sample, a duplicated sample), a changed input, or an unusable
+        ``out``; nothing is written then.
+    """
+    if link not in LINK_MODES:
+        raise LabelcleanError(f"--link must be one of {', '.join(LINK_MODES)}")
+    run = load_run_info(run_dir)
+    review_path = Path(review_csv) if review_csv is not None else run.root / REVIEW_FILE
+    review = read_review(review_path, run)
+    decisions = decide(run, review, review_path.name)
+    out_path = Path(out).resolve()
+    _check_review_outside(review_path, out_path)
+    if run.origin == "folder":
+        plan = plan_folder(run, decisions)
+    elif run.origin in ("paths", "features"):
+        plan = plan_table(run, decisions, out_path)
+    else:
+        raise LabelcleanError(
+            f"the run's input was read from {run.origin!r}, not a folder or CSV: "
+            "there is no dataset to write"
+        )
+    # Validation is over; from here on, only writing.
+    out_path = prepare_output_dir(
+        out_path, overwrite=overwrite, inputs=[run.source, run.root], markers=(APPLY_FILE,)
+    )
+    if run.origin == "folder":
+        _write_tree(plan, out_path / "cleaned", link)
+    else:
+        write_csv(out_path / "cleaned.csv", plan)
+    log = apply_log(run, decisions, plan)
+    write_csv(out_path / LOG_FILE, log)
+    summary = _summary(run, decisions, review_path, review, out_path, link)
+    write_json(out_path / APPLY_FILE, summary)
+    return summary
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def load_run_info(run_dir: str | os.PathLike) -> RunInfo:
+    """Read ``run.json``, ``checkpoint/model.json`` and ``scores.csv`` of a run."""
+    root = Path(run_dir).resolve()
+    if not (root / RUN_FILE).is_file():
+        raise LabelcleanError(f"{root} is not a labelclean run: {RUN_FILE} is missing")
+    run = json.loads((root / RUN_FILE).read_text(encoding="utf-8"))
+    model_file = root / "checkpoint" / "model.json"
+    if model_file.is_file():
+        classes = json.loads(model_file.read_text(encoding="utf-8"))["classes"]
+    else:
+        classes = run.get("input", {}).get("classes", [])
+    if not (root / "scores.csv").is_file():
+        raise LabelcleanError(f"{root} is not a complete labelclean run: scores.csv is missing")
+    text = {"sample_id": str, "given_label": str}
+    scores = pd.read_csv(root / "scores.csv", dtype=text, keep_default_na=False)
+    scores["flagged"] = scores["flagged"].astype(str).str.lower().isin(["true", "1"])
+    samples = scores[["index", "sample_id", "given_label", "flagged", "rank"]]
+    samples = samples.sort_values("index").reset_index(drop=True)
+    if not np.array_equal(samples["index"].to_numpy(), np.arange(len(samples))):
+        raise LabelcleanError(f"{root / 'scores.csv'} is damaged: sample indices are not 0..N-1")
+    return RunInfo(root=root, run=run, classes=[str(c) for c in classes], samples=samples)
+
+
+def read_review(path: Path, run: RunInfo) -> pd.DataFrame:
+    """The review table, every cell as text (``"007"`` stays ``"007"``).
+
+    Needs the columns ``index``, ``action`` and the sample's ``path``/``row``;
+    a spreadsheet's UTF-8 byte-order mark is tolerated.
+    """
+    if not path.is_file():
+        raise LabelcleanError(f"review file not found: {path}")
+    try:
+        review = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        raise LabelcleanError(f"{path} is empty (expected the columns of {REVIEW_FILE})") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LabelcleanError(f"cannot parse {path} as CSV: {first}") from None
+    review.columns = [str(c).strip() for c in review.columns]
+    for column in ("index", run.id_column, "action"):
+        if column not in review.columns:
+            raise LabelcleanError(
+                f"{path.name} has no {column!r} column (columns: {', '.join(review.columns)})"
+            )
+    return review
+
+
+# ----------------------------------------------------------------------------- deciding
+
+
+def parse_action(text: str, suggested: str | None, classes: list[str]) -> tuple[str, str | None]:
+    """``(action, new_label)`` from an ``action`` cell; raises ValueError saying what is wrong.
+
+    Keywords are case-insensitive; class names are matched exactly. An empty
+    cell means ``remove``.
+    """
+    cell = text.strip()
+    word, sep, target = cell.partition(":")
+    word = word.strip().lower()
+    if word in ("", "remove") and not sep:
+        return "remove", None
+    if word == "keep" and not sep:
+        return "keep", None
+    if word == "relabel":
+        target = target.strip() if sep else (suggested or "").strip()
+        if not target:
+            raise ValueError(f"{cell!r} names no class: write relabel:<class>")
+        if target not in classes:
+            raise ValueError(
+                f"unknown class {target!r} in {cell!r} (classes: {_some(classes)})"
+            )
+        return "relabel", target
+    raise ValueError(f"unknown action {cell!r}: use remove, keep or relabel:<class>")
+
+
+def decide(run: RunInfo, review: pd.DataFrame, name: str) -> dict[int, Decision]:
+    """One :class:`Decision` per flagged sample, from the review rows and the defaults.
+
+    Every review row is checked; the first problem is raised, naming its data
+    row (1 = the first line after the header), with the count of the others.
+    """
+    samples = run.samples
+    ids = samples["sample_id"].to_numpy()
+    flagged = samples["flagged"].to_numpy()
+    given = samples["given_label"].to_numpy()
+    suggested = review["suggested_label"] if "suggested_label" in review.columns else None
+    decisions: dict[int, Decision] = {}
+    seen: dict[int, int] = {}
+    problems: list[str] = []
+    for i, (index_text, sample_id, action) in enumerate(
+        zip(review["index"], review[run.id_column], review["action"], strict=True)
+    ):
+        row = i + 1
+        where = f"{name} data row {row} (index {index_text.strip() or '?'}, {sample_id!r})"
+        index = _whole_number(index_text)
+        if index is None:
+            problems.append(f"{where}: index {index_text!r} is not a whole number")
+            continue
+        if not 0 <= index < len(samples) or ids[index] != sample_id.strip():
+            problems.append(f"{where}: no sample with this index and {run.id_column} in the run")
+            continue
+        if not flagged[index]:
+            problems.append(
+                f"{where}: this sample was not flagged; only flagged samples can be reviewed "
+                "(unflagged ones are always kept)"
+            )
+            continue
+        if index in seen:
+            problems.append(f"{where}: duplicate of data row {seen[index]}")
+            continue
+        seen[index] = row
+        hint = None if suggested is None else suggested.iloc[i]
+        try:
+            kind, label = parse_action(action, hint, run.classes)
+        except ValueError as e:
+            problems.append(f"{where}: {e}")
+            continue
+        final = "" if kind == "remove" else (label or given[index])
+        decisions[index] = Decision(index, kind, final, f"{name} data row {row}")
+    if problems:
+        others = len(problems) - 1
+        more = f" (and {others} more problem{'s' if others > 1 else ''})" if others else ""
+        raise LabelcleanError(problems[0] + more)
+    for index in np.flatnonzero(flagged):
+        if int(index) not in decisions:
+            decisions[int(index)] = Decision(int(index), "remove", "", "default")
+    return decisions
+
+
+def _whole_number(text: str) -> int | None:
+    """``"12"`` -> 12; also ``"12.0"``, which spreadsheets like to write; else None."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None
+    return int(value) if value.is_integer() else None
+
+
+def _some(classes: list[str], limit: int = 12) -> str:
+    shown = ", ".join(classes[:limit])
+    return shown + (f", … {len(classes) - limit} more" if len(classes) > limit else "")
+
+
+def _check_review_outside(review: Path, out: Path) -> None:
+    # --overwrite empties `out`: it must not hold the user's edited review.
+    review = review.resolve()
+    if out == review or out in review.parents:
+        raise LabelcleanError(f"--out {out} contains the review file {review}; choose another")
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+def final_labels(run: RunInfo, decisions: dict[int, Decision]) -> np.ndarray:
+    """Every sample's final label in index order; ``""`` for removed samples."""
+    labels = run.samples["given_label"].to_numpy(dtype=object).copy()
+    for d in decisions.values():
+        labels[d.index] = d.label
+    return labels
+
+
+def plan_folder(run: RunInfo, decisions: dict[int, Decision]) -> pd.DataFrame:
+    """Where every kept image of a folder input goes: columns ``index``, ``source``
+    (absolute file) and ``target`` (path under ``cleaned/``).
+
+    A relabelled image moves to ``<new class>/<rest of its path>``; if another
+    image already has that name there, ``__from_<old class>`` (and a counter if
+    needed) is added before the extension so nothing is overwritten.
+    """
+    labels = final_labels(run, decisions)
+    ids = run.samples["sample_id"].to_numpy()
+    kept = [i for i in range(len(ids)) if labels[i] != ""]
+    used = {ids[i] for i in kept if run.samples["given_label"].iat[i] == labels[i]}
+    rows = []
+    for i in kept:
+        target = ids[i]
+        if labels[i] != run.samples["given_label"].iat[i]:
+            target = _free_name(_move_to_class(ids[i], labels[i]), ids[i], used)
+            used.add(target)
+        rows.append((i, run.source / ids[i], target))
+    plan = pd.DataFrame(rows, columns=["index", "source", "target"])
+    missing = [str(s) for s in plan["source"] if not Path(s).is_file()]
+    if missing:
+        raise LabelcleanError(
+            f"{len(missing)} input images are gone since the run (first: {missing[0]}); "
+            "the input must not change between run and apply"
+        )
+    return plan
+
+
+def _move_to_class(sample_id: str, label: str) -> str:
+    parts = sample_id.split("/")
+    return "/".join([label, *parts[1:]])
+
+
+def _free_name(target: str, sample_id: str, used: set[str]) -> str:
+    if target not in used:
+        return target
+    old_class = sample_id.split("/")[0]
+    stem, dot, ext = target.rpartition(".")
+    if not dot:
+        stem, ext = target, ""
+    base = f"{stem}__from_{old_class}"
+    suffix = f".{ext}" if dot else ""
+    candidate, k = base + suffix, 2
+    while candidate in used:
+        candidate, k = f"{base}_{k}{suffix}", k + 1
+    return candidate
+
+
+def plan_table(run: RunInfo, decisions: dict[int, Decision], out: Path) -> pd.DataFrame:
+    """The cleaned CSV: the input CSV's rows of kept samples, in input order, with
+    the final labels in the label column and relative image paths rewritten to be
+    valid from ``out`` (as :func:`labelclean.export._cleaned_table` does)."""
+    from .sources import _read_csv
+
+    if not run.source.is_file():
+        raise LabelcleanError(f"the run's input {run.source} is gone")
+    table = _read_csv(run.source)
+    params = run.run.get("params", {})
+    label_column = params.get("label_column", "label")
+    if label_column not in table.columns:
+        raise LabelcleanError(f"{run.source.name} has no label column {label_column!r} any more")
+    rows = _table_rows(run, table, params.get("path_column", "path"))
+    labels = final_labels(run, decisions)
+    keep = labels != ""
+    cleaned = table.iloc[rows[keep]].copy()
+    # Object column: a relabel writes the class name as text into, say, an int column.
+    cleaned[label_column] = cleaned[label_column].astype(object)
+    changed = keep & (labels != run.samples["given_label"].to_numpy(dtype=object))
+    if changed.any():
+        position = np.cumsum(keep) - 1  # sample index -> row of `cleaned`
+        cleaned.iloc[position[changed], cleaned.columns.get_loc(label_column)] = labels[changed]
+    if run.origin == "paths":
+        column = params.get("path_column", "path")
+        base = run.source.resolve().parent
+        cleaned[column] = [
+            p if os.path.isabs(p) else os.path.relpath(base / p, out)
+            for p in cleaned[column].astype(str)
+        ]
+    return cleaned.reset_index(drop=True)
+
+
+def _table_rows(run: RunInfo, table: pd.DataFrame, path_column: str) -> np.ndarray:
+    """The input CSV row of every sample, in index order.
+
+    Feature tables: sample ``i`` is row ``i``. Path CSVs: samples are the rows
+    in order minus the unreadable images a ``--skip-unreadable`` run left out,
+    so a single ordered pass over the rows, matching paths, recovers them.
+    """
+    ids = run.samples["sample_id"].to_numpy()
+    if run.origin == "features":
+        if len(table) != len(ids):
+            raise LabelcleanError(
+                f"{run.source.name} has {len(table)} rows but the run had {len(ids)} samples; "
+                "the input must not change between run and apply"
+            )
+        return np.arange(len(ids))
+    if path_column not in table.columns:
+        raise LabelcleanError(f"{run.source.name} has no path column {path_column!r} any more")
+    paths = table[path_column].astype(str).to_numpy()
+    rows = np.empty(len(ids), dtype=np.int64)
+    k = 0
+    for r, p in enumerate(paths):
+        if k < len(ids) and p == ids[k]:
+            rows[k] = r
+            k += 1
+    if k != len(ids):
+        raise LabelcleanError(
+            f"{run.source.name} no longer lists the run's sample {ids[k]!r} in order; "
+            "the input must not change between run and apply"
+        )
+    return rows
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _write_tree(plan: pd.DataFrame, dest: Path, link: str) -> None:
+    """Build the image tree in a hidden folder, then rename it into place."""
+    partial = dest.with_name(f".{dest.name}.partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    for source, target in zip(plan["source"], plan["target"], strict=True):
+        path = partial / target
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _place_file(Path(source), path, link)
+    os.replace(partial, dest)
+
+
+def apply_log(run: RunInfo, decisions: dict[int, Decision], plan: pd.DataFrame) -> pd.DataFrame:
+    """``apply_log.csv``: one row per flagged sample, most suspicious first.
+
+    Columns: ``rank``, ``index``, ``path``/``row``, ``given_label``, ``action``,
+    ``new_label``, ``decided_by`` and ``destination`` (the file under
+    ``cleaned/``, or the data row of ``cleaned.csv``; empty when removed).
+    """
+    s = run.samples
+    order = sorted(decisions, key=lambda i: int(s["rank"].iat[i]))
+    if "target" in plan.columns:
+        where = {int(i): f"cleaned/{t}" for i, t in zip(plan["index"], plan["target"],
+                                                         strict=True)}
+    else:
+        labels = final_labels(run, decisions)
+        kept = np.flatnonzero(labels != "")
+        where = {int(i): f"cleaned.csv data row {n + 1}" for n, i in enumerate(kept)}
+    return pd.DataFrame({
+        "rank": [int(s["rank"].iat[i]) for i in order],
+        "index": order,
+        run.id_column: [s["sample_id"].iat[i] for i in order],
+        "given_label": [s["given_label"].iat[i] for i in order],
+        "action": [decisions[i].action for i in order],
+        "new_label": [decisions[i].label for i in order],
+        "decided_by": [decisions[i].decided_by for i in order],
+        "destination": [where.get(i, "") for i in order],
+    })
+
+
+def _summary(
+    run: RunInfo, decisions: dict[int, Decision], review_path: Path, review: pd.DataFrame,
+    out: Path, link: str,
+) -> dict:
+    actions = pd.Series([d.action for d in decisions.values()], dtype=object)
+    labels = final_labels(run, decisions)
+    final = pd.Series(labels[labels != ""]).value_counts()
+    n, n_flagged = len(run.samples), len(decisions)
+    removed = int((actions == "remove").sum())
+    return {
+        "labelclean_version": __version__,
+        "run": str(run.root),
+        "review": str(review_path.resolve()),
+        "input": {k: run.run["input"].get(k) for k in ("source", "origin", "kind")},
+        "out": str(out),
+        "dataset": "cleaned" if run.origin == "folder" else "cleaned.csv",
+        "link": link if run.origin == "folder" else None,
+        "samples": n,
+        "flagged": n_flagged,
+        "removed": removed,
+        "kept_flagged": int((actions == "keep").sum()),
+        "relabelled": int((actions == "relabel").sum()),
+        "unflagged_kept": n - n_flagged,
+        "final_samples": n - removed,
+        "reviewed_rows": len(review),
+        "defaulted_to_remove": sum(d.decided_by == "default" for d in decisions.values()),
+        "unreadable_left_out": int(run.run["input"].get("unreadable", 0)),
+        "per_class": {c: int(final.get(c, 0)) for c in run.classes},
+    }

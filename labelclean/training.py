@@ -1,0 +1,288 @@
+"""The SGD training loop and the per-sample pass that observes it.
+
+The loop is deliberately plain: SGD with momentum and weight decay on
+minibatches sliced from tensors that already sit on the training device, so the
+per-step cost is the model's. Two design choices prepare it for resuming and
+for torch.distributed:
+
+* the order of samples in epoch ``e`` is a pure function of ``(seed, e)``
+  (:func:`epoch_order`), so a run restarted from :meth:`Trainer.state_dict`
+  after epoch ``e`` sees exactly the batches it would have seen, and ranks of a
+  distributed run can each take their own stride of the same permutation;
+* all mutable state (weights, optimiser, epoch counter) is in one
+  ``state_dict``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import LabelcleanError
+
+AUGMENTATIONS = ("none", "shift", "shift-flip")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings. Defaults are the ones measured in docs/benchmarks.md.
+
+    ``augment`` applies to images only: ``"shift"`` translates each image by up
+    to ``shift_pixels`` (zero padding), ``"shift-flip"`` also mirrors half the
+    images left-right (leave it off for digits and text).
+    """
+
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    max_epochs: int = 30
+    seed: int = 0
+    augment: str = "none"
+    shift_pixels: int = 2
+    device: str = "auto"
+    amp: bool | None = None
+    eval_batch_size: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.augment not in AUGMENTATIONS:
+            raise LabelcleanError(f"augment must be one of {', '.join(AUGMENTATIONS)}")
+        for name in ("lr", "batch_size", "max_epochs", "eval_batch_size"):
+            if getattr(self, name) <= 0:
+                raise LabelcleanError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.momentum < 1:
+            raise LabelcleanError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise LabelcleanError(f"weight_decay must be >= 0, got {self.weight_decay}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EpochStats:
+    """What one training epoch measured (running averages over its minibatches)."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    seconds: float
+    steps: int
+
+
+@dataclass
+class SampleStats:
+    """Per-sample outputs of one evaluation pass, aligned with the data.
+
+    ``loss`` is the cross-entropy against the given label; ``margin`` is the
+    given label's logit minus the largest other logit (negative when the model
+    prefers another class), as in AUM (Pleiss et al. 2020).
+    """
+
+    loss: np.ndarray
+    pred: np.ndarray
+    pred_prob: np.ndarray
+    given_prob: np.ndarray
+    margin: np.ndarray
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` means CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise LabelcleanError(f"unknown device {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LabelcleanError("CUDA was asked for but is not available")
+    return dev
+
+
+def epoch_order(seed: int, epoch: int, n: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """The sample order of ``epoch``: a permutation that depends on nothing else.
+
+    With ``world_size > 1`` each rank takes every ``world_size``-th element, the
+    way ``DistributedSampler`` shards (padding is the caller's business).
+    """
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+    return torch.randperm(n, generator=g)[rank::world_size]
+
+
+class Trainer:
+    """SGD on one in-memory dataset.
+
+    Parameters
+    ----------
+    model:
+        The network (a :class:`~labelclean.models.Classifier` takes raw inputs).
+    x, y:
+        Inputs (CPU tensor, ``uint8`` images or ``float32`` features) and integer
+        labels. ``x`` is moved to the training device once when it fits in a
+        quarter of the free device memory, else batches are copied per step.
+    config:
+        A :class:`TrainConfig`.
+    """
+
+    def __init__(
+        self, model: nn.Module, x: torch.Tensor, y: np.ndarray, config: TrainConfig
+    ) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.amp = config.amp if config.amp is not None else self.device.type == "cuda"
+        torch.manual_seed(config.seed)
+        self.model = model.to(self.device)
+        self.images = x.dim() == 4
+        if self.device.type == "cuda" and self.images:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.x = self._place(x)
+        self.y = torch.as_tensor(np.array(y, dtype=np.int64)).to(self.device)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=config.lr, momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )
+        self.epoch = 0
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "config": self.config.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = int(state["epoch"])
+
+    # ------------------------------------------------------------------ data
+
+    def _place(self, x: torch.Tensor) -> torch.Tensor:
+        if self.device.type != "cuda":
+            return x
+        free, _ = torch.cuda.mem_get_info(self.device)
+        if x.numel() * x.element_size() < free // 4:
+            return x.to(self.device)
+        return x.pin_memory()
+
+    def _batch(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        xb = x[idx.to(x.device)] if x.device == self.device else x[idx].to(
+            self.device, non_blocking=True
+        )
+        if self.device.type == "cuda" and xb.dim() == 4:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        return xb
+
+    def _augment(self, xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        mode = self.config.augment
+        if mode == "none" or xb.dim() != 4:
+            return xb
+        b, _, h, w = xb.shape
+        p = self.config.shift_pixels
+        padded = F.pad(xb, (p, p, p, p))
+        oy = torch.randint(0, 2 * p + 1, (b,), generator=gen).to(xb.device)
+        ox = torch.randint(0, 2 * p + 1, (b,), generator=gen).to(xb.device)
+        rows = (oy[:, None] + torch.arange(h, device=xb.device))[:, None, :, None]
+        cols = (ox[:, None] + torch.arange(w, device=xb.device))[:, None, None, :]
+        bidx = torch.arange(b, device=xb.device)[:, None, None, None]
+        cidx = torch.arange(xb.shape[1], device=xb.device)[None, :, None, None]
+        out = padded[bidx, cidx, rows, cols]
+        if mode == "shift-flip":
+            flip = (torch.rand(b, generator=gen) < 0.5).to(xb.device)
+            out = torch.where(flip[:, None, None, None], out.flip(-1), out)
+        return out
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # ------------------------------------------------------------------ loop
+
+    def train_epoch(self) -> EpochStats:
+        """One pass over the data in :func:`epoch_order`; advances ``self.epoch``."""
+        start = time.perf_counter()
+        cfg = self.config
+        n = len(self.y)
+        order = epoch_order(cfg.seed, self.epoch, n)
+        gen = torch.Generator().manual_seed(cfg.seed * 7_919 + self.epoch)
+        self.model.train()
+        total_loss = torch.zeros((), device=self.device)
+        total_correct = torch.zeros((), device=self.device, dtype=torch.long)
+        steps = 0
+        for s in range(0, n, cfg.batch_size):
+            idx = order[s : s + cfg.batch_size]
+            if len(idx) < 2 and steps > 0:
+                break  # a batch of one breaks batch norm and adds nothing
+            xb = self._augment(self._batch(self.x, idx), gen)
+            yb = self.y[idx.to(self.y.device)]
+            with self._autocast():
+                logits = self.model(xb)
+                loss = F.cross_entropy(logits, yb)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total_loss += loss.detach().float() * len(idx)
+            total_correct += (logits.detach().argmax(1) == yb).sum()
+            steps += 1
+        seen = min(n, steps * cfg.batch_size)
+        mean_loss = float(total_loss) / seen
+        if not math.isfinite(mean_loss):
+            raise LabelcleanError(
+                f"training diverged at epoch {self.epoch + 1} (loss {mean_loss}); lower --lr"
+            )
+        self.epoch += 1
+        return EpochStats(
+            epoch=self.epoch,
+            train_loss=mean_loss,
+            train_accuracy=float(total_correct) / seen,
+            seconds=time.perf_counter() - start,
+            steps=steps,
+        )
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor | None = None, y: np.ndarray | None = None) -> SampleStats:
+        """Per-sample loss and prediction at the current weights.
+
+        Eval mode (batch-norm running statistics, no dropout), no augmentation,
+        large batches, no autograd: one forward pass per sample.
+        """
+        x = self.x if x is None else (x if x.device == self.device else self._place(x))
+        yt = self.y if y is None else torch.as_tensor(np.array(y, dtype=np.int64)).to(
+            self.device
+        )
+        self.model.eval()
+        n = len(yt)
+        parts: list[torch.Tensor] = []
+        bs = self.config.eval_batch_size
+        for s in range(0, n, bs):
+            idx = torch.arange(s, min(n, s + bs))
+            with self._autocast():
+                logits = self.model(self._batch(x, idx)).float()
+            yb = yt[s : s + bs]
+            logp = torch.log_softmax(logits, 1)
+            loss = -logp.gather(1, yb[:, None])[:, 0]
+            prob, pred = logp.exp().max(1)
+            given_logit = logits.gather(1, yb[:, None])[:, 0]
+            other = logits.scatter(1, yb[:, None], float("-inf")).max(1).values
+            parts.append(
+                torch.stack([loss, pred.float(), prob, (-loss).exp(), given_logit - other], 1)
+            )
+        out = torch.cat(parts).cpu().numpy()
+        return SampleStats(
+            loss=out[:, 0].astype(np.float32),
+            pred=out[:, 1].astype(np.int64),
+            pred_prob=out[:, 2].astype(np.float32),
+            given_prob=out[:, 3].astype(np.float32),
+            margin=out[:, 4].astype(np.float32),
+        )

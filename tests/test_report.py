@@ -1,0 +1,245 @@
+"""report.html and its figures, built from real (tiny) runs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from report_runs import Runs, big_report, build_runs
+
+from labelclean.cli import main
+from labelclean.errors import LabelcleanError
+from labelclean.report import FIGURES_DIR, REPORT_FILE, make_thumbnails, write_report
+
+CORE_FIGURES = ("accuracy", "separation", "loss_evolution", "loss_histogram")
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory) -> Runs:
+    return build_runs(tmp_path_factory.getbasetemp() / "labelclean_runs")
+
+
+class _Summary(HTMLParser):
+    """Collects ``data-key`` -> ``data-value`` of the summary table cells."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[str, str] = {}
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "data-key" in a:
+            self.values[a["data-key"]] = a["data-value"]
+
+
+def summary_values(page: str) -> dict[str, str]:
+    parser = _Summary()
+    parser.feed(page)
+    return parser.values
+
+
+def gallery(page: str) -> dict:
+    m = re.search(r'<script type="application/json" id="gallery-data">(.*?)</script>', page, re.S)
+    assert m, "no gallery data in the page"
+    return json.loads(m.group(1))
+
+
+def read(run: Path) -> tuple[str, dict]:
+    return (run / REPORT_FILE).read_text(encoding="utf-8"), json.loads(
+        (run / "run.json").read_text()
+    )
+
+
+def copy_run(run: Path, dest: Path) -> Path:
+    shutil.copytree(run, dest, symlinks=True)
+    return dest
+
+
+@pytest.mark.parametrize("which", ["folder_run", "csv_run", "features_run"])
+def test_summary_numbers_match_run_json(runs, which):
+    page, run = read(getattr(runs, which))
+    values = summary_values(page)
+    assert int(values["samples"]) == run["samples"]
+    assert int(values["flagged"]) == run["flagged"]
+    assert float(values["estimated_noise_rate"]) == pytest.approx(run["estimated_noise_rate"])
+    assert int(values["t_c"]) == run["t_c"]
+    assert values["model"] == run["params"]["model"]
+    assert float(values["total_seconds"]) == pytest.approx(run["timing"]["total_seconds"])
+    if run["phase_boundaries"]:
+        assert json.loads(values["phase_boundaries"]) == run["phase_boundaries"]
+    # Shown to the reader too, not only in attributes.
+    assert f"{run['samples']:,}" in page and f"{100 * run['estimated_noise_rate']:.2f}%" in page
+
+
+@pytest.mark.parametrize("which", ["folder_run", "csv_run"])
+def test_every_flagged_image_is_in_the_gallery_with_a_thumbnail(runs, which):
+    run_dir = getattr(runs, which)
+    page, _ = read(run_dir)
+    data = gallery(page)
+    flagged = pd.read_csv(run_dir / "flagged_samples.csv", dtype=str, keep_default_na=False)
+    fields = data["fields"]
+    items = [dict(zip(fields, item, strict=True)) for item in data["items"]]
+    assert data["kind"] == "images"
+    assert [i["id"] for i in items] == list(flagged["path"])  # same order: most suspicious first
+    assert [i["rank"] for i in items] == sorted(i["rank"] for i in items)
+    for item, (_, row) in zip(items, flagged.iterrows(), strict=True):
+        assert item["given"] == row["given_label"] and item["predicted"] == row["predicted_label"]
+        assert base64.b64decode(item["thumb"]).startswith(b"\x89PNG")
+        assert item["href"].startswith("file://")
+
+
+def test_features_run_gets_a_table_not_thumbnails(runs):
+    page, run = read(runs.features_run)
+    data = gallery(page)
+    assert data["kind"] == "features"
+    assert len(data["items"]) == run["flagged"]
+    assert all(item[7] is None for item in data["items"])
+    assert 'id=gallery-table' in page
+    assert {item[1] for item in data["items"]} == set(
+        pd.read_csv(runs.features_run / "flagged_samples.csv")["row"]
+    )
+
+
+def test_figures_are_written_and_embedded(runs):
+    page, _ = read(runs.folder_run)
+    for name in CORE_FIGURES:
+        png = runs.folder_run / FIGURES_DIR / f"{name}.png"
+        assert png.read_bytes().startswith(b"\x89PNG"), name
+        assert f'id="fig-{name}"' in page
+        # The embedded copy is the file's bytes.
+        m = re.search(rf'id="fig-{name}"><img alt="{name}" src="data:image/png;base64,([^"]+)"',
+                      page)
+        assert m and base64.b64decode(m.group(1)) == png.read_bytes()
+    assert "could not be drawn" not in page
+
+
+def test_page_is_self_contained(runs):
+    page, _ = read(runs.folder_run)
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "<link" not in page and "@import" not in page
+    assert re.search(r"<script[^>]+src=", page) is None
+
+
+def test_unreadable_images_are_listed(runs):
+    page, run = read(runs.csv_run)
+    assert run["input"]["unreadable"] == 1
+    assert int(summary_values(page)["unreadable"]) == 1
+    section = page[page.index("<section id=unreadable>"):]
+    assert "imgs/broken.png" in section
+
+
+def test_per_class_table_counts(runs):
+    page, _ = read(runs.folder_run)
+    scores = pd.read_csv(runs.folder_run / "scores.csv", dtype={"given_label": str})
+    table = page[page.index("<table class=grid id=class-table>"):]
+    table = table[: table.index("</table>")]
+    for c, group in scores.groupby("given_label"):
+        cells = f"<tr><td>{c}</td><td>{len(group):,}</td><td>{int(group['flagged'].sum()):,}</td>"
+        assert cells in table
+    assert "given ↓ / predicted →" in page  # the confusion matrix among flagged samples
+
+
+def test_order_parameters_and_phases_are_drawn_when_present(runs, tmp_path):
+    run_dir = copy_run(runs.folder_run, tmp_path / "run")
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    n = len(metrics)
+    metrics["A"] = np.where(np.arange(n) % 2 == 0, np.linspace(5, 1, n), np.nan)
+    metrics["A_0"] = metrics["A"] / 3
+    metrics["R"] = np.where(metrics["A"].notna(), 0.3, np.nan)
+    metrics["R_cw"] = np.where(metrics["A"].notna(), -0.2, np.nan)
+    metrics["phase"] = ["I"] + ["II"] * (n - 1)
+    metrics.to_csv(run_dir / "metrics.csv", index=False)
+    run = json.loads((run_dir / "run.json").read_text())
+    run["phase_boundaries"] = {"I": [1, 1], "II": [2, n]}
+    (run_dir / "run.json").write_text(json.dumps(run))
+    page = write_report(run_dir).read_text()
+    assert (run_dir / FIGURES_DIR / "order_parameters.png").is_file()
+    assert 'id="fig-order_parameters"' in page
+    assert "II: epochs 2–" in page
+
+
+def test_missing_optional_columns_are_skipped(runs, tmp_path):
+    run_dir = copy_run(runs.folder_run, tmp_path / "run")
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    metrics[["epoch", "train_loss", "m_c", "m_w"]].to_csv(run_dir / "metrics.csv", index=False)
+    (run_dir / "losses.npy").unlink()
+    page = write_report(run_dir).read_text()
+    assert not (run_dir / FIGURES_DIR / "order_parameters.png").exists()
+    assert not (run_dir / FIGURES_DIR / "loss_evolution.png").exists()  # stale copy removed
+    assert (run_dir / FIGURES_DIR / "loss_histogram.png").is_file()  # falls back to scores.csv
+    assert "could not be drawn" not in page
+
+
+def test_user_strings_are_escaped(runs, tmp_path):
+    run_dir = copy_run(runs.folder_run, tmp_path / "run")
+    scores = pd.read_csv(run_dir / "scores.csv", dtype=str, keep_default_na=False)
+    evil = "c0/</script><script>alert(1)</script>.png"
+    first = scores.index[scores["rank"] == "1"][0]
+    scores.loc[first, "sample_id"] = evil
+    scores.to_csv(run_dir / "scores.csv", index=False)
+    page = write_report(run_dir).read_text()
+    assert "<script>alert(1)" not in page
+    assert gallery(page)["items"][0][1] == evil
+
+
+def test_cli_rebuilds_the_report(runs, tmp_path):
+    run_dir = copy_run(runs.folder_run, tmp_path / "run")
+    (run_dir / REPORT_FILE).unlink()
+    shutil.rmtree(run_dir / FIGURES_DIR)
+    result = CliRunner().invoke(main, ["report", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert (run_dir / REPORT_FILE).is_file()
+    assert all((run_dir / FIGURES_DIR / f"{n}.png").is_file() for n in CORE_FIGURES)
+
+
+def test_cli_report_on_a_non_run_is_a_one_line_error(tmp_path):
+    result = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "run.json is missing" in result.output
+    with pytest.raises(LabelcleanError):
+        write_report(tmp_path)
+
+
+def test_fifty_thousand_flagged_samples(tmp_path_factory):
+    started = time.perf_counter()
+    run_dir = big_report(tmp_path_factory.getbasetemp() / "labelclean_runs")
+    assert time.perf_counter() - started < 30
+    page = (run_dir / REPORT_FILE).read_text()
+    data = gallery(page)
+    assert len(data["items"]) == 50_000
+    assert page.count('class="gitem"') == 0  # rendered by the script, one page at a time
+    assert len(page) < 15_000_000
+
+
+def test_thumbnails_stop_at_the_limit_and_the_budget(runs):
+    files = sorted(runs.folder_data.rglob("*.png"))[:20]
+    thumbs, tried = make_thumbnails(files, 32, limit=5)
+    assert tried == 5 and all(thumbs[:5]) and not any(thumbs[5:])
+    thumbs, tried = make_thumbnails(files, 32, budget_s=0.0)
+    assert tried == 0 and not any(thumbs)
+    assert make_thumbnails([None, runs.csv_data / "imgs" / "broken.png"], 32) == ([None, None], 2)
+
+
+def test_a_run_that_flagged_nothing(runs, tmp_path):
+    run_dir = copy_run(runs.folder_run, tmp_path / "run")
+    scores = pd.read_csv(run_dir / "scores.csv")
+    scores["flagged"] = False
+    scores.to_csv(run_dir / "scores.csv", index=False)
+    np.save(run_dir / "losses.npy", np.zeros_like(np.load(run_dir / "losses.npy")))
+    run = json.loads((run_dir / "run.json").read_text())
+    run.update(flagged=0, kept=run["samples"], estimated_noise_rate=0.0,
+               second_population_found=False, phase_boundaries={})
+    run["mixture_at_t_c"] = dict.fromkeys(run["mixture_at_t_c"], 0.0) | {"bimodal": False}
+    (run_dir / "run.json").write_text(json.dumps(run))
+    page = write_report(run_dir).read_text()
+    assert gallery(page)["items"] == []
+    assert "could not be drawn" not in page and "second population" in page
