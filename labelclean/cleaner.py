@@ -16,7 +16,6 @@ Example
 
 from __future__ import annotations
 
-import copy
 import os
 import platform
 import time
@@ -35,7 +34,6 @@ from .mixture import LossMixture, fit_loss_mixture
 from .models import create_model, default_model
 from .sources import Dataset, SourceKind, load_dataset
 from .training import SampleStats, TrainConfig, Trainer
-
 
 #: Order parameters that depend on the clean / mislabelled split (eqs 11-15).
 SPLIT_KEYS = ("A_c", "A_w", "A_0c", "A_0w", "R_cw", "R_ac", "R_aw", "rho")
@@ -155,6 +153,12 @@ class Cleaner:
         epochs ``t - window + 1 .. t``; the mixture is fitted to these scores.
         ``window=1`` is the paper's single-epoch loss; averaging a few epochs
         removes most of the epoch-to-epoch jitter SGD puts into single losses.
+    loss_pass:
+        ``"eval"`` (default) measures every sample's loss after each epoch at
+        fixed weights in eval mode, as the paper does: one extra forward pass
+        over the data. ``"train"`` keeps the losses of the training forward pass
+        instead (free, but measured on moving weights in train mode); see
+        docs/performance.md for what each costs and finds.
     kind, path_column, label_column, noise_column, image_size, skip_unreadable:
         How inputs are read; see :func:`labelclean.sources.load_dataset`.
     probe_every:
@@ -184,6 +188,7 @@ class Cleaner:
         augment: str = "none",
         score: str = "separation",
         window: int = 3,
+        loss_pass: str = "eval",
         kind: SourceKind = "auto",
         path_column: str = "path",
         label_column: str = "label",
@@ -209,6 +214,7 @@ class Cleaner:
         self.augment = augment
         self.score = score
         self.window = window
+        self.loss_pass = loss_pass
         self.kind = kind
         self.path_column = path_column
         self.label_column = label_column
@@ -281,6 +287,8 @@ class Cleaner:
                 raise LabelcleanError(
                     f"noise_mask has shape {noise_mask.shape}, expected ({len(train)},)"
                 )
+        if self.loss_pass not in ("eval", "train"):
+            raise LabelcleanError(f"loss_pass must be 'eval' or 'train', got {self.loss_pass!r}")
         if self.window < 1:
             raise LabelcleanError(f"window must be at least 1, got {self.window}")
         if len(train) < 10:
@@ -310,9 +318,9 @@ class Cleaner:
         bar = _progress(self.progress, config.max_epochs)
         stop_reason = f"reached max_epochs={config.max_epochs}"
         for _ in range(config.max_epochs):
-            stats = trainer.train_epoch()
+            stats = trainer.train_epoch(record=self.loss_pass == "train")
             t0 = time.perf_counter()
-            samples = trainer.evaluate()
+            samples = stats.samples if stats.samples is not None else trainer.evaluate()
             losses.append(samples.loss)
             margins.append(samples.margin)
             suspicion = np.mean(losses[-self.window :], axis=0)
@@ -345,7 +353,7 @@ class Cleaner:
             rows.append(row)
             if detector.update(stats.epoch, stats.train_loss, mixture, row["eval_loss"]):
                 best = (
-                    {k: v.detach().to("cpu", copy=True) for k, v in trainer.model.state_dict().items()},
+                    _cpu_copy(trainer.model.state_dict()),
                     samples,
                     mixture,
                     suspicion,
@@ -365,7 +373,7 @@ class Cleaner:
         if bar is not None:
             bar.close()
         if best is None:  # every epoch was unstable: fall back to the last one
-            best = (copy.deepcopy(trainer.model.state_dict()), samples, mixture, suspicion)
+            best = (_cpu_copy(trainer.model.state_dict()), samples, mixture, suspicion)
             detector.best_epoch = rows[-1]["epoch"]
         state, at_tc, mix_tc, suspicion_tc = best
         t_c = int(detector.best_epoch)
@@ -396,7 +404,7 @@ class Cleaner:
                 "std": std.flatten().tolist(),
                 "epoch": t_c,
                 "labelclean_version": __version__,
-                "inputs": "raw: uint8 images (N, C, H, W) resized to input_shape, or float features",
+                "inputs": "raw uint8 images (N, C, H, W) at input_shape, or float features",
             },
             params={**self.get_params(), "model": model_name, "device": str(trainer.device)},
             timing={
@@ -438,6 +446,10 @@ class Cleaner:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _cpu_copy(state: dict) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
 def _input_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -95,6 +95,22 @@ class PhaseIIDetector:
         return self.best_epoch is not None and self.since_best >= self.patience
 
 
+def estimated_f1(mixture: LossMixture, scores: np.ndarray) -> float:
+    """The mixture's own estimate of its flags' F1 on ``scores``, from posteriors.
+
+    With ``p`` each sample's posterior for the high-loss component and the
+    flags ``scores > l_c``: TP = sum of ``p`` over flagged, FP = sum of
+    ``1 - p`` over flagged, FN = sum of ``p`` over unflagged. No labels used.
+    """
+    if not mixture.bimodal:
+        return 0.0
+    s = np.asarray(scores)
+    p = mixture.posterior(s).astype(np.float64)
+    flags = s > mixture.threshold
+    tp, fp, fn = p[flags].sum(), (1 - p[flags]).sum(), p[~flags].sum()
+    return float(2 * tp / max(2 * tp + fp + fn, 1e-12))
+
+
 def flag_samples(mixture: LossMixture, losses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Flags and ``p_noisy`` at ``t_c``.
 

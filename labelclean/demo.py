@@ -63,7 +63,9 @@ def run_demo(
         if not overwrite:
             raise LabelcleanError(f"--out {out} is not empty; pass --overwrite to replace it")
         if not (out / MARKER).is_file():
-            raise LabelcleanError(f"--out {out} is not empty and holds no demo; refusing to delete it")
+            raise LabelcleanError(
+                f"--out {out} is not empty and holds no demo; refusing to delete it"
+            )
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     echo(f"writing 1797 digits with {noise:.0%} wrong labels to {out / 'data'}")

@@ -86,9 +86,31 @@ class LossMixture:
         p = np.where(x > self.m_w, np.maximum(p, self.posterior_at(self.m_w)), p)
         return p.astype(np.float32)
 
+    @property
+    def expected_f1(self) -> float:
+        """The F1 the mixture expects of its own flags (``loss > threshold``).
+
+        Under the fitted model a fraction ``r`` of samples is mislabelled with
+        losses ``N(m_w, s_w^2)``: expected TP = ``r P(N(m_w, s_w) > l_c)``,
+        FN = ``r P(N(m_w, s_w) <= l_c)``, FP = ``(1 - r) P(N(m_c, s_c) > l_c)``.
+        It uses nothing but the fitted parameters (no labels): it is high only
+        when the two components barely overlap *at the threshold*, weighting
+        the overlap by how many samples each component holds. 0 when the
+        mixture is not bimodal.
+        """
+        if not self.bimodal or not 0 < self.r < 1:
+            return 0.0
+        tail_w = _upper_tail(self.threshold, self.m_w, self.s_w)
+        tail_c = _upper_tail(self.threshold, self.m_c, self.s_c)
+        tp = self.r * tail_w
+        fn = self.r * (1 - tail_w)
+        fp = (1 - self.r) * tail_c
+        return float(2 * tp / max(2 * tp + fp + fn, 1e-12))
+
     def posterior_at(self, loss: float) -> float:
-        log_c = math.log(max(1 - self.r, 1e-12)) + float(_log_normal(np.array(loss), self.m_c, self.s_c))
-        log_w = math.log(max(self.r, 1e-12)) + float(_log_normal(np.array(loss), self.m_w, self.s_w))
+        x = np.array(loss)
+        log_c = math.log(max(1 - self.r, 1e-12)) + float(_log_normal(x, self.m_c, self.s_c))
+        log_w = math.log(max(self.r, 1e-12)) + float(_log_normal(x, self.m_w, self.s_w))
         return 1.0 / (1.0 + math.exp(max(-700.0, min(700.0, log_c - log_w))))
 
     def to_dict(self) -> dict:
@@ -139,6 +161,13 @@ def fit_loss_mixture(losses: np.ndarray, seed: int = 0) -> LossMixture:
         m_c=m_c, s_c=s_c, m_w=m_w, s_w=s_w, r=r, delta_L=m_w - m_c, threshold=threshold,
         separation=float(separation), bic_1=bic_1, bic_2=bic_2, bimodal=bimodal,
     )
+
+
+def _upper_tail(x: float, m: float, s: float) -> float:
+    """P(N(m, s^2) > x)."""
+    if s <= 0:
+        return float(x < m)
+    return 0.5 * math.erfc((x - m) / (s * math.sqrt(2)))
 
 
 def _log_normal(x: np.ndarray, m: float, s: float) -> np.ndarray:

@@ -120,7 +120,9 @@ def create_model(
         import timm
 
         if not timm.is_model(name):
-            raise LabelcleanError(f"unknown model {name!r}: not a timm model name nor 'mlp[:w,...]'")
+            raise LabelcleanError(
+                f"unknown model {name!r}: not a timm model name nor 'mlp[:w,...]'"
+            )
         if len(input_shape) != 3:
             raise LabelcleanError(
                 f"model {name!r} needs images; for feature tables use an MLP (e.g. --model mlp)"

@@ -176,11 +176,6 @@ def write_figures(run: RunFiles, folder: Path) -> dict[str, bytes | str]:
     it rather than losing the whole page). Stale PNGs of figures not drawn this
     time are removed.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
     makers: dict[str, Callable[[RunFiles], object | None]] = {
         "accuracy": fig_accuracy,
         "separation": fig_separation,
@@ -201,7 +196,6 @@ def write_figures(run: RunFiles, folder: Path) -> dict[str, bytes | str]:
             continue
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100)
-        plt.close(fig)
         png = buf.getvalue()
         atomic_write(folder / f"{name}.png", lambda tmp, png=png: Path(tmp).write_bytes(png))
         out[name] = png
@@ -279,10 +273,14 @@ def _legend(ax, loc: str, fontsize: float = 8) -> None:
 
 
 def _figure(ncols: int, height: float = 3.4):
-    import matplotlib.pyplot as plt
+    # A bare Figure on an Agg canvas, not pyplot: no global backend switch in the
+    # caller's process (a notebook keeps its inline plots), nothing to close.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    fig, axes = plt.subplots(1, ncols, figsize=(5.6 * ncols, height), squeeze=False,
-                             layout="constrained")
+    fig = Figure(figsize=(5.6 * ncols, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, ncols, squeeze=False)
     return fig, list(axes[0])
 
 

@@ -112,7 +112,9 @@ class Dataset:
             if xt.dim() == 3:
                 xt = xt[:, None]
             if xt.dim() != 4:
-                raise LabelcleanError(f"uint8 images must be (N, H, W) or (N, C, H, W), got {tuple(xt.shape)}")
+                raise LabelcleanError(
+                    f"uint8 images must be (N, H, W) or (N, C, H, W), got {tuple(xt.shape)}"
+                )
             kind: Literal["images", "features"] = "images"
         else:
             xt = xt.float().reshape(len(xt), -1)

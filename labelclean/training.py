@@ -67,17 +67,6 @@ class TrainConfig:
 
 
 @dataclass
-class EpochStats:
-    """What one training epoch measured (running averages over its minibatches)."""
-
-    epoch: int
-    train_loss: float
-    train_accuracy: float
-    seconds: float
-    steps: int
-
-
-@dataclass
 class SampleStats:
     """Per-sample outputs of one evaluation pass, aligned with the data.
 
@@ -91,6 +80,18 @@ class SampleStats:
     pred_prob: np.ndarray
     given_prob: np.ndarray
     margin: np.ndarray
+
+
+@dataclass
+class EpochStats:
+    """What one training epoch measured (running averages over its minibatches)."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    seconds: float
+    steps: int
+    samples: SampleStats | None = None
 
 
 def resolve_device(device: str) -> torch.device:
@@ -209,8 +210,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
 
-    def train_epoch(self) -> EpochStats:
-        """One pass over the data in :func:`epoch_order`; advances ``self.epoch``."""
+    def train_epoch(self, record: bool = False) -> EpochStats:
+        """One pass over the data in :func:`epoch_order`; advances ``self.epoch``.
+
+        With ``record``, every sample's loss, prediction and margin are kept from
+        the training forward pass itself (train mode, the weights as they were
+        when its minibatch came up) and returned as ``EpochStats.samples``: free,
+        but not the fixed-weight measurement that :meth:`evaluate` makes.
+        """
         start = time.perf_counter()
         cfg = self.config
         n = len(self.y)
@@ -220,22 +227,26 @@ class Trainer:
         total_loss = torch.zeros((), device=self.device)
         total_correct = torch.zeros((), device=self.device, dtype=torch.long)
         steps = 0
-        for s in range(0, n, cfg.batch_size):
-            idx = order[s : s + cfg.batch_size]
-            if len(idx) < 2 and steps > 0:
-                break  # a batch of one breaks batch norm and adds nothing
+        per_sample = torch.full((n, 5), float("nan"), device=self.device) if record else None
+        batches = list(order.split(cfg.batch_size))
+        if len(batches) > 1 and len(batches[-1]) == 1:
+            # a batch of one breaks batch norm: fold it into the one before
+            batches[-2:] = [torch.cat(batches[-2:])]
+        for idx in batches:
             xb = self._augment(self._batch(self.x, idx), gen)
             yb = self.y[idx.to(self.y.device)]
             with self._autocast():
                 logits = self.model(xb)
                 loss = F.cross_entropy(logits, yb)
+            if per_sample is not None:
+                per_sample[idx.to(self.device)] = _per_sample(logits.detach().float(), yb)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             total_loss += loss.detach().float() * len(idx)
             total_correct += (logits.detach().argmax(1) == yb).sum()
             steps += 1
-        seen = min(n, steps * cfg.batch_size)
+        seen = n
         mean_loss = float(total_loss) / seen
         if not math.isfinite(mean_loss):
             raise LabelcleanError(
@@ -248,6 +259,7 @@ class Trainer:
             train_accuracy=float(total_correct) / seen,
             seconds=time.perf_counter() - start,
             steps=steps,
+            samples=None if per_sample is None else _sample_stats(per_sample),
         )
 
     @torch.no_grad()
@@ -269,20 +281,27 @@ class Trainer:
             idx = torch.arange(s, min(n, s + bs))
             with self._autocast():
                 logits = self.model(self._batch(x, idx)).float()
-            yb = yt[s : s + bs]
-            logp = torch.log_softmax(logits, 1)
-            loss = -logp.gather(1, yb[:, None])[:, 0]
-            prob, pred = logp.exp().max(1)
-            given_logit = logits.gather(1, yb[:, None])[:, 0]
-            other = logits.scatter(1, yb[:, None], float("-inf")).max(1).values
-            parts.append(
-                torch.stack([loss, pred.float(), prob, (-loss).exp(), given_logit - other], 1)
-            )
-        out = torch.cat(parts).cpu().numpy()
-        return SampleStats(
-            loss=out[:, 0].astype(np.float32),
-            pred=out[:, 1].astype(np.int64),
-            pred_prob=out[:, 2].astype(np.float32),
-            given_prob=out[:, 3].astype(np.float32),
-            margin=out[:, 4].astype(np.float32),
-        )
+            parts.append(_per_sample(logits, yt[s : s + bs]))
+        return _sample_stats(torch.cat(parts))
+
+
+def _per_sample(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``(B, 5)``: loss, predicted class, its probability, the given label's
+    probability, and the margin (given logit minus the largest other)."""
+    logp = torch.log_softmax(logits, 1)
+    loss = -logp.gather(1, y[:, None])[:, 0]
+    prob, pred = logp.exp().max(1)
+    given_logit = logits.gather(1, y[:, None])[:, 0]
+    other = logits.scatter(1, y[:, None], float("-inf")).max(1).values
+    return torch.stack([loss, pred.float(), prob, (-loss).exp(), given_logit - other], 1)
+
+
+def _sample_stats(table: torch.Tensor) -> SampleStats:
+    out = table.cpu().numpy()
+    return SampleStats(
+        loss=out[:, 0].astype(np.float32),
+        pred=out[:, 1].astype(np.int64),
+        pred_prob=out[:, 2].astype(np.float32),
+        given_prob=out[:, 3].astype(np.float32),
+        margin=out[:, 4].astype(np.float32),
+    )

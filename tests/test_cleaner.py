@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import FAST, synthetic_images, tree_digest, write_folder
+
 from labelclean import Cleaner, Dataset, load_checkpoint, load_dataset
 from labelclean.cli import main
 
@@ -207,3 +207,25 @@ def test_loaded_dataset_reused_for_validation_shape_check(noisy_folder, tmp_path
     bad_val = Dataset.from_arrays(np.zeros((4, 8, 8), np.uint8), np.array([0, 1, 2, 0]))
     with pytest.raises(LabelcleanError, match="validation inputs"):
         Cleaner(**FAST).fit(ds, val=bad_val)
+
+
+def test_train_pass_losses_are_recorded_for_every_sample(noisy_folder):
+    root, truth = noisy_folder
+    res = Cleaner(**{**FAST, "loss_pass": "train"}).fit(root)
+    assert np.isfinite(res.losses).all()
+    flagged = set(res.flagged["sample_id"])
+    wrong = {p for p, w in truth.items() if w}
+    assert len(flagged & wrong) / max(1, len(flagged)) > 0.85
+    assert len(flagged & wrong) / len(wrong) > 0.85
+
+
+def test_trainer_folds_a_trailing_batch_of_one():
+    from labelclean.models import create_model
+    from labelclean.training import TrainConfig, Trainer
+
+    x, _, y, _ = synthetic_images(65, 3, 0.0)
+    xt = torch.from_numpy(x)[:, None]
+    model = create_model("mlp:8", (1, 16, 16), 3, torch.zeros(1, 1, 1), torch.ones(1, 1, 1))
+    t = Trainer(model, xt, y, TrainConfig(batch_size=32, max_epochs=1))
+    stats = t.train_epoch(record=True)
+    assert stats.steps == 2 and np.isfinite(stats.samples.loss).all()

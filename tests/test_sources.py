@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import synthetic_images, tree_digest, write_folder
 from PIL import Image
 
-from conftest import synthetic_images, tree_digest, write_folder
 from labelclean import Dataset, LabelcleanError, load_dataset
 
 
@@ -28,7 +28,9 @@ def test_folder_mixed_formats_and_modes(tmp_path):
     assert ds.kind == "images" and ds.origin == "folder"
     assert ds.classes == ["cat", "dog"]
     assert ds.x.shape == (6, 3, 20, 20) and ds.x.dtype.is_floating_point is False
-    assert ds.ids == ["cat/a.jpg", "cat/b.png", "cat/c.bmp", "dog/d.png", "dog/e.webp", "dog/f.tiff"]
+    assert ds.ids == [
+        "cat/a.jpg", "cat/b.png", "cat/c.bmp", "dog/d.png", "dog/e.webp", "dog/f.tiff"
+    ]
     assert ds.y.tolist() == [0, 0, 0, 1, 1, 1]
     # the grayscale image was broadcast to three equal channels
     gray = ds.x[3]
@@ -91,7 +93,10 @@ def _two_classes(root, n=2):
     [
         (lambda r: r.mkdir(), "no class sub-folders"),
         (lambda r: (_two_classes(r), [p.unlink() for p in (r / "c1").iterdir()]), "has no images"),
-        (lambda r: write_folder(r, synthetic_images(4, 1, 0.0)[0], np.zeros(4, int)), "single class"),
+        (
+            lambda r: write_folder(r, synthetic_images(4, 1, 0.0)[0], np.zeros(4, int)),
+            "single class",
+        ),
         (lambda r: (_two_classes(r), (r / "c0" / "zero.png").write_bytes(b"")), "zero-byte"),
         (lambda r: (_two_classes(r), (r / "c1" / "bad.jpg").write_bytes(b"garbage")), "unreadable"),
     ],
