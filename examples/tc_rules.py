@@ -1,12 +1,17 @@
 """Compare rules for choosing ``t_c`` and flagging, offline, on runs saved by tc_sweep.py.
 
-For each saved run and each per-sample score (loss averaged over a window,
-negative margin averaged over a window, AUM up to ``t``) the two-component
-mixture is fitted at every epoch; the flags of every epoch are scored against
-the true mask (the *oracle* is the best epoch), and unsupervised epoch
-selectors pick one epoch each. Nothing but the evaluation uses the truth.
+For every saved run the two-component mixture is fitted at every epoch to each
+candidate per-sample score; each epoch's flags are scored against the true
+mask (the best epoch is the *oracle*), and each candidate rule picks its epoch
+and flags without the truth. Nothing but the evaluation uses the mask.
 
     python examples/tc_rules.py bench_out/tc/mlp30-30_*.npz --csv bench_out/tc/rules_mlp30.csv
+
+Rules (``RULES``): ``paper`` (single-epoch loss, global argmax of ``delta_L``),
+``v0`` (the 0.1.0 default: 3-epoch mean loss, online peak of Ashman's D,
+patience 5), ``logloss`` (3-epoch mean log-loss, online peak of the mixture's
+expected F1), ``aum`` (t_c = online peak of the AUM mixture's expected F1;
+flags AUM < 0 where some mixture is bimodal), and variants.
 """
 
 from __future__ import annotations
@@ -17,60 +22,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
-from labelclean import mixture as mixmod
-from labelclean.decision import estimated_f1
+from labelclean.decision import suspicion_scores
 from labelclean.mixture import fit_loss_mixture
 
-SCORES = {
-    "loss_w1": lambda L, M, t: L[t],
-    "loss_w3": lambda L, M, t: L[max(0, t - 2) : t + 1].mean(0),
-    "loss_w5": lambda L, M, t: L[max(0, t - 4) : t + 1].mean(0),
-    "negmargin_w1": lambda L, M, t: -M[t],
-    "negmargin_w3": lambda L, M, t: -M[max(0, t - 2) : t + 1].mean(0),
-    "aum": lambda L, M, t: -M[: t + 1].mean(0),
-}
 
-
-def f1(flags: np.ndarray, mask: np.ndarray) -> tuple[float, float, float]:
+def prf(flags: np.ndarray, mask: np.ndarray) -> float:
     tp = int((flags & mask).sum())
     p = tp / max(1, int(flags.sum()))
     r = tp / max(1, int(mask.sum()))
-    return p, r, (0.0 if tp == 0 else 2 * p * r / (p + r))
+    return 0.0 if tp == 0 else 2 * p * r / (p + r)
 
 
-def per_epoch(path: Path, scores: list[str]) -> pd.DataFrame:
-    d = np.load(path)
-    L, M, mask = d["losses"].astype(np.float64), d["margins"].astype(np.float64), d["mask"]
-    rows = []
-    for name in scores:
-        for t in range(len(L)):
-            s = SCORES[name](L, M, t)
-            m = fit_loss_mixture(s, seed=0)
-            flags = (s > m.threshold) if m.bimodal else np.zeros(len(s), bool)
-            p = m.posterior(s)
-            prec, rec, f = f1(flags, mask)
-            auc = roc_auc_score(mask, s) if 0 < mask.sum() < len(mask) else np.nan
-            fl_neg = M[t] < 0
-            rows.append({
-                "run": path.stem, "score": name, "epoch": t + 1, "true_f1": f,
-                "true_precision": prec, "true_recall": rec, "auroc": auc,
-                "delta_L": m.delta_L, "separation": m.separation, "r": m.r,
-                "bimodal": m.bimodal, "est_f1": estimated_f1(m, s), "exp_f1": m.expected_f1,
-                "n_flagged": int(flags.sum()), "true_rate": mask.mean(),
-                "f1_pred_neq_given": f1(fl_neg, mask)[2],
-                "f1_gmm_and_neq": f1(flags & fl_neg, mask)[2],
-                "f1_gmm_or_neq": f1(flags | fl_neg, mask)[2],
-                "train_loss": float(d["train_loss"][t]), "eval_loss": float(d["eval_loss"][t]),
-                "p_mean_flagged": float(p[flags].mean()) if flags.any() else np.nan,
-            })
-    return pd.DataFrame(rows)
-
-
-def online_peak(values: np.ndarray, train_loss: np.ndarray, patience: int = 5,
-                spike_ratio: float = 2.0) -> int:
-    """Index chosen by PhaseIIDetector's online rule (first peak + patience + spike guard)."""
+def online_peak(values, train_loss, patience: int = 5, spike_ratio: float = 2.0) -> int:
+    """Index PhaseIIDetector's online rule picks (first peak, patience, spike guard)."""
     best, best_v, since, lo = -1, -np.inf, 0, np.inf
     for t, (v, tl) in enumerate(zip(values, train_loss, strict=True)):
         unstable = tl > spike_ratio * lo
@@ -84,67 +49,98 @@ def online_peak(values: np.ndarray, train_loss: np.ndarray, patience: int = 5,
     return max(best, 0)
 
 
-SELECTORS = {
-    "argmax_dL": lambda g: int(np.argmax(g.delta_L.where(g.bimodal, -np.inf).to_numpy())),
-    "argmax_sep": lambda g: int(np.argmax(g.separation.to_numpy())),
-    "argmax_expf1": lambda g: int(np.argmax(g.exp_f1.to_numpy())),
-    "argmax_estf1": lambda g: int(np.argmax(g.est_f1.to_numpy())),
-    "online_sep": lambda g: online_peak(g.separation.to_numpy(), g.train_loss.to_numpy()),
-    "online_dL": lambda g: online_peak(g.delta_L.to_numpy(), g.train_loss.to_numpy()),
-    "online_expf1": lambda g: online_peak(g.exp_f1.to_numpy(), g.train_loss.to_numpy()),
-    "online_estf1": lambda g: online_peak(g.est_f1.to_numpy(), g.train_loss.to_numpy()),
-}
-
-
-def report(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (run, score, selector): chosen epoch, its F1, and the oracles."""
+def per_epoch(path: Path) -> pd.DataFrame:
+    """Per epoch and per suspicion: mixture statistics and the flags' true F1."""
+    d = np.load(path)
+    L, M, mask = d["losses"], d["margins"], d["mask"]
     rows = []
-    paper_oracle = df[df.score == "loss_w1"].groupby("run").true_f1.max()
-    any_oracle = df.groupby("run").true_f1.max()
-    for (run, score), g in df.groupby(["run", "score"], sort=False):
-        g = g.sort_values("epoch").reset_index(drop=True)
-        for name, sel in SELECTORS.items():
-            t = sel(g)
-            rows.append({
-                "setting": setting_of(run), "run": run, "score": score, "selector": name,
-                "epoch": int(g.epoch[t]), "f1": g.true_f1[t],
-                "f1_and_neq": g.f1_gmm_and_neq[t], "f1_or_neq": g.f1_gmm_or_neq[t],
-                "f1_neq": g.f1_pred_neq_given[t], "auroc": g.auroc[t],
-                "est_rate": g.n_flagged[t] / 20000, "true_rate": g.true_rate[t],
-                "oracle_score": g.true_f1.max(), "oracle_epoch": int(g.epoch[g.true_f1.idxmax()]),
-                "oracle_paper": paper_oracle.get(run, np.nan), "oracle_any": any_oracle[run],
-            })
+    for t in range(len(L)):
+        row = {"run": path.stem, "epoch": t + 1, "train_loss": float(d["train_loss"][t]),
+               "true_rate": float(mask.mean())}
+        for name, kind, window in (("loss1", "loss", 1), ("loss3", "loss", 3),
+                                   ("logloss3", "logloss", 3), ("aum", "aum", 0)):
+            s = suspicion_scores(L[: t + 1], M[: t + 1], kind, window)
+            m = fit_loss_mixture(s, seed=0)
+            flags = (s > m.threshold) if m.bimodal else np.zeros(len(s), bool)
+            row.update({f"{name}_f1": prf(flags, mask), f"{name}_dL": m.delta_L,
+                        f"{name}_D": m.separation, f"{name}_ef1": m.expected_f1,
+                        f"{name}_bimodal": m.bimodal, f"{name}_r": m.r,
+                        f"{name}_flagged": float(flags.mean())})
+            if name == "aum":
+                neg = s > 0
+                row.update({"aum0_f1": prf(neg, mask), "aum0_flagged": float(neg.mean())})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
-def setting_of(run: str) -> str:
+def _gate_aum(g: pd.DataFrame, t: int) -> bool:
+    return bool(g.aum_bimodal[t] or g.logloss3_bimodal[t] or g.loss3_bimodal[t])
+
+
+RULES = {
+    "paper": lambda g: (int(np.argmax(np.where(g.loss1_bimodal, g.loss1_dL, -np.inf))),
+                        "loss1_f1"),
+    "v0": lambda g: (online_peak(g.loss3_D, g.train_loss), "loss3_f1"),
+    "loss3_ef1": lambda g: (online_peak(g.loss3_ef1, g.train_loss), "loss3_f1"),
+    "logloss": lambda g: (online_peak(g.logloss3_ef1, g.train_loss), "logloss3_f1"),
+    "logloss_D": lambda g: (online_peak(g.logloss3_D, g.train_loss), "logloss3_f1"),
+    "aum_gmm": lambda g: (online_peak(g.aum_ef1, g.train_loss), "aum_f1"),
+    "aum0": lambda g: (online_peak(g.aum_ef1, g.train_loss), "aum0_gated_f1"),
+    "aum0_tc_logloss": lambda g: (online_peak(g.logloss3_ef1, g.train_loss), "aum0_gated_f1"),
+    "aum0_tc_D": lambda g: (online_peak(g.aum_D, g.train_loss), "aum0_gated_f1"),
+}
+
+
+def setting_of(run: str) -> tuple[str, str]:
     m = re.match(r"(.+)_(symmetric|pairflip|classdep)([0-9.]+)_s(\d+)(.*)", run)
-    return f"{m.group(1)} {m.group(2)} {m.group(3)}{m.group(5)}" if m else run
+    return (m.group(1) + m.group(5), f"{m.group(2)} {m.group(3)}") if m else (run, "")
+
+
+def report(df: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    df = df.copy()
+    df["aum0_gated_f1"] = [
+        f if gate else 0.0
+        for f, gate in zip(df.aum0_f1, df.aum_bimodal | df.logloss3_bimodal | df.loss3_bimodal,
+                           strict=True)
+    ]
+    df["aum0_gated_flagged"] = np.where(
+        df.aum_bimodal | df.logloss3_bimodal | df.loss3_bimodal, df.aum0_flagged, 0.0)
+    for run, g in df.groupby("run", sort=False):
+        g = g.sort_values("epoch").reset_index(drop=True)
+        model, setting = setting_of(run)
+        oracle = g.loss1_f1.max()
+        for name, rule in RULES.items():
+            t, col = rule(g)
+            flagged_col = col.replace("_f1", "_flagged")
+            rows.append({"model": model, "setting": setting, "run": run, "rule": name,
+                         "t_c": int(g.epoch[t]), "f1": g[col][t],
+                         "flagged": g[flagged_col][t] if flagged_col in g else np.nan,
+                         "rule_oracle": g[col].max(),
+                         "rule_oracle_epoch": int(g.epoch[g[col].idxmax()]),
+                         "paper_oracle": oracle,
+                         "paper_oracle_epoch": int(g.epoch[g.loss1_f1.idxmax()])})
+    return pd.DataFrame(rows)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path)
-    ap.add_argument("--scores", nargs="+", default=list(SCORES))
-    ap.add_argument("--csv", type=Path, required=True, help="per-epoch table (cached)")
-    ap.add_argument("--fit-points", type=int, default=5000)
-    ap.add_argument("--report", type=Path, default=None, help="write the selector table here")
+    ap.add_argument("--csv", type=Path, required=True, help="per-epoch table (a cache)")
+    ap.add_argument("--report", type=Path, default=None, help="write the per-rule table here")
     args = ap.parse_args()
-    mixmod.MAX_FIT_POINTS = args.fit_points
-    old = pd.read_csv(args.csv) if args.csv.exists() else pd.DataFrame(columns=["run", "score"])
-    parts = [old]
-    for p in args.runs:
-        have = set(old.loc[old.run == p.stem, "score"])
-        todo = [s for s in args.scores if s not in have]
-        if todo:
-            parts.append(per_epoch(p, todo))
-            print("done", p.stem, flush=True)
+    old = pd.read_csv(args.csv) if args.csv.exists() else pd.DataFrame({"run": []})
+    parts = [old] + [per_epoch(p) for p in args.runs if p.stem not in set(old.run)]
     df = pd.concat(parts, ignore_index=True)
     df.to_csv(args.csv, index=False)
+    rep = report(df)
     if args.report:
-        rep = report(df)
         rep.to_csv(args.report, index=False)
-        summary = rep.groupby(["setting", "score", "selector"])[["f1", "oracle_any"]].mean()
+    rep["gap"] = rep.paper_oracle - rep.f1
+    summary = rep.groupby(["model", "setting", "rule"]).agg(
+        f1=("f1", "mean"), f1_sd=("f1", "std"), t_c=("t_c", "mean"), flagged=("flagged", "mean"),
+        gap=("gap", "mean"), paper_oracle=("paper_oracle", "mean"), seeds=("f1", "size"))
+    with pd.option_context("display.width", 200, "display.max_rows", 500):
         print(summary.to_string(float_format="{:.3f}".format))
 
 

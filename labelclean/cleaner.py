@@ -16,6 +16,7 @@ Example
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import time
@@ -34,6 +35,13 @@ from .mixture import LossMixture, fit_loss_mixture
 from .models import create_model, default_model
 from .sources import Dataset, SourceKind, load_dataset
 from .training import SampleStats, TrainConfig, Trainer
+
+#: Share of training time the order-parameter probe may take with ``probe_every="auto"``.
+PROBE_BUDGET = 0.10
+#: Training steps one probe with the split costs, per sampled minibatch (measured;
+#: see labelclean/order_parameters.py).
+PROBE_STEPS_PER_BATCH = 1.6
+DEFAULT_PROBE_BATCHES = 16
 
 #: Order parameters that depend on the clean / mislabelled split (eqs 11-15).
 SPLIT_KEYS = ("A_c", "A_w", "A_0c", "A_0w", "R_cw", "R_ac", "R_aw", "rho")
@@ -163,6 +171,10 @@ class Cleaner:
         How inputs are read; see :func:`labelclean.sources.load_dataset`.
     probe_every:
         Estimate the order parameters every this many epochs (0: never).
+        ``"auto"`` probes as often as keeps the probe's cost within
+        :data:`PROBE_BUDGET` of training time: a probe costs about ``1.6 K``
+        training steps (with the clean/mislabelled split), an epoch ``N / B``
+        steps, so small datasets are probed less often than every epoch.
     probe_batches:
         K, the number of minibatch gradients per probe (``None``: the probe's default).
     spectrum:
@@ -195,7 +207,7 @@ class Cleaner:
         noise_column: str | None = None,
         image_size: int | None = None,
         skip_unreadable: bool = False,
-        probe_every: int = 1,
+        probe_every: int | str = "auto",
         probe_batches: int | None = None,
         spectrum: bool = False,
         progress: bool = False,
@@ -311,7 +323,9 @@ class Cleaner:
         val_y = None if val_ds is None else val_ds.y
         val_x = None if val_ds is None else trainer._place(val_ds.x)
 
+        probe_every = self._probe_interval(len(train))
         rows: list[dict] = []
+        stable_losses: list[np.ndarray] = []
         losses: list[np.ndarray] = []
         margins: list[np.ndarray] = []
         best: tuple[dict, SampleStats, LossMixture, np.ndarray] | None = None
@@ -323,14 +337,19 @@ class Cleaner:
             samples = stats.samples if stats.samples is not None else trainer.evaluate()
             losses.append(samples.loss)
             margins.append(samples.margin)
-            suspicion = np.mean(losses[-self.window :], axis=0)
+            eval_loss = float(samples.loss.mean())
+            # An epoch whose measured loss dwarfs its training loss (batch-norm
+            # statistics not settled, a blow-up) must not leak into later windows.
+            if eval_loss <= detector.spike_ratio * stats.train_loss or not stable_losses:
+                stable_losses.append(samples.loss)
+            suspicion = np.mean(stable_losses[-self.window :], axis=0)
             mixture = fit_loss_mixture(suspicion, seed=self.seed)
             would_flag, _ = flag_samples(mixture, suspicion)
             row: dict[str, Any] = {
                 "epoch": stats.epoch,
                 "train_loss": stats.train_loss,
                 "train_accuracy": stats.train_accuracy,
-                "eval_loss": float(samples.loss.mean()),
+                "eval_loss": eval_loss,
                 "eval_accuracy": float((samples.pred == train.y).mean()),
             }
             if val_ds is not None:
@@ -346,7 +365,7 @@ class Cleaner:
             )
             if noise_mask is not None:
                 row.update(_truth_metrics(would_flag, samples.loss, noise_mask))
-            if self.probe_every and stats.epoch % self.probe_every == 0:
+            if probe_every and stats.epoch % probe_every == 0:
                 row.update(self._probe(trainer, mixture, suspicion, noise_mask))
             row["seconds_train"] = stats.seconds
             row["seconds_observe"] = time.perf_counter() - t0
@@ -418,6 +437,22 @@ class Cleaner:
             noise_mask=noise_mask,
             val=val_ds,
         )
+
+    def _probe_interval(self, n: int) -> int:
+        """Epochs between order-parameter probes (0: never)."""
+        if self.probe_every == "auto":
+            k = self.probe_batches or DEFAULT_PROBE_BATCHES
+            steps_per_epoch = max(1, n // self.batch_size)
+            return max(1, math.ceil(PROBE_STEPS_PER_BATCH * k / (PROBE_BUDGET * steps_per_epoch)))
+        try:
+            every = int(self.probe_every)
+        except (TypeError, ValueError):
+            raise LabelcleanError(
+                f"probe_every must be 'auto' or an integer, got {self.probe_every!r}"
+            ) from None
+        if every < 0:
+            raise LabelcleanError(f"probe_every must be >= 0, got {every}")
+        return every
 
     def _probe(
         self,

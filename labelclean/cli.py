@@ -76,8 +76,9 @@ def training_options(f):
         click.option("--skip-unreadable", is_flag=True,
                      help="Leave undecodable images out (listed in the report) "
                      "instead of stopping."),
-        click.option("--probe-every", type=int, default=1, show_default=True,
-                     help="Estimate order parameters every N epochs (0: off)."),
+        click.option("--probe-every", default="auto", show_default=True,
+                     help="Estimate order parameters every N epochs (0: off; auto: as often "
+                     "as keeps the probe under 10% of training time)."),
         click.option("--probe-batches", type=int, default=None,
                      help="Minibatch gradients per order-parameter probe (K)."),
         click.option("--spectrum", is_flag=True, help="Also estimate the noise spectrum's D_s."),

@@ -24,6 +24,12 @@ Scores
 ``"separation"``
     Ashman's ``D``: ``delta_L`` normalised by the components' spread, so that a
     separation bought by widening both populations does not count.
+``"expected_f1"``
+    The F1 the mixture expects of its own flags
+    (:attr:`~labelclean.mixture.LossMixture.expected_f1`): high when few samples
+    of either component fall on the wrong side of the threshold. Unlike ``D``
+    it weighs the overlap by the components' sizes, so a tiny, well-separated
+    tail does not win, and it is 0 for a mixture that is not bimodal.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import numpy as np
 
 from .mixture import LossMixture
 
-SCORES = ("delta_L", "separation")
+SCORES = ("delta_L", "separation", "expected_f1")
 
 
 def mixture_score(mixture: LossMixture, score: str) -> float:
@@ -43,6 +49,8 @@ def mixture_score(mixture: LossMixture, score: str) -> float:
         return mixture.delta_L
     if score == "separation":
         return mixture.separation
+    if score == "expected_f1":
+        return mixture.expected_f1
     raise ValueError(f"unknown score {score!r}; choose from {SCORES}")
 
 
@@ -93,6 +101,44 @@ class PhaseIIDetector:
     @property
     def should_stop(self) -> bool:
         return self.best_epoch is not None and self.since_best >= self.patience
+
+
+#: Per-sample suspicion scores the mixture can be fitted to (see :func:`suspicion_scores`).
+SUSPICIONS = ("loss", "logloss", "aum")
+#: Added to losses before the log of ``"logloss"`` (a loss of 0 would be -inf).
+LOG_EPS = 1e-6
+
+
+def suspicion_scores(
+    losses: np.ndarray | list[np.ndarray],
+    margins: np.ndarray | list[np.ndarray] | None,
+    kind: str = "loss",
+    window: int = 3,
+) -> np.ndarray:
+    """Each sample's suspicion at the last epoch given, higher = more likely mislabelled.
+
+    ``losses`` and ``margins`` hold one ``(N,)`` row per epoch so far (epochs
+    ``1..t``). ``kind``:
+
+    ``"loss"``
+        The loss averaged over the last ``window`` epochs (``window=1``: the paper).
+    ``"logloss"``
+        The log of that average. Clean losses spread over orders of magnitude
+        (a long right-skewed population near 0) that a Gaussian fits badly;
+        on a log scale both populations are closer to Gaussian.
+    ``"aum"``
+        Minus the area under the margin (Pleiss et al. 2020): the given-label
+        margin averaged over every epoch ``1..t``, negated. ``window`` is unused.
+    """
+    if kind == "loss":
+        return np.mean(losses[-window:], axis=0)
+    if kind == "logloss":
+        return np.log(np.mean(losses[-window:], axis=0) + LOG_EPS)
+    if kind == "aum":
+        if margins is None or len(margins) == 0:
+            raise ValueError("suspicion 'aum' needs the margins")
+        return -np.mean(margins, axis=0)
+    raise ValueError(f"unknown suspicion {kind!r}; choose from {SUSPICIONS}")
 
 
 def estimated_f1(mixture: LossMixture, scores: np.ndarray) -> float:

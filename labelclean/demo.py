@@ -68,6 +68,7 @@ def run_demo(
             )
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    write_json(out / MARKER, {"status": "started", "noise": noise, "seed": seed})
     echo(f"writing 1797 digits with {noise:.0%} wrong labels to {out / 'data'}")
     truth = write_digits_folder(out / "data", noise, seed)
     write_csv(out / "truth.csv", truth)

@@ -11,7 +11,7 @@ Layout of an output folder::
     checkpoint/            model.safetensors + model.json at t_c
     unreadable.csv         images that could not be decoded (only when skipped)
     run.json               parameters, versions, t_c, counts, timings
-    report.html            the report (see labelclean.report)
+    report.html, figures/  the report and its figures (see labelclean.report)
 
 Every file is written atomically (temporary file, then rename); the cleaned
 image tree is built in a hidden folder and renamed into place. The input is

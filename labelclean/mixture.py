@@ -36,6 +36,8 @@ from sklearn.mixture import GaussianMixture
 MIN_SEPARATION = 2.0
 #: Losses are subsampled to this many points for the fit (the fit is 1-D).
 MAX_FIT_POINTS = 20_000
+#: Keeps the fit's subsample independent of other ``default_rng(seed)`` draws.
+_SUBSAMPLE_SALT = 0x6C63
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,10 @@ def fit_loss_mixture(losses: np.ndarray, seed: int = 0) -> LossMixture:
     x = x[np.isfinite(x)]
     if len(x) < 4:
         raise ValueError("need at least 4 finite losses to fit a mixture")
-    rng = np.random.default_rng(seed)
+    # A salted stream: ``default_rng(seed).choice(n, k, replace=False)`` is also how
+    # inject_noise picks the samples to corrupt, so an unsalted subsample with the
+    # same seed would be drawn from the corrupted samples only.
+    rng = np.random.default_rng([seed, _SUBSAMPLE_SALT])
     fit_x = rng.choice(x, MAX_FIT_POINTS, replace=False) if len(x) > MAX_FIT_POINTS else x
     mu1, sd1 = float(fit_x.mean()), float(fit_x.std())
     if sd1 < 1e-9:

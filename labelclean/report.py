@@ -85,6 +85,21 @@ class RunFiles:
         return int(self.run["t_c"])
 
     @property
+    def window(self) -> int:
+        """Epochs each sample's suspicion score averages its loss over (1: the paper's loss)."""
+        try:
+            return max(1, int(self.run.get("params", {}).get("window") or 1))
+        except (TypeError, ValueError):
+            return 1
+
+    @property
+    def quantity(self) -> str:
+        """What the mixture was fitted to, for axis labels."""
+        if self.window == 1:
+            return "per-sample loss"
+        return f"suspicion score (loss averaged over {self.window} epochs)"
+
+    @property
     def classes(self) -> list[str]:
         classes = self.model.get("classes") or self.run.get("input", {}).get("classes") or []
         return [str(c) for c in classes]
@@ -330,9 +345,10 @@ def fig_separation(run: RunFiles):
         if sd is not None:
             a1.fill_between(x, mean - sd, mean + sd, color=colour, alpha=0.18, lw=0)
     _plot_line(a1, x, _column(m, "threshold"), "threshold l_c", color="k", ls="--", lw=1)
-    _plot_line(a1, x, _column(m, "L_c_true"), "L_c (true split)", color="#2471a3", ls=":")
-    _plot_line(a1, x, _column(m, "L_w_true"), "L_w (true split)", color="#c0392b", ls=":")
-    a1.set_ylabel("per-sample loss")
+    if run.window == 1:  # L_c, L_w are mean raw losses: comparable to m_c, m_w only then
+        _plot_line(a1, x, _column(m, "L_c_true"), "L_c (true split)", color="#2471a3", ls=":")
+        _plot_line(a1, x, _column(m, "L_w_true"), "L_w (true split)", color="#c0392b", ls=":")
+    a1.set_ylabel(run.quantity)
     a1.set_title("Loss populations (mixture fit per epoch)")
     lo = float(np.nanmin(m_c - (s_c if s_c is not None else 0)))
     hi = float(np.nanmax(m_w + (s_w if s_w is not None else 0)))
@@ -353,7 +369,7 @@ def fig_separation(run: RunFiles):
         _legend(twin, loc="lower right")
     for ax in (a1, a2):
         _decorate(ax, run, spans)
-        _legend(ax, loc="upper left")
+        _legend(ax, loc="best")
     return fig
 
 
@@ -382,7 +398,7 @@ def fig_loss_evolution(run: RunFiles):
 
     if run.losses is None or run.losses.shape[0] == 0:
         return None
-    losses = _subsample_rows(run.losses)
+    losses = _windowed(_subsample_rows(run.losses), run.window)
     losses = np.where(np.isfinite(losses), losses, np.nan)
     hi = _loss_range(losses)
     bins = np.linspace(0.0, hi, 61)
@@ -410,18 +426,36 @@ def fig_loss_evolution(run: RunFiles):
     ax.grid(False)
     ax.set_xlim(0.5, len(epochs) + 0.5)
     ax.set_ylim(0.0, hi)
-    ax.set_ylabel("per-sample loss")
-    ax.set_title(f"Per-sample loss distribution after every epoch (losses above {hi:.3g} "
-                 "are counted in the top bin)")
+    ax.set_ylabel(run.quantity.replace(" (", "\n("))
+    ax.set_title(f"Distribution of the {run.quantity} after every epoch (values above "
+                 f"{hi:.3g} are counted in the top bin)")
     _legend(ax, loc="upper right")
     return fig
 
 
+def _windowed(losses: np.ndarray, window: int) -> np.ndarray:
+    """Row ``t`` -> mean of rows ``t - window + 1 .. t`` (fewer at the start), as the
+    cleaner averages losses into suspicion scores before fitting the mixture."""
+    if window <= 1:
+        return losses
+    sums = np.cumsum(np.vstack([np.zeros((1, losses.shape[1])), losses]), axis=0)
+    t = np.arange(1, losses.shape[0] + 1)
+    start = np.maximum(0, t - window)
+    return (sums[t] - sums[start]) / (t - start)[:, None]
+
+
 def losses_at_t_c(run: RunFiles) -> np.ndarray:
-    """Every sample's loss at ``t_c``: ``losses.npy`` row ``t_c - 1``, else ``scores.loss``."""
+    """What the mixture at ``t_c`` was fitted to, per sample, in index order.
+
+    ``scores.csv``'s ``score`` when present (the windowed suspicion score), else
+    ``losses.npy`` row ``t_c - 1`` (the paper's loss at ``t_c``), else ``scores.loss``.
+    """
+    by_index = run.scores.sort_values("index")
+    if "score" in by_index.columns:
+        return by_index["score"].to_numpy(dtype=np.float64)
     if run.losses is not None and 1 <= run.t_c <= run.losses.shape[0]:
         return np.asarray(run.losses[run.t_c - 1], dtype=np.float64)
-    return run.scores.sort_values("index")["loss"].to_numpy(dtype=np.float64)
+    return by_index["loss"].to_numpy(dtype=np.float64)
 
 
 def _normal_pdf(x: np.ndarray, m: float, s: float) -> np.ndarray:
@@ -472,7 +506,7 @@ def fig_loss_histogram(run: RunFiles):
     fig, axes = _figure(2)
     for ax, log in zip(axes, (False, True), strict=True):
         # One filled step polygon: far cheaper to draw than 80 bar patches.
-        ax.stairs(density, bins, fill=True, color="#aab7c4", label=f"losses at t_c = {run.t_c}")
+        ax.stairs(density, bins, fill=True, color="#aab7c4", label=f"at t_c = {run.t_c}")
         if np.isfinite(m_c + s_c + m_w + s_w + r):
             pc, pw = (1 - r) * _normal_pdf(grid, m_c, s_c), r * _normal_pdf(grid, m_w, s_w)
             ax.plot(grid, pc, color="#2471a3", lw=1.5, label=f"clean: N({m_c:.3g}, {s_c:.3g}²)")
@@ -486,7 +520,7 @@ def fig_loss_histogram(run: RunFiles):
                 ax.axvspan(threshold, hi, color="#f5b7b1", alpha=0.25, lw=0,
                            label="flagged")
         ax.set_xlim(lo, hi)
-        ax.set_xlabel("per-sample loss")
+        ax.set_xlabel(run.quantity)
         ax.set_ylabel("density" + (" (log)" if log else ""))
         ax.grid(alpha=0.3, lw=0.5)
         if log:
@@ -498,8 +532,7 @@ def fig_loss_histogram(run: RunFiles):
             ax.set_ylim(0, _linear_ylim(density, bins, threshold))
     axes[0].set_title("Losses at t_c with the fitted mixture")
     if density.max() > axes[0].get_ylim()[1]:
-        axes[0].text(0.01, 0.98, "(clean peak cut off; see the log panel)", fontsize=8,
-                     transform=axes[0].transAxes, va="top", color="#555")
+        axes[0].set_title("Losses at t_c with the fitted mixture (clean peak cut off)")
     note = "" if bimodal else " — no second population: nothing flagged"
     axes[1].set_title("Same, log density" + note)
     _legend(axes[0], loc="upper right", fontsize=7.5)
@@ -619,7 +652,9 @@ def gallery_data(run: RunFiles) -> dict:
     Returns ``{"kind", "fields", "items", "classes", "thumb_side", "thumbs_omitted"}``;
     each item is a list in ``fields`` order: rank, sample id, given label,
     predicted label, predicted probability, p_noisy, loss, base64 PNG thumbnail
-    (or None), link to the original file (or None). Items are most suspicious first.
+    (or None), link to the original file (or None), the run's suspicion
+    ``score`` (None for runs whose scores.csv has none). Items are in rank
+    order: most suspicious first.
     """
     flagged = run.flagged
     kind = run.run.get("input", {}).get("kind", "images")
@@ -630,18 +665,22 @@ def gallery_data(run: RunFiles) -> dict:
     attempted = 0
     if kind == "images":
         thumbs, attempted = make_thumbnails(files, side)
+    has_score = "score" in flagged.columns
+    scores = flagged["score"] if has_score else [None] * len(flagged)
     items = [
         [int(rank), sid, given, pred, round(float(prob), 4), round(float(p), 4),
-         round(float(loss), 4), th, _file_uri(f)]
-        for rank, sid, given, pred, prob, p, loss, th, f in zip(
+         round(float(loss), 4), th, _file_uri(f), None if sc is None else round(float(sc), 4)]
+        for rank, sid, given, pred, prob, p, loss, th, f, sc in zip(
             flagged["rank"], flagged["sample_id"], flagged["given_label"],
             flagged["predicted_label"], flagged["predicted_prob"], flagged["p_noisy"],
-            flagged["loss"], thumbs, files, strict=True,
+            flagged["loss"], thumbs, files, scores, strict=True,
         )
     ]
     return {
         "kind": kind,
-        "fields": ["rank", "id", "given", "predicted", "prob", "p_noisy", "loss", "thumb", "href"],
+        "fields": ["rank", "id", "given", "predicted", "prob", "p_noisy", "loss", "thumb", "href",
+                   "score"],
+        "has_score": has_score,
         "items": items,
         "classes": run.classes,
         "thumb_side": side,
@@ -817,7 +856,7 @@ FIGURE_TEXT = {
                       "(darker = more samples). The clean population sinks towards zero; the "
                       "mislabelled one stays high until the network starts memorising it.",
     "loss_histogram": "Per-sample losses at t_c with the fitted two-Gaussian mixture (paper fig. "
-                      "6B). Samples with a loss above the threshold l_c are flagged.",
+                      "6B). Samples above the threshold l_c are flagged.",
     "order_parameters": "Order parameters of the minibatch gradients at the probed epochs "
                         "(paper eqs 5-15).",
     "truth": "Using the trusted noise marks given for research: how good the flags would have "
@@ -825,10 +864,19 @@ FIGURE_TEXT = {
 }
 
 
-def figures_html(figures: dict[str, bytes | str]) -> str:
+#: Figures whose values are the windowed suspicion score when the run's window > 1.
+WINDOWED_FIGURES = ("separation", "loss_evolution", "loss_histogram")
+
+
+def figures_html(figures: dict[str, bytes | str], window: int = 1) -> str:
+    """The figures as ``<figure>`` elements with captions, PNGs inline."""
     parts = []
     for name, png in figures.items():
         text = _e(FIGURE_TEXT.get(name, ""))
+        if window > 1 and name in WINDOWED_FIGURES:
+            text += _e(f" Here each sample's value is its loss averaged over the last {window} "
+                       "epochs (the run's window), which is what the mixture was fitted to; the "
+                       "paper uses the loss of the epoch itself (window 1).")
         if isinstance(png, str):
             parts.append(f"<figure><p class=warn>The {_e(name)} figure could not be drawn: "
                          f"{_e(png)}</p></figure>")
@@ -912,10 +960,13 @@ def render_html(run: RunFiles, figures: dict[str, bytes | str], gallery: dict) -
         if omitted else ""
     )
     id_column = "path" if gallery["kind"] == "images" else "row"
+    measure = ("the run's suspicion <code>score</code> (what the ranking sorts by)"
+               if gallery["has_score"] else
+               "<code>p_noisy</code> (posterior of the high-loss population)")
     intro = (
         "Each card: path and rank; given label → <b>predicted label</b> with the model's "
-        "probability; <code>p_noisy</code> (posterior of the high-loss population) and the loss "
-        "at t_c. A thumbnail opens the original image."
+        f"probability; {measure} and the loss at t_c (hover for all numbers). A thumbnail "
+        "opens the original image."
         if gallery["kind"] == "images" else
         "One row per flagged sample: its row in the input CSV, the given and predicted labels, "
         "the model's probability, <code>p_noisy</code> (posterior of the high-loss population) "
@@ -933,7 +984,7 @@ def render_html(run: RunFiles, figures: dict[str, bytes | str], gallery: dict) -
         "<a href=#classes>Classes</a></nav></header><main>",
         f"<section id=summary><h2>Summary</h2>{summary_html(run)}{settings_html(run)}</section>",
         f"<section id=training><h2>Training and the loss populations</h2>"
-        f"{figures_html(figures)}</section>",
+        f"{figures_html(figures, run.window)}</section>",
         f"<section id=gallery-section><h2>Flagged samples ({n_flagged:,}), most suspicious "
         "first</h2>",
         f"<p class=muted>{intro} "
@@ -946,7 +997,8 @@ def render_html(run: RunFiles, figures: dict[str, bytes | str], gallery: dict) -
          if gallery["kind"] == "images" else
          "<table class=grid id=gallery-table><thead><tr><th>rank</th><th>row</th>"
          "<th>given</th><th>predicted</th><th>p(pred)</th><th>p_noisy</th><th>loss</th>"
-         "</tr></thead><tbody id=gallery></tbody></table>"),
+         f"{'<th>score</th>' if gallery['has_score'] else ''}</tr></thead>"
+         "<tbody id=gallery></tbody></table>"),
         "<div class=pager id=pager-bottom></div></section>",
         f"<section id=classes><h2>Per class</h2>{class_table_html(run)}</section>",
         unreadable_html(run),
@@ -1032,7 +1084,8 @@ GALLERY_JS = """
   "use strict";
   var data = JSON.parse(document.getElementById("gallery-data").textContent);
   var items = data.items, body = document.body, root = document.getElementById("gallery");
-  var RANK = 0, ID = 1, GIVEN = 2, PRED = 3, PROB = 4, PN = 5, LOSS = 6, THUMB = 7, HREF = 8;
+  var RANK = 0, ID = 1, GIVEN = 2, PRED = 3, PROB = 4, PN = 5, LOSS = 6, THUMB = 7, HREF = 8,
+    SCORE = 9;
   var state = {page: 0, size: 100, given: "", pred: "", q: "", order: "rank"};
   var view = items;
   var byId = function (id) { return document.getElementById(id); };
@@ -1044,6 +1097,7 @@ GALLERY_JS = """
     return e;
   }
   function fmt(x, d) { return Number(x).toFixed(d); }
+  function num(x) { return Number(x).toPrecision(3); }
 
   function fillSelect(sel, values) {
     values.forEach(function (v) {
@@ -1082,14 +1136,19 @@ GALLERY_JS = """
     lab.appendChild(el("b", null, it[PRED]));
     lab.appendChild(el("span", "muted", " " + fmt(it[PROB], 2)));
     c.appendChild(lab);
-    c.appendChild(el("div", "muted meta", "p_noisy " + fmt(it[PN], 2) + " \\u00b7 loss " +
-      Number(it[LOSS]).toPrecision(3)));
+    var first = data.has_score ? "score " + num(it[SCORE]) : "p_noisy " + fmt(it[PN], 2);
+    c.appendChild(el("div", "muted meta", first + " \\u00b7 loss " + num(it[LOSS])));
+    c.title = "rank " + it[RANK] + (data.has_score ? ", score " + num(it[SCORE]) : "") +
+      ", loss " + num(it[LOSS]) + ", p_noisy " + fmt(it[PN], 3) + ", p(predicted) " +
+      fmt(it[PROB], 3);
     return c;
   }
   function row(it) {
     var tr = el("tr");
-    [String(it[RANK]), it[ID], it[GIVEN], it[PRED], fmt(it[PROB], 3), fmt(it[PN], 3),
-     fmt(it[LOSS], 4)].forEach(function (v, i) {
+    var cells = [String(it[RANK]), it[ID], it[GIVEN], it[PRED], fmt(it[PROB], 3), fmt(it[PN], 3),
+      fmt(it[LOSS], 4)];
+    if (data.has_score) cells.push(num(it[SCORE]));
+    cells.forEach(function (v, i) {
       tr.appendChild(el("td", i === 1 || i === 2 || i === 3 ? "txt" : null, v));
     });
     return tr;

@@ -229,3 +229,32 @@ def test_trainer_folds_a_trailing_batch_of_one():
     t = Trainer(model, xt, y, TrainConfig(batch_size=32, max_epochs=1))
     stats = t.train_epoch(record=True)
     assert stats.steps == 2 and np.isfinite(stats.samples.loss).all()
+
+
+def test_probe_interval_keeps_the_probe_within_budget():
+    c = Cleaner(batch_size=128)
+    # 10,000 samples: 78 steps an epoch; a split probe of K=16 costs ~26 steps
+    assert c._probe_interval(10_000) == 4
+    assert c._probe_interval(100_000) == 1
+    assert Cleaner(probe_every=0)._probe_interval(10_000) == 0
+    assert Cleaner(probe_every="2")._probe_interval(10) == 2
+    from labelclean.errors import LabelcleanError
+
+    with pytest.raises(LabelcleanError, match="probe_every"):
+        Cleaner(probe_every="often")._probe_interval(10)
+
+
+def test_order_parameters_and_phases_land_in_history(noisy_folder):
+    root, truth = noisy_folder
+    ds = load_dataset(root)
+    mask = np.array([truth[i] for i in ds.ids])
+    res = Cleaner(**{**FAST, "probe_every": 1, "probe_batches": 4, "max_epochs": 5}).fit(
+        ds, noise_mask=mask
+    )
+    h = res.history
+    for col in ("A", "A_0", "R", "sigma_lambda2", "A_0c", "A_0w", "R_cw", "R_cw_true", "phase"):
+        assert col in h, col
+    assert h["A"].gt(0).all()
+    # the mixture split and the true split agree on this easy data
+    np.testing.assert_allclose(h["R_cw"], h["R_cw_true"], atol=0.2)
+    assert set(h["phase"]) <= {"I", "II", "III", "IV", "unknown"}

@@ -18,7 +18,15 @@ from report_runs import Runs, big_report, build_runs
 
 from labelclean.cli import main
 from labelclean.errors import LabelcleanError
-from labelclean.report import FIGURES_DIR, REPORT_FILE, make_thumbnails, write_report
+from labelclean.report import (
+    FIGURES_DIR,
+    REPORT_FILE,
+    _windowed,
+    load_run,
+    losses_at_t_c,
+    make_thumbnails,
+    write_report,
+)
 
 CORE_FIGURES = ("accuracy", "separation", "loss_evolution", "loss_histogram")
 
@@ -243,3 +251,17 @@ def test_a_run_that_flagged_nothing(runs, tmp_path):
     page = write_report(run_dir).read_text()
     assert gallery(page)["items"] == []
     assert "could not be drawn" not in page and "second population" in page
+
+
+def test_the_histogram_shows_what_the_mixture_was_fitted_to(runs):
+    run = load_run(runs.folder_run)
+    values = losses_at_t_c(run)
+    if "score" in run.scores.columns:
+        # The heatmap's windowed rows reproduce the cleaner's suspicion scores.
+        windowed = _windowed(np.asarray(run.losses, dtype=np.float64), run.window)
+        assert np.allclose(windowed[run.t_c - 1], values, rtol=1e-4, atol=1e-5)
+    else:
+        assert np.allclose(values, run.losses[run.t_c - 1])
+    mix = run.run["mixture_at_t_c"]
+    flagged = run.scores.sort_values("index")["flagged"].to_numpy()
+    assert np.array_equal(flagged, values > mix["threshold"])
