@@ -65,6 +65,8 @@ from labelclean.sources import Dataset  # noqa: E402
 from labelclean.training import TrainConfig, Trainer, epoch_order  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The hidden 30x30 weight matrix of the 784-30-30-10 network (900 parameters).
+LAYER_900 = "body.net.3.weight"
 MNIST = ROOT / ".." / "shared" / "datasets" / "mnist.npz"
 PHASE_COLOURS = {
     "I": "#c6dbef",
@@ -216,15 +218,30 @@ def run_spectra(args, x, y, xt, yt, work: Path, out: Path) -> None:
             key = f"I (zoom, step {z['step']})"
             states = {key: z["state"], **states}
             epochs = {key: z["step"] / z["steps_per_epoch"], **epochs}
-        spectrum_rows(ds, states, epochs, args).to_csv(out / f"repro_{name}_spectra.csv",
-                                                       index=False)
+        spectrum_rows(ds, states, epochs, args).to_csv(
+            out / f"repro_{name}_spectra.csv", index=False
+        )
         # Convergence of D_s with the number of sampled gradients, at each phase's epoch.
+        # Also over the 900 weights of the 30x30 layer alone: the paper's figure 2 quotes
+        # N_p = 900, which is that layer's size, not the network's (24 790).
         rows = []
         for ph, state in states.items():
-            for k in ks:
-                ev = spectrum_of(ds, state, k, args, seed=int(1000 * epochs[ph]) + k)
-                rows.append({"run": name, "phase": ph, "epoch": epochs[ph], "K": k,
-                             "D_s": effective_dimension(ev), "D": float(ev.sum())})
+            for weights in (None, LAYER_900):
+                for k in ks:
+                    ev = spectrum_of(
+                        ds, state, k, args, seed=int(1000 * epochs[ph]) + k, only=weights
+                    )
+                    rows.append(
+                        {
+                            "run": name,
+                            "phase": ph,
+                            "epoch": epochs[ph],
+                            "K": k,
+                            "weights": weights or "all",
+                            "D_s": effective_dimension(ev),
+                            "D": float(ev.sum()),
+                        }
+                    )
         meta[name] = rows
     pd.DataFrame([r for v in meta.values() for r in v]).to_csv(
         out / "repro_spectrum_vs_K.csv", index=False
@@ -234,13 +251,21 @@ def run_spectra(args, x, y, xt, yt, work: Path, out: Path) -> None:
     )
 
 
-def spectrum_of(ds: Dataset, state: dict, k: int, args, seed: int) -> np.ndarray:
+def spectrum_of(ds: Dataset, state: dict, k: int, args, seed: int, only: str | None = None):
+    """Resolved eigenvalues of C from ``k`` minibatch gradients (of parameter ``only``, or all)."""
     mean, std = _input_statistics(ds.x)
     model = create_model("mlp:30,30", ds.input_shape, ds.num_classes, mean, std)
     model.load_state_dict(state)
+    if only is not None:  # the probe differentiates the trainable parameters only
+        for name, p in model.named_parameters():
+            p.requires_grad_(name == only)
     gen = torch.Generator().manual_seed(args.seed * 101 + seed)
     gram = collect_gradient_gram(
-        model, ds.x, torch.as_tensor(ds.y), batch_size=args.batch_size, num_batches=k,
+        model,
+        ds.x,
+        torch.as_tensor(ds.y),
+        batch_size=args.batch_size,
+        num_batches=k,
         generator=gen,
     )
     return gram.eigenvalues()
@@ -270,8 +295,13 @@ def run_zoom(args, ds: Dataset, mask: np.ndarray, epoch1_state: dict | None):
     mean, std = _input_statistics(ds.x)
     model = create_model("mlp:30,30", ds.input_shape, ds.num_classes, mean, std)
     cfg = TrainConfig(
-        lr=args.lr, momentum=args.momentum, weight_decay=0.0, batch_size=args.batch_size,
-        max_epochs=args.zoom_epochs, seed=args.seed, device="cpu",
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=0.0,
+        batch_size=args.batch_size,
+        max_epochs=args.zoom_epochs,
+        seed=args.seed,
+        device="cpu",
     )
     trainer = Trainer(model, ds.x, ds.y, cfg)
     n = len(ds.y)
@@ -294,8 +324,13 @@ def run_zoom(args, ds: Dataset, mask: np.ndarray, epoch1_state: dict | None):
             if step % args.zoom_every == 0:
                 gen = torch.Generator().manual_seed(args.seed * 7 + step)
                 op = probe_order_parameters(
-                    trainer.model, trainer.x, trainer.y, batch_size=args.batch_size,
-                    num_batches=args.K, split=mask, generator=gen,
+                    trainer.model,
+                    trainer.x,
+                    trainer.y,
+                    batch_size=args.batch_size,
+                    num_batches=args.K,
+                    split=mask,
+                    generator=gen,
                 )
                 rows.append({"step": step, "epoch": step / steps_per_epoch, **op})
             trainer.model.train()
@@ -340,8 +375,12 @@ def run_sweep(args, x, y, xt, yt, work: Path, out: Path) -> None:
         )
         for _, r in res.history.iterrows():
             rows.append(
-                {"rho": rho, "epoch": int(r["epoch"]), "eps_te": 1 - r["val_accuracy"],
-                 "train_loss": r["train_loss"]}
+                {
+                    "rho": rho,
+                    "epoch": int(r["epoch"]),
+                    "eps_te": 1 - r["val_accuracy"],
+                    "train_loss": r["train_loss"],
+                }
             )
         print(f"sweep rho={rho}: done", flush=True)
     pd.DataFrame(rows).to_csv(out / "repro_tm_sweep.csv", index=False)
@@ -367,8 +406,13 @@ def shade(ax, epochs, phases, label=True) -> None:
                 if label:
                     ax.text(
                         np.sqrt(max(lo, 0.5) * hi) if ax.get_xscale() == "log" else (lo + hi) / 2,
-                        0.98, name, transform=ax.get_xaxis_transform(),
-                        ha="center", va="top", fontsize=8, color="0.3",
+                        0.98,
+                        name,
+                        transform=ax.get_xaxis_transform(),
+                        ha="center",
+                        va="top",
+                        fontsize=8,
+                        color="0.3",
                     )
             start = i
 
@@ -480,8 +524,13 @@ def fig1(h: pd.DataFrame, out: Path) -> None:
             ax.axhline(0, color="k", ls=":", lw=0.8)
         if col == "sigma_lambda2":
             neg = h[col] <= 0
-            ax.plot(e[neg], np.full(neg.sum(), np.nanmin(v) if v.notna().any() else 1), "rv",
-                    ms=4, label=r"estimate $\leq 0$ / NaN")
+            ax.plot(
+                e[neg],
+                np.full(neg.sum(), np.nanmin(v) if v.notna().any() else 1),
+                "rv",
+                ms=4,
+                label=r"estimate $\leq 0$ / NaN",
+            )
             if neg.any():
                 ax.legend(fontsize=7)
     axes[0].set_title("fig 1: no label noise (L = eval-pass loss after each epoch)", fontsize=9)
@@ -499,8 +548,11 @@ def fig6(h: pd.DataFrame, losses: np.ndarray, mask: np.ndarray, out: Path) -> li
     for name in ("II", "III", "IV"):
         sel = epochs[phases == name]
         if len(sel):
-            picks.append(int(sel[len(sel) // 2]) if name != "II" else int(
-                h.loc[h["delta_L_true"].idxmax(), "epoch"]))
+            picks.append(
+                int(sel[len(sel) // 2])
+                if name != "II"
+                else int(h.loc[h["delta_L_true"].idxmax(), "epoch"])
+            )
     picks = sorted(set(picks))
     fig, axes = plt.subplots(1, len(picks) + 1, figsize=(3.2 * (len(picks) + 1), 3.2))
     for ax, ep in zip(axes, picks):
@@ -556,8 +608,22 @@ def fig_spectra(noisy, clean, vs_k, k: int, out: Path) -> None:
         ax.legend(fontsize=7, loc="lower left")
     ax = axes[2]
     if vs_k is not None:
-        for (run, ph), g in vs_k.groupby(["run", "phase"], sort=False):
-            ax.plot(g["K"], g["D_s"], "o-", ms=3, label=f"{run}: {ph}")
+        if "weights" not in vs_k:
+            vs_k = vs_k.assign(weights="all")
+        colours = {}
+        for (run, ph, w), g in vs_k.groupby(["run", "phase", "weights"], sort=False):
+            c = colours.setdefault((run, ph), f"C{len(colours)}")
+            full = w == "all"
+            ax.plot(
+                g["K"],
+                g["D_s"],
+                "o-" if full else "s--",
+                ms=3,
+                color=c,
+                label=f"{run}: {ph}" if full else None,
+            )
+        ax.plot([], [], "k-", label="all 24 790 weights")
+        ax.plot([], [], "k--", label="30x30 layer (900)")
         kk = np.array(sorted(vs_k["K"].unique()))
         ax.plot(kk, kk - 1, "k:", label="K - 1 (bound)")
         ax.set_xscale("log", base=2)
@@ -565,7 +631,7 @@ def fig_spectra(noisy, clean, vs_k, k: int, out: Path) -> None:
         ax.set_xlabel("K (sampled minibatch gradients)")
         ax.set_ylabel("$D_s$ (90 % of the variance)")
         ax.legend(fontsize=7)
-        ax.set_title("effective dimension against K: not converged", fontsize=9)
+        ax.set_title("effective dimension $D_s$ against K", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "repro_fig2_5_spectra.png", dpi=120)
     plt.close(fig)
@@ -575,10 +641,19 @@ def fig3c(sweep: pd.DataFrame, noisy: pd.DataFrame, out: Path) -> pd.DataFrame:
     df = sweep.copy()
     if noisy is not None:
         n = noisy[noisy["epoch"] <= df["epoch"].max()]
-        df = pd.concat([df, pd.DataFrame(
-            {"rho": noisy["rho_true"].iloc[0] if "rho_true" in noisy else 0.5,
-             "epoch": n["epoch"], "eps_te": n["eps_te"], "train_loss": n["train_loss"]}
-        )])
+        df = pd.concat(
+            [
+                df,
+                pd.DataFrame(
+                    {
+                        "rho": noisy["rho_true"].iloc[0] if "rho_true" in noisy else 0.5,
+                        "epoch": n["epoch"],
+                        "eps_te": n["eps_te"],
+                        "train_loss": n["train_loss"],
+                    }
+                ),
+            ]
+        )
     rows = []
     fig, ax = plt.subplots(figsize=(6, 4))
     for rho, g in df.groupby("rho"):
@@ -587,8 +662,16 @@ def fig3c(sweep: pd.DataFrame, noisy: pd.DataFrame, out: Path) -> pd.DataFrame:
         t_m, e_m = int(g.loc[i, "epoch"]), float(g.loc[i, "eps_te"])
         sm = g["eps_te"].rolling(5, center=True, min_periods=1).mean()
         t_m_s = int(g.loc[sm.idxmin(), "epoch"])
-        rows.append({"rho": rho, "t_m": t_m, "eps_m": e_m, "t_m_smoothed5": t_m_s,
-                     "eps_at_end": float(g["eps_te"].iloc[-1]), "epochs": int(g["epoch"].max())})
+        rows.append(
+            {
+                "rho": rho,
+                "t_m": t_m,
+                "eps_m": e_m,
+                "t_m_smoothed5": t_m_s,
+                "eps_at_end": float(g["eps_te"].iloc[-1]),
+                "epochs": int(g["epoch"].max()),
+            }
+        )
         ax.plot(g["epoch"], g["eps_te"], label=f"rho={rho:g}: t_m={t_m}")
         ax.plot(t_m, e_m, "k.")
     ax.set_xscale("log")
@@ -645,20 +728,31 @@ def summarise(noisy, clean, zoom, tm, picks, out: Path, work: Path) -> dict:
             }
         s["per_phase_true"] = per
         i_a = h["A"].idxmax()
-        s["A_peak"] = {"epoch": int(h.loc[i_a, "epoch"]), "A": float(h.loc[i_a, "A"]),
-                       "phase": h.loc[i_a, "phase_true"]}
+        s["A_peak"] = {
+            "epoch": int(h.loc[i_a, "epoch"]),
+            "A": float(h.loc[i_a, "A"]),
+            "phase": h.loc[i_a, "phase_true"],
+        }
         s["A_last"] = float(h["A"].iloc[-1])
         for col in ("delta_L_true", "delta_L", "loss_auc"):
             i = h[col].idxmax()
-            s[f"{col}_max"] = {"epoch": int(h.loc[i, "epoch"]), "value": float(h.loc[i, col]),
-                               "phase": h.loc[i, "phase_true"]}
+            s[f"{col}_max"] = {
+                "epoch": int(h.loc[i, "epoch"]),
+                "value": float(h.loc[i, col]),
+                "phase": h.loc[i, "phase_true"],
+            }
         i = h["eps_te"].idxmin()
-        s["t_m"] = {"epoch": int(h.loc[i, "epoch"]), "eps_te": float(h.loc[i, "eps_te"]),
-                    "phase": h.loc[i, "phase_true"]}
+        s["t_m"] = {
+            "epoch": int(h.loc[i, "epoch"]),
+            "eps_te": float(h.loc[i, "eps_te"]),
+            "phase": h.loc[i, "phase_true"],
+        }
         s["final"] = {k: float(h[k].iloc[-1]) for k in ("eps_c", "eps_w", "eps_te", "train_loss")}
         first = h.iloc[0]
-        s["epoch1"] = {k: float(first[k]) for k in
-                       ("A_0c_true", "A_0w_true", "R_cw_true", "eps_c", "eps_w", "eps_te")}
+        s["epoch1"] = {
+            k: float(first[k])
+            for k in ("A_0c_true", "A_0w_true", "R_cw_true", "eps_c", "eps_w", "eps_te")
+        }
         s["mixture_bimodal_epochs"] = int(h["bimodal"].sum())
         both = h[["R_cw", "R_cw_true"]].dropna() if "R_cw" in h else pd.DataFrame()
         if len(both) > 2:
@@ -669,19 +763,25 @@ def summarise(noisy, clean, zoom, tm, picks, out: Path, work: Path) -> dict:
             }
         s["t_c"] = int(h.loc[h["delta_L"].idxmax(), "epoch"])
         s["true_f1_at_t_c"] = float(h.loc[h["delta_L"].idxmax(), "true_f1"])
-        s["true_f1_max"] = {"epoch": int(h.loc[h["true_f1"].idxmax(), "epoch"]),
-                            "value": float(h["true_f1"].max())}
+        s["true_f1_max"] = {
+            "epoch": int(h.loc[h["true_f1"].idxmax(), "epoch"]),
+            "value": float(h["true_f1"].max()),
+        }
         s["loss_hist_epochs"] = picks
         up_to_tm = h[h["epoch"] <= s["t_m"]["epoch"]]
-        s["R_cw_true_up_to_t_m"] = {"median": _med(up_to_tm["R_cw_true"]),
-                                    "min": float(up_to_tm["R_cw_true"].min()),
-                                    "max": float(up_to_tm["R_cw_true"].max())}
+        s["R_cw_true_up_to_t_m"] = {
+            "median": _med(up_to_tm["R_cw_true"]),
+            "min": float(up_to_tm["R_cw_true"].min()),
+            "max": float(up_to_tm["R_cw_true"].max()),
+        }
         bim = h[h["bimodal"].astype(bool)]
         if len(bim):
             i = bim["delta_L"].idxmax()
-            s["delta_L_max_bimodal_only"] = {"epoch": int(h.loc[i, "epoch"]),
-                                             "value": float(h.loc[i, "delta_L"]),
-                                             "true_f1": float(h.loc[i, "true_f1"])}
+            s["delta_L_max_bimodal_only"] = {
+                "epoch": int(h.loc[i, "epoch"]),
+                "value": float(h.loc[i, "delta_L"]),
+                "true_f1": float(h.loc[i, "true_f1"]),
+            }
         i = h["delta_L"].idxmax()
         s["t_c_bimodal"] = bool(h.loc[i, "bimodal"])
         s["bimodal_epochs"] = [int(e) for e in h.loc[h["bimodal"].astype(bool), "epoch"]]
@@ -707,11 +807,16 @@ def summarise(noisy, clean, zoom, tm, picks, out: Path, work: Path) -> dict:
         s["clean_phases"] = phase_boundaries(c["phase_clean"], c["epoch"])
         per = {}
         for ph, g in c.groupby("phase_clean", sort=False):
-            per[ph] = {"R_median": _med(g["R"]), "A_median": _med(g["A"]),
-                       "sigma_lambda2_median": _med(g["sigma_lambda2"]),
-                       "sigma_lambda2_nonpositive_or_nan": int(
-                           (~(pd.to_numeric(g["sigma_lambda2"]) > 0)).sum()),
-                       "eps_tr_median": _med(g["eps_tr"]), "n": len(g)}
+            per[ph] = {
+                "R_median": _med(g["R"]),
+                "A_median": _med(g["A"]),
+                "sigma_lambda2_median": _med(g["sigma_lambda2"]),
+                "sigma_lambda2_nonpositive_or_nan": int(
+                    (~(pd.to_numeric(g["sigma_lambda2"]) > 0)).sum()
+                ),
+                "eps_tr_median": _med(g["eps_tr"]),
+                "n": len(g),
+            }
         s["clean_per_phase"] = per
         s["clean_first_eps_tr_zero"] = (
             int(c.loc[c["eps_tr"] == 0, "epoch"].min()) if (c["eps_tr"] == 0).any() else None
@@ -727,16 +832,23 @@ def summarise(noisy, clean, zoom, tm, picks, out: Path, work: Path) -> dict:
         if p.exists():
             sp = pd.read_csv(p)
             s[f"{name}_spectra"] = {
-                ph: {"epoch": float(g["epoch"].iloc[0]), "D": float(g["eigenvalue"].sum()),
-                     "D_s": float(g["D_s"].iloc[0]), "top_eigenvalue_share":
-                     float(g["eigenvalue"].max() / g["eigenvalue"].sum())}
+                ph: {
+                    "epoch": float(g["epoch"].iloc[0]),
+                    "D": float(g["eigenvalue"].sum()),
+                    "D_s": float(g["D_s"].iloc[0]),
+                    "top_eigenvalue_share": float(g["eigenvalue"].max() / g["eigenvalue"].sum()),
+                }
                 for ph, g in sp.groupby("phase", sort=False)
             }
     p = out / "repro_spectrum_vs_K.csv"
     if p.exists():
         vk = pd.read_csv(p)
-        s["D_s_vs_K"] = {f"{r}:{ph}": dict(zip(g["K"].astype(int).astype(str), g["D_s"]))
-                         for (r, ph), g in vk.groupby(["run", "phase"], sort=False)}
+        if "weights" not in vk:
+            vk = vk.assign(weights="all")
+        s["D_s_vs_K"] = {
+            f"{r}:{ph}:{w}": dict(zip(g["K"].astype(int).astype(str), g["D_s"]))
+            for (r, ph, w), g in vk.groupby(["run", "phase", "weights"], sort=False)
+        }
     (out / "repro_summary.json").write_text(json.dumps(_finite(s), indent=1, default=str))
     return s
 
@@ -770,14 +882,22 @@ def main() -> None:
     ap.add_argument("--spectrum-K", type=int, default=256)
     ap.add_argument("--zoom-epochs", type=int, default=2)
     ap.add_argument("--zoom-every", type=int, default=5, help="SGD steps between zoom probes")
-    ap.add_argument("--zoom-spectrum-step", type=int, default=15,
-                    help="SGD step of the zoom at which the phase-I spectrum is taken")
-    ap.add_argument("--sweep-rhos", type=lambda s: [float(v) for v in s.split(",")],
-                    default=[0.0, 0.2, 0.8])
+    ap.add_argument(
+        "--zoom-spectrum-step",
+        type=int,
+        default=15,
+        help="SGD step of the zoom at which the phase-I spectrum is taken",
+    )
+    ap.add_argument(
+        "--sweep-rhos", type=lambda s: [float(v) for v in s.split(",")], default=[0.0, 0.2, 0.8]
+    )
     ap.add_argument("--sweep-epochs", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--runs", default="noisy,clean,sweep,spectra",
-                    help="subset of noisy,clean,sweep,spectra (spectra needs the first two)")
+    ap.add_argument(
+        "--runs",
+        default="noisy,clean,sweep,spectra",
+        help="subset of noisy,clean,sweep,spectra (spectra needs the first two)",
+    )
     ap.add_argument("--plot-only", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "figures")
@@ -790,8 +910,12 @@ def main() -> None:
     if not args.plot_only:
         x, y, xt, yt = load_subset(args.mnist, args.n_train, args.seed)
         runs = set(args.runs.split(","))
-        steps = (("noisy", run_noisy), ("clean", run_clean), ("sweep", run_sweep),
-                 ("spectra", run_spectra))
+        steps = (
+            ("noisy", run_noisy),
+            ("clean", run_clean),
+            ("sweep", run_sweep),
+            ("spectra", run_spectra),
+        )
         for name, fn in steps:
             if name in runs:
                 t0 = time.process_time()
@@ -812,8 +936,13 @@ def main() -> None:
         picks = fig6(noisy, z["losses"], z["mask"], args.out)
     if clean is not None:
         fig1(clean, args.out)
-    fig_spectra(read("repro_noisy_spectra.csv"), read("repro_clean_spectra.csv"),
-                read("repro_spectrum_vs_K.csv"), args.spectrum_K, args.out)
+    fig_spectra(
+        read("repro_noisy_spectra.csv"),
+        read("repro_clean_spectra.csv"),
+        read("repro_spectrum_vs_K.csv"),
+        args.spectrum_K,
+        args.out,
+    )
     if sweep is not None:
         tm = fig3c(sweep, noisy, args.out)
     s = summarise(noisy, clean, zoom, tm, picks, args.out, args.work)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from labelclean import mixture as mixmod
 from labelclean.decision import suspicion_scores
 from labelclean.mixture import fit_loss_mixture
 
@@ -128,7 +129,10 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--csv", type=Path, required=True, help="per-epoch table (a cache)")
     ap.add_argument("--report", type=Path, default=None, help="write the per-rule table here")
+    ap.add_argument("--fit-points", type=int, default=5000,
+                    help="subsample for each mixture fit (the library uses 20000)")
     args = ap.parse_args()
+    mixmod.MAX_FIT_POINTS = args.fit_points
     old = pd.read_csv(args.csv) if args.csv.exists() else pd.DataFrame({"run": []})
     parts = [old] + [per_epoch(p) for p in args.runs if p.stem not in set(old.run)]
     df = pd.concat(parts, ignore_index=True)

@@ -11,15 +11,18 @@ second population is there at all.
 Is there a second population?
 -----------------------------
 A two-component fit always finds two components, even on a clean dataset,
-where the "high-loss component" is only the tail of hard examples. Two tests
-must both pass before anything is flagged:
+where the "high-loss component" is only the tail of hard examples. Three tests
+must all pass before anything is flagged:
 
-* BIC prefers two components over one (``bic_2 < bic_1``), and
+* BIC prefers two components over one (``bic_2 < bic_1``),
 * the components are separated: Ashman's ``D = sqrt(2) |m_w - m_c| /
   sqrt(s_c^2 + s_w^2)`` is at least ``MIN_SEPARATION`` (2.0). ``D > 2`` is the
   usual criterion for a mixture of two Gaussians to be cleanly bimodal
   (Ashman, Bird & Zepf 1994); a loss tail fitted by a broad component has
-  ``D`` well below it.
+  ``D`` well below it, and
+* the smaller component holds at least ``MIN_COMPONENT_WEIGHT`` (0.5%) of the
+  samples: a few outliers fitted by a needle-thin component far out would
+  otherwise pass with an enormous ``D``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from sklearn.mixture import GaussianMixture
 
 #: Ashman's D below which two fitted components count as one population.
 MIN_SEPARATION = 2.0
+#: Smallest weight either component must have to count as a population (0.5%).
+MIN_COMPONENT_WEIGHT = 0.005
 #: Losses are subsampled to this many points for the fit (the fit is 1-D).
 MAX_FIT_POINTS = 20_000
 #: Keeps the fit's subsample independent of other ``default_rng(seed)`` draws.
@@ -161,7 +166,12 @@ def fit_loss_mixture(losses: np.ndarray, seed: int = 0) -> LossMixture:
     r = float(gm.weights_[hi])
     separation = math.sqrt(2) * (m_w - m_c) / math.sqrt(s_c**2 + s_w**2)
     threshold = _crossing(m_c, s_c, m_w, s_w, r)
-    bimodal = bool(bic_2 < bic_1 and separation >= MIN_SEPARATION)
+    # A handful of outliers can form a tight component far out with a huge D;
+    # a population of wrong labels worth the name holds a minimal share.
+    minority = min(r, 1.0 - r)
+    bimodal = bool(
+        bic_2 < bic_1 and separation >= MIN_SEPARATION and minority >= MIN_COMPONENT_WEIGHT
+    )
     return LossMixture(
         m_c=m_c, s_c=s_c, m_w=m_w, s_w=s_w, r=r, delta_L=m_w - m_c, threshold=threshold,
         separation=float(separation), bic_1=bic_1, bic_2=bic_2, bimodal=bimodal,

@@ -415,7 +415,7 @@ def collect_gradient_gram(
         if mask.shape != (n,):
             raise ValueError(f"split must be a boolean array of shape ({n},), got {mask.shape}")
         rho = float(mask.mean())
-        split_t = torch.as_tensor(mask)
+        split_t = torch.from_numpy(mask.copy())
     n_vec = k if split_t is None else 2 * k
 
     if generator is None:  # one draw from the global RNG keeps repeated probes reproducible

@@ -101,3 +101,12 @@ def test_inject_noise_changes_exactly_the_masked_labels(kind):
     assert np.array_equal(noisy != y, mask)
     if kind == "pairflip":
         assert np.all(noisy[mask] == (y[mask] + 1) % 5)
+
+
+def test_a_few_outliers_are_not_a_population():
+    # a needle-thin component of 3 far outliers has a huge D but no weight
+    rng = np.random.default_rng(0)
+    losses = np.concatenate([np.abs(rng.normal(0.05, 0.03, 5000)), [9.0, 9.0, 9.0]])
+    m = fit_loss_mixture(losses)
+    assert m.separation > 2.0 and min(m.r, 1 - m.r) < 0.005
+    assert not m.bimodal
