@@ -3,8 +3,10 @@
 One MNIST subset, one noise draw, one model family and one epoch budget for
 every method, in one process (so timings share the same machine state):
 
-* ``labelclean``: ``Cleaner(...).fit`` with the library defaults (stops after
-  the phase-II peak, so usually well before ``--epochs``);
+* ``labelclean/loss``: ``Cleaner(...).fit`` with the library defaults (window-3
+  mean loss, online peak of Ashman's D; stops after the phase-II peak);
+* ``labelclean/aum``: the same with ``suspicion="aum"`` (docs/phases.md,
+  "Choosing t_c");
 * ``cleanlab/prune_by_noise_rate`` and ``cleanlab/predicted_neq_given``:
   ``cleanlab.filter.find_label_issues`` on out-of-sample ``pred_probs`` from
   5-fold cross-validation, each fold trained for ``--epochs`` epochs;
@@ -106,13 +108,16 @@ def main() -> None:
                      "auroc": np.nan if score is None else auroc(mask, score),
                      "flagged": int(flags.sum()), "wall_s": wall, "cpu_s": cpu, "note": note})
 
-    w0, c0 = time.perf_counter(), time.process_time()
-    res = Cleaner(args.model, max_epochs=args.epochs, seed=args.seed, probe_every=0,
-                  device="cpu").fit(ds, noise_mask=mask)
-    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-    add("labelclean", aligned(res, "flagged").astype(bool), aligned(res, "score"), wall, cpu,
-        f"t_c={res.t_c}, {res.timing['epochs_trained']} epochs; oracle F1 "
-        f"{res.history.true_f1.max():.3f}")
+    for suspicion in ("loss", "aum"):
+        w0, c0 = time.perf_counter(), time.process_time()
+        res = Cleaner(args.model, max_epochs=args.epochs, seed=args.seed, probe_every=0,
+                      device="cpu", suspicion=suspicion).fit(ds, noise_mask=mask)
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        add(f"labelclean/{suspicion}", aligned(res, "flagged").astype(bool),
+            aligned(res, "score"), wall, cpu,
+            f"t_c={res.t_c}, {res.timing['epochs_trained']} epochs; oracle F1 "
+            f"{res.history.true_f1.max():.3f}")
+    # The derived rules below read the AUM run (the longer of the two).
 
     e = min(args.small_loss_epoch, len(res.losses))
     loss_e = res.losses[e - 1]

@@ -74,8 +74,18 @@ def per_epoch(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _gate_aum(g: pd.DataFrame, t: int) -> bool:
-    return bool(g.aum_bimodal[t] or g.logloss3_bimodal[t] or g.loss3_bimodal[t])
+def warm_peak(values, noisy, train_loss, patience: int = 5) -> int:
+    """The 0.2 detector: online peak whose patience starts at the first noisy epoch.
+
+    An epoch is *noisy* when the AUM or the loss mixture is bimodal; before the
+    first one nothing counts towards patience. Never noisy: the last epoch.
+    """
+    noisy = np.asarray(noisy, bool)
+    if not noisy.any():
+        return len(values) - 1
+    start = int(np.argmax(noisy))
+    return start + online_peak(np.asarray(values)[start:], np.asarray(train_loss)[start:],
+                               patience)
 
 
 RULES = {
@@ -89,6 +99,8 @@ RULES = {
     "aum0": lambda g: (online_peak(g.aum_ef1, g.train_loss), "aum0_gated_f1"),
     "aum0_tc_logloss": lambda g: (online_peak(g.logloss3_ef1, g.train_loss), "aum0_gated_f1"),
     "aum0_tc_D": lambda g: (online_peak(g.aum_D, g.train_loss), "aum0_gated_f1"),
+    "auto": lambda g: (warm_peak(g.aum_D, g.aum_bimodal | g.loss3_bimodal, g.train_loss),
+                       "aum0_gate2_f1"),
 }
 
 
@@ -105,6 +117,9 @@ def report(df: pd.DataFrame) -> pd.DataFrame:
         for f, gate in zip(df.aum0_f1, df.aum_bimodal | df.logloss3_bimodal | df.loss3_bimodal,
                            strict=True)
     ]
+    gate2 = df.aum_bimodal | df.loss3_bimodal
+    df["aum0_gate2_f1"] = np.where(gate2, df.aum0_f1, 0.0)
+    df["aum0_gate2_flagged"] = np.where(gate2, df.aum0_flagged, 0.0)
     df["aum0_gated_flagged"] = np.where(
         df.aum_bimodal | df.logloss3_bimodal | df.loss3_bimodal, df.aum0_flagged, 0.0)
     for run, g in df.groupby("run", sort=False):

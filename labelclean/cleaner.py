@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 from . import __version__
-from .decision import PhaseIIDetector, flag_samples
+from .decision import SUSPICIONS, PhaseIIDetector, flag_samples, suspicion_scores
 from .errors import LabelcleanError
 from .mixture import LossMixture, fit_loss_mixture
 from .models import create_model, default_model
@@ -161,6 +161,16 @@ class Cleaner:
         epochs ``t - window + 1 .. t``; the mixture is fitted to these scores.
         ``window=1`` is the paper's single-epoch loss; averaging a few epochs
         removes most of the epoch-to-epoch jitter SGD puts into single losses.
+        Applies to the loss suspicions only.
+    suspicion:
+        The per-sample score the mixture is fitted to and flags are read from
+        (:func:`labelclean.decision.suspicion_scores`): ``"loss"`` (default:
+        the window's mean loss, flagged above ``l_c``; with
+        ``score="delta_L", window=1`` this is the paper's rule), ``"aum"``
+        (minus the given-label margin averaged over epochs ``1..t``; flags
+        AUM < 0 once a second population is found; the most accurate rule in
+        docs/benchmarks.md, notably on pair-flip noise) or ``"logloss"``. See
+        docs/phases.md, "Choosing t_c".
     loss_pass:
         ``"eval"`` (default) measures every sample's loss after each epoch at
         fixed weights in eval mode, as the paper does: one extra forward pass
@@ -200,6 +210,7 @@ class Cleaner:
         augment: str = "none",
         score: str = "separation",
         window: int = 3,
+        suspicion: str = "loss",
         loss_pass: str = "eval",
         kind: SourceKind = "auto",
         path_column: str = "path",
@@ -226,6 +237,7 @@ class Cleaner:
         self.augment = augment
         self.score = score
         self.window = window
+        self.suspicion = suspicion
         self.loss_pass = loss_pass
         self.kind = kind
         self.path_column = path_column
@@ -301,6 +313,10 @@ class Cleaner:
                 )
         if self.loss_pass not in ("eval", "train"):
             raise LabelcleanError(f"loss_pass must be 'eval' or 'train', got {self.loss_pass!r}")
+        if self.suspicion not in SUSPICIONS:
+            raise LabelcleanError(
+                f"suspicion must be one of {', '.join(SUSPICIONS)}, got {self.suspicion!r}"
+            )
         if self.window < 1:
             raise LabelcleanError(f"window must be at least 1, got {self.window}")
         if len(train) < 10:
@@ -311,7 +327,12 @@ class Cleaner:
             batch_size=self.batch_size, max_epochs=self.max_epochs, seed=self.seed,
             augment=self.augment, device=self.device, amp=self.amp,
         )
-        detector = PhaseIIDetector(patience=self.patience, score=self.score)
+        # [choosing t_c] with the AUM suspicion, patience starts at the first epoch
+        # where a second population shows (docs/phases.md, "Choosing t_c").
+        detector = PhaseIIDetector(
+            patience=self.patience, score=self.score, wait_for_noise=self.suspicion == "aum"
+        )
+        noisy_tc = False
         model_name = self.model or default_model(train.kind)
         torch.manual_seed(self.seed)
         mean, std = _input_statistics(train.x)
@@ -342,9 +363,15 @@ class Cleaner:
             # statistics not settled, a blow-up) must not leak into later windows.
             if eval_loss <= detector.spike_ratio * stats.train_loss or not stable_losses:
                 stable_losses.append(samples.loss)
-            suspicion = np.mean(stable_losses[-self.window :], axis=0)
+            # [choosing t_c] the suspicion score, and "is there a second population":
+            # for AUM, that of the AUM mixture or of the window's mean loss.
+            suspicion = suspicion_scores(stable_losses, margins, self.suspicion, self.window)
             mixture = fit_loss_mixture(suspicion, seed=self.seed)
-            would_flag, _ = flag_samples(mixture, suspicion)
+            noisy = mixture.bimodal
+            if self.suspicion == "aum" and not noisy:
+                window_loss = np.mean(stable_losses[-self.window :], axis=0)
+                noisy = fit_loss_mixture(window_loss, seed=self.seed).bimodal
+            would_flag, _ = flag_samples(mixture, suspicion, self.suspicion, noisy)
             row: dict[str, Any] = {
                 "epoch": stats.epoch,
                 "train_loss": stats.train_loss,
@@ -370,7 +397,10 @@ class Cleaner:
             row["seconds_train"] = stats.seconds
             row["seconds_observe"] = time.perf_counter() - t0
             rows.append(row)
-            if detector.update(stats.epoch, stats.train_loss, mixture, row["eval_loss"]):
+            if detector.update(
+                stats.epoch, stats.train_loss, mixture, row["eval_loss"], noisy=noisy
+            ):
+                noisy_tc = noisy
                 best = (
                     _cpu_copy(trainer.model.state_dict()),
                     samples,
@@ -393,17 +423,19 @@ class Cleaner:
             bar.close()
         if best is None:  # every epoch was unstable: fall back to the last one
             best = (_cpu_copy(trainer.model.state_dict()), samples, mixture, suspicion)
+            noisy_tc = noisy
             detector.best_epoch = rows[-1]["epoch"]
         state, at_tc, mix_tc, suspicion_tc = best
         t_c = int(detector.best_epoch)
 
-        flags, p_noisy = flag_samples(mix_tc, suspicion_tc)
+        flags, p_noisy = flag_samples(mix_tc, suspicion_tc, self.suspicion, noisy_tc)
         scores = _scores_frame(
-            train, at_tc, suspicion_tc, p_noisy, flags, mix_tc, t_c, self.window
+            train, at_tc, suspicion_tc, p_noisy, flags, mix_tc, t_c, self.window,
+            kind=self.suspicion,
         )
         history = pd.DataFrame(rows)
         history["unstable"] = history["epoch"].isin(detector.unstable_epochs)
-        phase_boundaries = _label_phases(history, noisy=mix_tc.bimodal)
+        phase_boundaries = _label_phases(history, noisy=noisy_tc)
         elapsed = time.perf_counter() - started
         return CleanResult(
             dataset=train,
@@ -513,7 +545,7 @@ def _truth_metrics(flags: np.ndarray, losses: np.ndarray, noise_mask: np.ndarray
 
 def _scores_frame(
     data: Dataset, s: SampleStats, suspicion: np.ndarray, p_noisy: np.ndarray,
-    flags: np.ndarray, mixture: LossMixture, t_c: int, window: int,
+    flags: np.ndarray, mixture: LossMixture, t_c: int, window: int, kind: str = "loss",
 ) -> pd.DataFrame:
     classes = np.asarray(data.classes, dtype=object)
     df = pd.DataFrame(
@@ -536,8 +568,13 @@ def _scores_frame(
     df["reason"] = ""
     f = df["flagged"].to_numpy()
     span = f"epochs {max(1, t_c - window + 1)}-{t_c}" if window > 1 else f"epoch {t_c}"
+    if kind == "aum":
+        span = f"epochs 1-{t_c}"
+    what = {"aum": "mean margin {m:.2f} over {span} < 0; ",
+            "loss": "mean loss {s:.2f} over {span} > l_c {t:.2f}; ",
+            "logloss": "log mean loss {s:.2f} over {span} > l_c {t:.2f}; "}[kind]
     df.loc[f, "reason"] = [
-        f"mean loss {score:.2f} over {span} > l_c {mixture.threshold:.2f}; "
+        what.format(m=-score, s=score, span=span, t=mixture.threshold) +
         f"model says {pred!r} (p={prob:.2f}), label says {given!r} (p={gp:.3f})"
         for score, pred, prob, given, gp in df.loc[
             f, ["score", "predicted_label", "predicted_prob", "given_label", "given_prob"]

@@ -197,6 +197,7 @@ if __name__ == "__main__":  # pragma: no cover
 
 @main.command("bench", context_settings=_SETTINGS)
 @click.argument("data", type=click.Path(path_type=Path))
+@click.argument("more_seeds", nargs=-1, type=int, metavar="")
 @click.option("--noise", type=click.Choice(["symmetric", "pairflip", "classdep"]),
               default="symmetric", show_default=True, help="How labels are corrupted.")
 @click.option("--rate", type=float, default=0.2, show_default=True,
@@ -209,9 +210,13 @@ if __name__ == "__main__":  # pragma: no cover
               help="Held-out test data with trusted labels (for --retrain).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Folder for bench.csv and the per-seed flags.")
+@click.option("--suspicion", type=click.Choice(["loss", "logloss", "aum"]), default="loss",
+              show_default=True, help="Per-sample score the flags are read from "
+              "(docs/phases.md, 'Choosing t_c').")
 @training_options
-def bench_command(data: Path, noise: str, rate: float, seeds: tuple[int, ...], retrain: bool,
-                  test: Path | None, out: Path | None, **kw) -> None:
+def bench_command(data: Path, more_seeds: tuple[int, ...], noise: str, rate: float,
+                  seeds: tuple[int, ...], retrain: bool, test: Path | None, out: Path | None,
+                  **kw) -> None:
     """Corrupt DATA's trusted labels, clean them, and score the flags against the truth.
 
     Prints precision, recall, F1, AUROC, estimated vs true noise rate, t_c, the
@@ -220,6 +225,7 @@ def bench_command(data: Path, noise: str, rate: float, seeds: tuple[int, ...], r
     from .bench import format_table, run_bench
 
     kw.pop("seed", None)
+    seeds = tuple(dict.fromkeys(seeds + more_seeds))  # "--seeds 0 1 2" as well as repeated
     df = run_bench(data, noise=noise, rate=rate, seeds=list(seeds), retrain=retrain, test=test,
                    out=out, echo=click.echo, **kw)
     click.echo(format_table(df))

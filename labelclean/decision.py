@@ -15,7 +15,15 @@ rising into memorisation. :class:`PhaseIIDetector` reads the signal online:
   patience;
 * the best stable epoch so far is the candidate ``t_c``; training stops once
   ``patience`` epochs have passed without a better one, so the first clear peak
-  wins over a later one and a run costs little more than reaching phase II.
+  wins over a later one and a run costs little more than reaching phase II;
+* with ``wait_for_noise`` (used with the AUM suspicion) the peak search and
+  the patience count start at the first epoch where a second population
+  shows; before it the latest stable epoch is the provisional ``t_c``.
+
+Per-sample suspicion (:func:`suspicion_scores`) is the window's mean loss
+(the paper's, ``window=1``), its log, or minus the area under the margin
+(AUM); :func:`flag_samples` flags above ``l_c`` for the losses and AUM < 0
+for AUM. docs/phases.md ("Choosing t_c") has the evidence for each choice.
 
 Scores
 ------
@@ -65,9 +73,14 @@ class PhaseIIDetector:
     patience: int = 5
     score: str = "separation"
     spike_ratio: float = 2.0
+    #: Start the peak search (and the patience count) at the first epoch with
+    #: a second population; until then the latest stable epoch is the
+    #: candidate, so a run that never finds one ends at its last epoch.
+    wait_for_noise: bool = False
     best_epoch: int | None = None
     best_score: float = -math.inf
     since_best: int = 0
+    first_noisy_epoch: int | None = None
     unstable_epochs: list[int] = field(default_factory=list)
     _min_train_loss: float = math.inf
 
@@ -78,12 +91,19 @@ class PhaseIIDetector:
             raise ValueError("patience must be at least 1")
 
     def update(
-        self, epoch: int, train_loss: float, mixture: LossMixture, eval_loss: float | None = None
+        self,
+        epoch: int,
+        train_loss: float,
+        mixture: LossMixture,
+        eval_loss: float | None = None,
+        noisy: bool | None = None,
     ) -> bool:
         """Record an epoch; return ``True`` when it becomes the new ``t_c``.
 
         ``train_loss`` is the mean minibatch loss during the epoch, ``eval_loss``
-        the mean per-sample loss measured after it.
+        the mean per-sample loss measured after it. ``noisy`` says whether a
+        second population was found this epoch (default: ``mixture.bimodal``);
+        it matters only with ``wait_for_noise``.
         """
         unstable = train_loss > self.spike_ratio * self._min_train_loss or (
             eval_loss is not None and eval_loss > self.spike_ratio * train_loss
@@ -91,6 +111,15 @@ class PhaseIIDetector:
         self._min_train_loss = min(self._min_train_loss, train_loss)
         if unstable:
             self.unstable_epochs.append(epoch)
+        noisy = mixture.bimodal if noisy is None else bool(noisy)
+        if self.wait_for_noise and self.first_noisy_epoch is None:
+            if not noisy:
+                if unstable and self.best_epoch is not None:
+                    return False
+                self.best_epoch, self.since_best = epoch, 0  # provisional: the latest
+                return True
+            self.first_noisy_epoch = epoch
+            self.best_score = -math.inf
         value = mixture_score(mixture, self.score)
         if not unstable and math.isfinite(value) and value > self.best_score:
             self.best_epoch, self.best_score, self.since_best = epoch, value, 0
@@ -100,6 +129,8 @@ class PhaseIIDetector:
 
     @property
     def should_stop(self) -> bool:
+        if self.wait_for_noise and self.first_noisy_epoch is None:
+            return False
         return self.best_epoch is not None and self.since_best >= self.patience
 
 
@@ -157,14 +188,26 @@ def estimated_f1(mixture: LossMixture, scores: np.ndarray) -> float:
     return float(2 * tp / max(2 * tp + fp + fn, 1e-12))
 
 
-def flag_samples(mixture: LossMixture, losses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def flag_samples(
+    mixture: LossMixture,
+    losses: np.ndarray,
+    suspicion: str = "loss",
+    noisy: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Flags and ``p_noisy`` at ``t_c``.
 
-    A sample is flagged when the mixture found a second population
-    (``mixture.bimodal``) and its loss exceeds the threshold ``l_c``.
-    ``p_noisy`` is its posterior for the high-loss component.
+    ``losses`` are the suspicion scores the mixture was fitted to. Nothing is
+    flagged unless a second population was found (``noisy``, by default
+    ``mixture.bimodal``). Then, for the loss suspicions, a sample is flagged
+    when its score exceeds the threshold ``l_c``; for ``"aum"``, when its
+    area under the margin is negative (score > 0): averaged over training so
+    far, the model preferred another class to the given one. ``p_noisy`` is
+    the posterior for the high-score component.
     """
     p_noisy = mixture.posterior(losses)
-    if not mixture.bimodal:
+    noisy = mixture.bimodal if noisy is None else bool(noisy)
+    if not noisy:
         return np.zeros(len(losses), dtype=bool), p_noisy
+    if suspicion == "aum":
+        return np.asarray(losses) > 0, p_noisy
     return np.asarray(losses) > mixture.threshold, p_noisy

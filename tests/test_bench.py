@@ -64,13 +64,13 @@ def test_cli_bench_on_a_feature_csv(tmp_path):
     pd.DataFrame(x, columns=[f"f{i}" for i in range(6)]).assign(label=y).to_csv(csv, index=False)
     out = tmp_path / "bench"
     res = CliRunner().invoke(main, [
-        "bench", str(csv), "--noise", "pairflip", "--rate", "0.2", "--seeds", "3",
+        "bench", str(csv), "--noise", "pairflip", "--rate", "0.2", "--seeds", "3", "4",
         "--model", "mlp:16", "--epochs", "5", "--probe-every", "0", "--device", "cpu",
         "--out", str(out),
     ])
     assert res.exit_code == 0, res.output
     assert "oracle_f1" in res.output and "f1" in res.output
-    assert pd.read_csv(out / "bench.csv").seed.tolist() == [3]
+    assert pd.read_csv(out / "bench.csv").seed.tolist() == [3, 4]
 
 
 def test_retrain_needs_a_test_set():

@@ -110,3 +110,90 @@ def test_a_few_outliers_are_not_a_population():
     m = fit_loss_mixture(losses)
     assert m.separation > 2.0 and min(m.r, 1 - m.r) < 0.005
     assert not m.bimodal
+
+
+# ------------------------------------------------ choosing t_c (docs/phases.md)
+
+
+def test_subsample_is_independent_of_noise_injected_with_the_same_seed(monkeypatch):
+    # inject_noise picks the corrupted samples with default_rng(seed).choice(n, k);
+    # an unsalted subsample with the same seed would see corrupted samples only.
+    from labelclean import mixture as mixmod
+
+    monkeypatch.setattr(mixmod, "MAX_FIT_POINTS", 500)
+    n = 4000
+    _, mask = inject_noise(np.zeros(n, dtype=int), 10, 0.5, "symmetric", seed=0)
+    rng = np.random.default_rng(1)
+    losses = np.where(mask, rng.normal(3.0, 0.4, n), np.abs(rng.normal(0.3, 0.2, n)))
+    m = fit_loss_mixture(losses, seed=0)
+    assert m.bimodal and m.r == pytest.approx(0.5, abs=0.08)
+
+
+def test_expected_f1_tracks_the_overlap_and_is_zero_without_a_second_population():
+    far = fit_loss_mixture(_bimodal()[0])
+    rng = np.random.default_rng(0)
+    wrong = rng.random(4000) < 0.3
+    near = fit_loss_mixture(np.where(wrong, rng.normal(1.6, 0.5, 4000),
+                                     np.abs(rng.normal(0.2, 0.3, 4000))))
+    assert 0.97 < far.expected_f1 <= 1.0
+    assert near.bimodal and near.expected_f1 < far.expected_f1
+    flat = far.__class__(**{**far.to_dict(), "bimodal": False})
+    assert flat.expected_f1 == 0.0
+    d = PhaseIIDetector(score="expected_f1")
+    d.update(1, 1.0, near)
+    assert d.update(2, 0.9, far) and d.best_epoch == 2
+
+
+def test_suspicion_scores():
+    from labelclean.decision import suspicion_scores
+
+    losses = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 0.0]])
+    margins = np.array([[1.0, -1.0], [2.0, -3.0], [-6.0, 1.0]])
+    assert np.allclose(suspicion_scores(losses, margins, "loss", 2), [4.0, 2.0])
+    assert np.allclose(suspicion_scores(losses, margins, "loss", 1), [5.0, 0.0])
+    assert np.allclose(suspicion_scores(losses, margins, "logloss", 2),
+                       np.log(np.array([4.0, 2.0]) + 1e-6))
+    # AUM: the margin averaged over every epoch so far, negated (window unused)
+    assert np.allclose(suspicion_scores(losses, margins, "aum", 1), [1.0, 1.0])
+    with pytest.raises(ValueError):
+        suspicion_scores(losses, margins, "nope")
+
+
+def test_aum_flags_negative_area_only_when_a_second_population_exists():
+    aum_suspicion = np.array([-3.0, -2.0, 0.5, 2.5])  # minus AUM: > 0 means AUM < 0
+    m = fit_loss_mixture(_bimodal()[0])
+    flags, p = flag_samples(m, aum_suspicion, "aum", noisy=True)
+    assert flags.tolist() == [False, False, True, True] and p.shape == (4,)
+    flags, _ = flag_samples(m, aum_suspicion, "aum", noisy=False)
+    assert not flags.any()
+    # the loss rules keep their threshold l_c
+    flags, _ = flag_samples(m, np.array([0.1, 5.0]))
+    assert flags.tolist() == [False, True]
+
+
+def test_detector_waits_for_a_second_population_before_counting_patience():
+    m = fit_loss_mixture(_bimodal()[0])
+    flat = m.__class__(**{**m.to_dict(), "bimodal": False, "delta_L": 9.0})
+    d = PhaseIIDetector(patience=2, score="delta_L", wait_for_noise=True)
+    for epoch in range(1, 6):  # five epochs without noise: never stops, latest is t_c
+        assert d.update(epoch, 1.0 / epoch, flat)
+        assert not d.should_stop and d.best_epoch == epoch
+    for epoch, delta in zip(range(6, 10), [1.0, 2.0, 1.5, 1.2], strict=True):
+        d.update(epoch, 0.1, _mix(delta))
+    assert d.first_noisy_epoch == 6 and d.best_epoch == 7 and d.should_stop
+
+
+def test_cleaner_with_aum_suspicion_flags_the_mislabelled():
+    from conftest import synthetic_images
+
+    from labelclean import Cleaner, Dataset
+
+    x, _, given, mask = synthetic_images(400, num_classes=3, noise_rate=0.3, seed=2)
+    res = Cleaner("mlp:32", max_epochs=12, patience=3, probe_every=0, device="cpu",
+                  suspicion="aum").fit(Dataset.from_arrays(x, given), noise_mask=mask)
+    flags = np.zeros(len(mask), bool)
+    flags[res.scores["index"].to_numpy()] = res.scores["flagged"].to_numpy()
+    tp = (flags & mask).sum()
+    assert tp / max(1, flags.sum()) > 0.8 and tp / mask.sum() > 0.8
+    assert res.flagged["reason"].str.contains("mean margin").all()
+    assert (res.flagged["score"] > 0).all()
