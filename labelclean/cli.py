@@ -57,6 +57,10 @@ def training_options(f):
                      default="none", show_default=True),
         click.option("--score", type=click.Choice(["delta_L", "separation"]), default="separation",
                      show_default=True, help="What the phase-II detector maximises."),
+        click.option("--suspicion", type=click.Choice(["loss", "logloss", "aum"]),
+                     default="loss", show_default=True,
+                     help="Per-sample score the flags are read from: the windowed loss, or "
+                     "the mean margin (AUM; best in docs/benchmarks.md, not yet the default)."),
         click.option("--window", type=int, default=3, show_default=True,
                      help="Average each sample's loss over this many epochs (1: the paper)."),
         click.option("--loss-pass", type=click.Choice(["eval", "train"]), default="eval",
@@ -210,9 +214,6 @@ if __name__ == "__main__":  # pragma: no cover
               help="Held-out test data with trusted labels (for --retrain).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Folder for bench.csv and the per-seed flags.")
-@click.option("--suspicion", type=click.Choice(["loss", "logloss", "aum"]), default="loss",
-              show_default=True, help="Per-sample score the flags are read from "
-              "(docs/phases.md, 'Choosing t_c').")
 @training_options
 def bench_command(data: Path, more_seeds: tuple[int, ...], noise: str, rate: float,
                   seeds: tuple[int, ...], retrain: bool, test: Path | None, out: Path | None,

@@ -258,3 +258,19 @@ def test_order_parameters_and_phases_land_in_history(noisy_folder):
     # the mixture split and the true split agree on this easy data
     np.testing.assert_allclose(h["R_cw"], h["R_cw_true"], atol=0.2)
     assert set(h["phase"]) <= {"I", "II", "III", "IV", "unknown"}
+
+
+def test_cli_run_with_the_aum_suspicion(noisy_folder, tmp_path):
+    root, truth = noisy_folder
+    out = tmp_path / "aum"
+    args = ["run", str(root), "--out", str(out), "--model", "mlp:64", "--epochs", "12",
+            "--patience", "4", "--lr", "0.02", "--batch-size", "32", "--probe-every", "0",
+            "--suspicion", "aum"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    run = json.loads((out / "run.json").read_text())
+    assert run["params"]["suspicion"] == "aum"
+    flagged = set(pd.read_csv(out / "flagged_samples.csv")["path"])
+    wrong = {p for p, w in truth.items() if w}
+    assert len(flagged & wrong) / max(1, len(flagged)) > 0.85
+    assert len(flagged & wrong) / len(wrong) > 0.85
