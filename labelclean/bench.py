@@ -39,7 +39,7 @@ import torch
 from .cleaner import Cleaner, CleanResult, _input_statistics
 from .errors import LabelcleanError
 from .models import create_model, default_model
-from .noise import NOISE_KINDS, inject_noise
+from .noise import NOISE_KINDS, inject_noise, precision_recall_f1
 from .sources import Dataset
 from .training import TrainConfig, Trainer
 
@@ -70,12 +70,7 @@ def auroc(truth: np.ndarray, score: np.ndarray) -> float:
     return float(roc_auc_score(truth, score))
 
 
-def prf(flags: np.ndarray, mask: np.ndarray) -> tuple[float, float, float]:
-    """Precision, recall and F1 of boolean ``flags`` against the true ``mask``."""
-    tp = int((flags & mask).sum())
-    p = tp / max(1, int(flags.sum()))
-    r = tp / max(1, int(mask.sum()))
-    return p, r, (0.0 if tp == 0 else 2 * p * r / (p + r))
+prf = precision_recall_f1  # the name the benchmark scripts use
 
 
 def aligned(result: CleanResult, column: str) -> np.ndarray:

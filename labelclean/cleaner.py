@@ -33,6 +33,7 @@ from .decision import SUSPICIONS, PhaseIIDetector, flag_samples, suspicion_score
 from .errors import LabelcleanError
 from .mixture import LossMixture, fit_loss_mixture
 from .models import create_model, default_model
+from .noise import precision_recall_f1
 from .sources import Dataset, SourceKind, load_dataset
 from .training import SampleStats, TrainConfig, Trainer
 
@@ -342,7 +343,7 @@ class Cleaner:
         )
         trainer = Trainer(model, train.x, train.y, config)
         val_y = None if val_ds is None else val_ds.y
-        val_x = None if val_ds is None else trainer._place(val_ds.x)
+        val_x = None if val_ds is None else trainer.place(val_ds.x)
 
         probe_every = self._probe_interval(len(train))
         rows: list[dict] = []
@@ -532,10 +533,7 @@ def _input_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _truth_metrics(flags: np.ndarray, losses: np.ndarray, noise_mask: np.ndarray) -> dict:
     """Precision/recall/F1 of the would-be flags against a trusted mask (report only)."""
-    tp = int((flags & noise_mask).sum())
-    precision = tp / max(1, int(flags.sum()))
-    recall = tp / max(1, int(noise_mask.sum()))
-    f1 = 0.0 if tp == 0 else 2 * precision * recall / (precision + recall)
+    precision, recall, f1 = precision_recall_f1(flags, noise_mask)
     return {
         "true_precision": precision, "true_recall": recall, "true_f1": f1,
         "L_c_true": float(losses[~noise_mask].mean()) if (~noise_mask).any() else float("nan"),

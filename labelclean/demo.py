@@ -20,7 +20,7 @@ from PIL import Image
 
 from ._io import write_csv, write_json
 from .errors import LabelcleanError
-from .noise import inject_noise
+from .noise import inject_noise, precision_recall_f1
 
 MARKER = "demo.json"
 
@@ -87,10 +87,7 @@ def run_demo(
     print_summary(result, out / "run")
     flags = result.scores.sort_values("index")["flagged"].to_numpy()
     mask = _mask_in_order(truth)
-    tp = int((flags & mask).sum())
-    precision = tp / max(1, int(flags.sum()))
-    recall = tp / max(1, int(mask.sum()))
-    f1 = 0.0 if tp == 0 else 2 * precision * recall / (precision + recall)
+    precision, recall, f1 = precision_recall_f1(flags, mask)
     echo(
         f"against the truth  precision {precision:.3f}  recall {recall:.3f}  F1 {f1:.3f}"
         f"  ({int(mask.sum())} labels were wrong)"

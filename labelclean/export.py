@@ -30,6 +30,7 @@ import pandas as pd
 from ._io import write_csv, write_json, write_npy
 from .checkpoint import save_checkpoint
 from .errors import LabelcleanError
+from .noise import precision_recall_f1
 
 if TYPE_CHECKING:
     from .cleaner import CleanResult
@@ -191,14 +192,12 @@ def run_summary(result: CleanResult, out: Path) -> dict:
     if result.noise_mask is not None:
         mask = result.noise_mask
         flags = result.scores.sort_values("index")["flagged"].to_numpy()
-        tp = int((flags & mask).sum())
-        p = tp / max(1, int(flags.sum()))
-        r = tp / max(1, int(mask.sum()))
+        p, r, f1 = precision_recall_f1(flags, mask)
         summary["against_truth"] = {
             "true_noise_rate": float(mask.mean()),
             "precision": p,
             "recall": r,
-            "f1": 0.0 if tp == 0 else 2 * p * r / (p + r),
+            "f1": f1,
         }
     if result.val is not None and "val_accuracy" in result.history:
         row = result.history[result.history["epoch"] == result.t_c]

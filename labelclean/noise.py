@@ -58,6 +58,15 @@ def inject_noise(
     return noisy, mask
 
 
+def precision_recall_f1(flags: np.ndarray, mask: np.ndarray) -> tuple[float, float, float]:
+    """Precision, recall and F1 of boolean ``flags`` against the true noise ``mask``."""
+    flags, mask = np.asarray(flags, dtype=bool), np.asarray(mask, dtype=bool)
+    tp = int((flags & mask).sum())
+    p = tp / max(1, int(flags.sum()))
+    r = tp / max(1, int(mask.sum()))
+    return p, r, (0.0 if tp == 0 else 2 * p * r / (p + r))
+
+
 def _transition_targets(
     num_classes: int, kind: str, rng: np.random.Generator, sparsity: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:

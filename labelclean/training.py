@@ -143,7 +143,7 @@ class Trainer:
         self.images = x.dim() == 4
         if self.device.type == "cuda" and self.images:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.x = self._place(x)
+        self.x = self.place(x)
         self.y = torch.as_tensor(np.array(y, dtype=np.int64)).to(self.device)
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=config.lr, momentum=config.momentum,
@@ -168,7 +168,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
 
-    def _place(self, x: torch.Tensor) -> torch.Tensor:
+    def place(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` where batches are best sliced from: on the device when it fits."""
         if self.device.type != "cuda":
             return x
         free, _ = torch.cuda.mem_get_info(self.device)
@@ -269,7 +270,7 @@ class Trainer:
         Eval mode (batch-norm running statistics, no dropout), no augmentation,
         large batches, no autograd: one forward pass per sample.
         """
-        x = self.x if x is None else (x if x.device == self.device else self._place(x))
+        x = self.x if x is None else (x if x.device == self.device else self.place(x))
         yt = self.y if y is None else torch.as_tensor(np.array(y, dtype=np.int64)).to(
             self.device
         )
