@@ -53,15 +53,6 @@ def mnist_subset(n: int, path: Path = MNIST, seed: int = 0):
     return d["x_train"][idx], d["y_train"][idx].astype(np.int64)
 
 
-def softmax_probs(trainer: Trainer, x: torch.Tensor) -> np.ndarray:
-    trainer.model.eval()
-    out = []
-    with torch.no_grad():
-        for s in range(0, len(x), 1024):
-            out.append(torch.softmax(trainer.model(x[s : s + 1024]).float(), 1).numpy())
-    return np.concatenate(out)
-
-
 def cv_pred_probs(x: torch.Tensor, y: np.ndarray, model: str, config: TrainConfig,
                   folds: int = 5, seed: int = 0) -> np.ndarray:
     """Out-of-sample predicted probabilities from ``folds``-fold cross-validation."""
@@ -77,7 +68,7 @@ def cv_pred_probs(x: torch.Tensor, y: np.ndarray, model: str, config: TrainConfi
         trainer = Trainer(net, xt, y[tr], config)
         for _ in range(config.max_epochs):
             trainer.train_epoch()
-        probs[te] = softmax_probs(trainer, x[torch.as_tensor(te)])
+        probs[te] = trainer.predict_proba(x[torch.as_tensor(te)])
     return probs
 
 

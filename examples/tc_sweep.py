@@ -24,7 +24,7 @@ import torch
 from labelclean.cleaner import _input_statistics
 from labelclean.models import create_model
 from labelclean.noise import inject_noise
-from labelclean.training import TrainConfig, Trainer
+from labelclean.training import TrainConfig, Trainer, resolve_device
 
 MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "mnist.npz"
 SETTINGS = [("symmetric", 0.0), ("symmetric", 0.2), ("symmetric", 0.5),
@@ -53,6 +53,12 @@ def main() -> None:
     ap.add_argument("--settings", nargs="*", default=None,
                     help="kind:rate pairs [default: symmetric 0/.2/.5/.8, pairflip .4]")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--mnist", type=Path, default=MNIST)
+    ap.add_argument("--record-train", action="store_true",
+                    help="also save the losses/margins of the training pass itself")
+    ap.add_argument("--half", action="store_true",
+                    help="store losses and margins as float16 (half the size)")
     ap.add_argument("--out", type=Path, default=Path("bench_out/tc"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -60,7 +66,9 @@ def main() -> None:
         (s.split(":")[0], float(s.split(":")[1])) for s in args.settings
     ]
     args.out.mkdir(parents=True, exist_ok=True)
-    x, y = mnist_subset(args.n)
+    x, y = mnist_subset(args.n, path=args.mnist)
+    d = np.load(args.mnist)
+    x_test, y_test = torch.as_tensor(d["x_test"])[:, None], d["y_test"].astype(np.int64)
     for seed in args.seeds:
         for kind, rate in settings:
             path = args.out / (tag(args.model, kind, rate, seed, args.lr) + ".npz")
@@ -73,13 +81,19 @@ def main() -> None:
             torch.manual_seed(seed)
             mean, std = _input_statistics(xt)
             model = create_model(args.model, tuple(xt.shape[1:]), 10, mean, std)
-            cfg = TrainConfig(lr=args.lr, max_epochs=args.epochs, seed=seed, device="cpu")
+            cfg = TrainConfig(lr=args.lr, max_epochs=args.epochs, seed=seed,
+                              device=str(resolve_device(args.device)))
             trainer = Trainer(model, xt, noisy, cfg)
             w0, c0 = time.perf_counter(), time.process_time()
             losses, margins, preds, train_loss, eval_loss, secs = [], [], [], [], [], []
+            tr_losses, tr_margins, test_acc = [], [], []
             for _ in range(args.epochs):
-                st = trainer.train_epoch()
+                st = trainer.train_epoch(record=args.record_train)
+                if st.samples is not None:
+                    tr_losses.append(st.samples.loss)
+                    tr_margins.append(st.samples.margin)
                 s = trainer.evaluate()
+                test_acc.append(float((trainer.evaluate(x_test, y_test).pred == y_test).mean()))
                 losses.append(s.loss)
                 margins.append(s.margin)
                 preds.append(s.pred.astype(np.int8))
@@ -87,11 +101,17 @@ def main() -> None:
                 eval_loss.append(float(s.loss.mean()))
                 secs.append(st.seconds)
             wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+            store = np.float16 if args.half else np.float32
+            extra = {}
+            if tr_losses:
+                extra = {"train_losses": np.stack(tr_losses).astype(np.float16),
+                         "train_margins": np.stack(tr_margins).astype(np.float16)}
             np.savez_compressed(
-                path, losses=np.stack(losses), margins=np.stack(margins), preds=np.stack(preds),
+                path, losses=np.stack(losses).astype(store),
+                margins=np.stack(margins).astype(store), preds=np.stack(preds),
                 given=noisy, true=y, mask=mask, train_loss=np.array(train_loss),
                 eval_loss=np.array(eval_loss), seconds_train=np.array(secs),
-                wall=wall, cpu=cpu,
+                wall=wall, cpu=cpu, test_acc=np.array(test_acc), device=cfg.device, **extra,
             )
             print(f"{path.name}: {wall:.0f}s wall, {cpu:.0f}s cpu", flush=True)
 

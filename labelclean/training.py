@@ -229,18 +229,21 @@ class Trainer:
         total_correct = torch.zeros((), device=self.device, dtype=torch.long)
         steps = 0
         per_sample = torch.full((n, 5), float("nan"), device=self.device) if record else None
-        batches = list(order.split(cfg.batch_size))
-        if len(batches) > 1 and len(batches[-1]) == 1:
+        sizes = [len(b) for b in order.split(cfg.batch_size)]
+        if len(sizes) > 1 and sizes[-1] == 1:
             # a batch of one breaks batch norm: fold it into the one before
-            batches[-2:] = [torch.cat(batches[-2:])]
-        for idx in batches:
-            xb = self._augment(self._batch(self.x, idx), gen)
-            yb = self.y[idx.to(self.y.device)]
+            sizes[-2:] = [sizes[-2] + 1]
+        # One host-to-device copy of the order per epoch, not one per step.
+        order_dev = order.to(self.device)
+        on_device = self.x.device == self.device
+        for idx, idx_dev in zip(order.split(sizes), order_dev.split(sizes), strict=True):
+            xb = self._augment(self._batch(self.x, idx_dev if on_device else idx), gen)
+            yb = self.y[idx_dev]
             with self._autocast():
                 logits = self.model(xb)
                 loss = F.cross_entropy(logits, yb)
             if per_sample is not None:
-                per_sample[idx.to(self.device)] = _per_sample(logits.detach().float(), yb)
+                per_sample[idx_dev] = _per_sample(logits.detach().float(), yb)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -284,6 +287,25 @@ class Trainer:
                 logits = self.model(self._batch(x, idx)).float()
             parts.append(_per_sample(logits, yt[s : s + bs]))
         return _sample_stats(torch.cat(parts))
+
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor) -> np.ndarray:
+        """Softmax probabilities ``(N, classes)`` at the current weights (eval mode).
+
+        The same batching, device placement and autocast as :meth:`evaluate`;
+        handy for out-of-sample ``pred_probs`` (e.g. for cleanlab).
+        """
+        x = x if x.device == self.device else self.place(x)
+        self.model.eval()
+        bs = self.config.eval_batch_size
+        parts = []
+        for s in range(0, len(x), bs):
+            idx = torch.arange(s, min(len(x), s + bs))
+            with self._autocast():
+                logits = self.model(self._batch(x, idx)).float()
+            parts.append(torch.softmax(logits, 1).cpu())
+        return torch.cat(parts).numpy()
 
 
 def _per_sample(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
