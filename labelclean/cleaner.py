@@ -149,7 +149,8 @@ class Cleaner:
         Start from timm's pretrained weights (downloads them once).
     lr, momentum, weight_decay, batch_size, seed, augment, device, amp:
         SGD and training settings; see :class:`~labelclean.training.TrainConfig`.
-        ``device="auto"`` uses CUDA when present, with bf16 autocast there.
+        ``device="auto"`` uses CUDA when present (fp32, channels-last);
+        ``amp=True`` adds bf16 autocast there.
     max_epochs:
         Upper bound on training epochs.
     patience:

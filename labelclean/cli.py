@@ -69,6 +69,8 @@ def training_options(f):
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--device", default="auto", show_default=True,
                      help="auto, cpu, cuda or cuda:N."),
+        click.option("--amp", is_flag=True, default=None,
+                     help="bf16 autocast on CUDA (off by default: see docs/performance.md)."),
         click.option("--kind", type=click.Choice(["auto", "folder", "paths", "features"]),
                      default="auto", show_default=True, help="Force the input kind."),
         click.option("--path-column", default="path", show_default=True),

@@ -1,7 +1,7 @@
 """``report.html``: one self-contained page that explains a run, built from its files.
 
 :func:`write_report` reads only what a run folder holds (``run.json``,
-``metrics.csv``, ``scores.csv``, ``losses.npy``, ``unreadable.csv``,
+``metrics.csv``, ``scores.csv``, ``losses.npy``, ``margins.npy``, ``unreadable.csv``,
 ``checkpoint/model.json``) plus, read-only, the original images for thumbnails,
 so ``labelclean report RUN_DIR`` can rebuild it at any time. It writes
 
@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from ._io import atomic_write, write_text
+from .decision import LOG_EPS
 from .errors import LabelcleanError
 
 REPORT_FILE = "report.html"
@@ -67,9 +68,9 @@ class RunFiles:
     """What a run folder holds, as read by :func:`load_run`.
 
     ``scores`` is one row per training sample (string columns kept as text, so a
-    class named ``"01"`` stays ``"01"``); ``losses`` is ``(epochs, N)`` or
-    ``None`` when ``losses.npy`` is missing; ``unreadable`` is empty when the
-    run skipped nothing.
+    class named ``"01"`` stays ``"01"``); ``losses`` and ``margins`` are
+    ``(epochs, N)`` or ``None`` when ``losses.npy`` / ``margins.npy`` is
+    missing; ``unreadable`` is empty when the run skipped nothing.
     """
 
     root: Path
@@ -79,6 +80,7 @@ class RunFiles:
     losses: np.ndarray | None
     unreadable: pd.DataFrame
     model: dict
+    margins: np.ndarray | None = None
 
     @property
     def t_c(self) -> int:
@@ -86,18 +88,68 @@ class RunFiles:
 
     @property
     def window(self) -> int:
-        """Epochs each sample's suspicion score averages its loss over (1: the paper's loss)."""
+        """Epochs each sample's loss suspicion averages its loss over (1: the paper's loss)."""
         try:
             return max(1, int(self.run.get("params", {}).get("window") or 1))
         except (TypeError, ValueError):
             return 1
 
     @property
+    def suspicion(self) -> str:
+        """The per-sample suspicion score the mixture was fitted to and the flags read
+        (``params["suspicion"]``): ``"loss"``, ``"logloss"`` or ``"aum"``; ``"loss"``
+        for runs made before the choice existed."""
+        return str(self.run.get("params", {}).get("suspicion") or "loss").lower()
+
+    @property
+    def windowed(self) -> bool:
+        """Whether the suspicion averages the loss over more than one epoch."""
+        return self.suspicion in ("loss", "logloss") and self.window > 1
+
+    @property
     def quantity(self) -> str:
-        """What the mixture was fitted to, for axis labels."""
-        if self.window == 1:
-            return "per-sample loss"
-        return f"suspicion score (loss averaged over {self.window} epochs)"
+        """What the mixture at t_c was fitted to, for axis labels."""
+        return self.quantity_at("t_c")
+
+    def quantity_at(self, epoch: str, short: bool = False) -> str:
+        """What the mixture at epoch ``epoch`` (``"t_c"``, or ``"t"`` for figures
+        over epochs) was fitted to, in words; ``short`` for a narrow axis."""
+        kind, w = self.suspicion, self.window
+        if kind == "aum":
+            if short:
+                return f"suspicion score (−AUM over epochs 1..{epoch})"
+            return f"suspicion score (minus the area under the margin over epochs 1..{epoch})"
+        if kind == "logloss":
+            what = "the per-sample loss" if w == 1 else f"the loss averaged over {w} epochs"
+            if short:
+                what = "loss" if w == 1 else f"loss over {w} epochs"
+            return f"suspicion score (log of {what})"
+        if kind == "loss":
+            if w == 1:
+                return "per-sample loss"
+            return f"suspicion score (loss averaged over {w} epochs)"
+        return f"suspicion score ({kind})"
+
+    @property
+    def flag_cut(self) -> float:
+        """Where the flags were cut, in the score's units: 0 for AUM (flagged when
+        AUM < 0, i.e. score > 0), else the mixture's threshold ``l_c`` at t_c
+        (NaN when run.json has none). Nothing is flagged, whatever the cut, when
+        the run found no second population."""
+        if self.suspicion == "aum":
+            return 0.0
+        mix = self.run.get("mixture_at_t_c") or {}
+        try:
+            return float(mix.get("threshold", np.nan))
+        except (TypeError, ValueError):
+            return float("nan")
+
+    @property
+    def flag_rule(self) -> str:
+        """The flagging rule, in words."""
+        if self.suspicion == "aum":
+            return "flagged where AUM < 0, i.e. score > 0"
+        return "flagged where the score is above the mixture's threshold l_c"
 
     @property
     def classes(self) -> list[str]:
@@ -159,6 +211,7 @@ def load_run(run_dir: str | os.PathLike) -> RunFiles:
     metrics_file = root / "metrics.csv"
     metrics = pd.read_csv(metrics_file) if metrics_file.is_file() else pd.DataFrame()
     losses = _read_losses(root / "losses.npy", len(scores))
+    margins = _read_losses(root / "margins.npy", len(scores))
     unreadable_file = root / "unreadable.csv"
     unreadable = (
         pd.read_csv(unreadable_file, dtype=str, keep_default_na=False)
@@ -167,7 +220,7 @@ def load_run(run_dir: str | os.PathLike) -> RunFiles:
     )
     model_file = root / "checkpoint" / "model.json"
     model = json.loads(model_file.read_text(encoding="utf-8")) if model_file.is_file() else {}
-    return RunFiles(root, run, metrics, scores, losses, unreadable, model)
+    return RunFiles(root, run, metrics, scores, losses, unreadable, model, margins)
 
 
 def _read_losses(path: Path, n: int) -> np.ndarray | None:
@@ -329,11 +382,13 @@ def fig_accuracy(run: RunFiles):
 
 
 def fig_separation(run: RunFiles):
-    """The two loss populations' means +- sd, the threshold, and delta_L, over epochs."""
+    """The two suspicion-score populations' means +- sd, the threshold (and, for AUM,
+    the flag rule's cut at 0), and delta_L, over epochs."""
     m, x = run.metrics, _epochs(run)
     m_c, m_w = _column(m, "m_c"), _column(m, "m_w")
     if m_c is None or m_w is None:
         return None
+    aum = run.suspicion == "aum"
     fig, (a1, a2) = _figure(2)
     spans = phase_spans(run)
     s_c, s_w = _column(m, "s_c"), _column(m, "s_w")
@@ -344,22 +399,35 @@ def fig_separation(run: RunFiles):
         a1.plot(x, mean, color=colour, marker="o", ms=3, label=name)
         if sd is not None:
             a1.fill_between(x, mean - sd, mean + sd, color=colour, alpha=0.18, lw=0)
-    _plot_line(a1, x, _column(m, "threshold"), "threshold l_c", color="k", ls="--", lw=1)
-    if run.window == 1:  # L_c, L_w are mean raw losses: comparable to m_c, m_w only then
+    if aum:
+        _plot_line(a1, x, _column(m, "threshold"), "mixture crossing (not the flag rule)",
+                   color="#777", ls=":", lw=1)
+        a1.axhline(0.0, color="k", ls="--", lw=1, label="flag rule: AUM < 0 (score > 0)")
+    else:
+        _plot_line(a1, x, _column(m, "threshold"), "threshold l_c", color="k", ls="--", lw=1)
+    if run.suspicion == "loss" and run.window == 1:
+        # L_c, L_w are mean raw losses: comparable to m_c, m_w only then.
         _plot_line(a1, x, _column(m, "L_c_true"), "L_c (true split)", color="#2471a3", ls=":")
         _plot_line(a1, x, _column(m, "L_w_true"), "L_w (true split)", color="#c0392b", ls=":")
-    a1.set_ylabel(run.quantity)
-    a1.set_title("Loss populations (mixture fit per epoch)")
+    a1.set_ylabel(_wrap(run.quantity_at("t", short=True)))
+    noun = "Loss" if run.suspicion == "loss" else "Suspicion-score"
+    a1.set_title(f"{noun} populations (mixture fit per epoch)")
     lo = float(np.nanmin(m_c - (s_c if s_c is not None else 0)))
     hi = float(np.nanmax(m_w + (s_w if s_w is not None else 0)))
-    a1.set_ylim(max(lo, -0.05 * hi), hi * 1.05 if hi > 0 else 1)
+    if run.suspicion == "loss":  # losses are >= 0: start the axis near 0
+        a1.set_ylim(max(lo, -0.05 * hi), hi * 1.05 if hi > 0 else 1)
+    elif np.isfinite(lo) and np.isfinite(hi):  # signed scores (log losses, minus AUM)
+        if aum:
+            lo, hi = min(lo, 0.0), max(hi, 0.0)
+        pad = 0.05 * (hi - lo) if hi > lo else 1.0
+        a1.set_ylim(lo - pad, hi + pad)
     dl = _column(m, "delta_L")
     _plot_line(a2, x, dl, "ΔL = m_w − m_c", color="#7d3c98")
     if dl is not None and _column(m, "unstable") is not None:
         bad = m["unstable"].astype(str).str.lower().isin(["true", "1"]).to_numpy()
         if bad.any():
             a2.plot(x[bad], dl.to_numpy()[bad], "x", color="k", ms=7, label="unstable epoch")
-    a2.set_ylabel("ΔL")
+    a2.set_ylabel("ΔL" if run.suspicion == "loss" else "ΔL (in the score's units)")
     a2.set_title("Separation ΔL (t_c maximises the detector's score)")
     sep = _column(m, "separation")
     if sep is not None:
@@ -373,6 +441,11 @@ def fig_separation(run: RunFiles):
     return fig
 
 
+def _wrap(label: str) -> str:
+    """An axis label over two lines at its parenthesis."""
+    return label.replace(" (", "\n(", 1)
+
+
 def _loss_range(losses: np.ndarray) -> float:
     """Upper end of the loss axis for the per-epoch heatmap.
 
@@ -384,6 +457,22 @@ def _loss_range(losses: np.ndarray) -> float:
     return hi if np.isfinite(hi) and hi > 0 else 1.0
 
 
+def _value_range(values: np.ndarray, nonnegative: bool) -> tuple[float, float]:
+    """``(lo, hi)`` of the per-epoch heatmap's value axis.
+
+    Losses: from 0 to :func:`_loss_range`. Signed scores (log losses, minus
+    AUM), which do not blow up the way single losses can: the 0.5th to 99.5th
+    percentile of all epochs' values together.
+    """
+    if nonnegative:
+        return 0.0, _loss_range(values)
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return 0.0, 1.0
+    lo, hi = (float(q) for q in np.quantile(finite, [0.005, 0.995]))
+    return (lo, hi) if hi > lo else (lo - 0.5, lo + 0.5)
+
+
 def _subsample_rows(losses: np.ndarray, limit: int = 20_000) -> np.ndarray:
     # Quantiles and histograms of 20k points look the same as of 1M; reading less is faster.
     if losses.shape[1] <= limit:
@@ -392,43 +481,104 @@ def _subsample_rows(losses: np.ndarray, limit: int = 20_000) -> np.ndarray:
     return np.asarray(losses[:, idx], dtype=np.float64)
 
 
-def fig_loss_evolution(run: RunFiles):
-    """Heatmap of the per-sample loss distribution after every epoch (paper fig 6A)."""
-    from matplotlib.colors import PowerNorm
+@dataclass
+class ScoreHistory:
+    """Per-sample values after every epoch, for the heatmap (:func:`suspicion_history`)."""
 
+    #: ``(epochs, n)``: row ``t - 1`` is epoch ``t`` (n: at most 20,000 samples).
+    values: np.ndarray
+    #: What the values are, for the title.
+    label: str
+    #: The values are the run's suspicion score, the quantity the per-epoch
+    #: mixtures (``m_c``, ``m_w``, ``threshold`` in metrics.csv) were fitted to;
+    #: otherwise they are plain losses and those must not be drawn over them.
+    in_score_units: bool
+
+
+def suspicion_history(run: RunFiles) -> ScoreHistory | None:
+    """Each sample's suspicion score after every epoch, rebuilt from the run's files.
+
+    ``"loss"``: the loss averaged over the run's ``window`` (``losses.npy``);
+    ``"logloss"``: its log; ``"aum"``: minus the given-label margin averaged
+    over epochs ``1..t`` (``margins.npy``). An AUM run without ``margins.npy``,
+    or a suspicion this report does not know, falls back to the per-sample loss
+    of each epoch (``in_score_units`` False). None when the files are missing.
+    The cleaner leaves epochs it found unstable out of the loss windows; this
+    does not, so after such an epoch the windowed values can differ a little.
+    """
+    kind = run.suspicion
+    if kind == "aum" and run.margins is not None and run.margins.shape[0] > 0:
+        margins = _subsample_rows(run.margins)
+        aum = np.cumsum(margins, axis=0) / np.arange(1, len(margins) + 1)[:, None]
+        return ScoreHistory(-aum, run.quantity_at("t"), True)
     if run.losses is None or run.losses.shape[0] == 0:
         return None
-    losses = _windowed(_subsample_rows(run.losses), run.window)
-    losses = np.where(np.isfinite(losses), losses, np.nan)
-    hi = _loss_range(losses)
-    bins = np.linspace(0.0, hi, 61)
-    epochs = np.arange(1, losses.shape[0] + 1)
+    losses = _subsample_rows(run.losses)
+    if kind in ("loss", "logloss"):
+        values = _windowed(losses, run.window)
+        if kind == "logloss":
+            values = np.log(values + LOG_EPS)
+        return ScoreHistory(values, run.quantity_at("t"), True)
+    return ScoreHistory(losses, "per-sample loss", False)
+
+
+def fig_loss_evolution(run: RunFiles):
+    """Heatmap of the per-sample suspicion score (the loss for the default suspicion)
+    after every epoch (paper fig 6A), with the per-epoch mixture drawn over it."""
+    from matplotlib.colors import PowerNorm
+
+    hist = suspicion_history(run)
+    if hist is None:
+        return None
+    values = np.where(np.isfinite(hist.values), hist.values, np.nan)
+    aum = hist.in_score_units and run.suspicion == "aum"
+    nonnegative = not hist.in_score_units or run.suspicion == "loss"
+    lo, hi = _value_range(values, nonnegative)
+    m, x = run.metrics, _epochs(run)
+    if not nonnegative:  # keep the mixture's means and, for AUM, the cut at 0 in view
+        means = [c.to_numpy(dtype=float) for c in (_column(m, "m_c"), _column(m, "m_w"))
+                 if c is not None]
+        means = np.concatenate(means + [np.zeros(1) if aum else np.zeros(0)])
+        means = means[np.isfinite(means)]
+        if len(means):
+            lo, hi = min(lo, float(means.min())), max(hi, float(means.max()))
+        pad = 0.03 * (hi - lo)
+        lo, hi = lo - pad, hi + pad
+    bins = np.linspace(lo, hi, 61)
+    epochs = np.arange(1, values.shape[0] + 1)
     grid = np.zeros((len(bins) - 1, len(epochs)))
-    for j, row in enumerate(losses):
+    for j, row in enumerate(values):
         row = row[np.isfinite(row)]
-        # Losses beyond the axis land in the top bin so every column still sums to 1.
-        counts, _ = np.histogram(np.clip(row, 0.0, hi), bins=bins)
+        # Values beyond the axis land in the end bins so every column still sums to 1.
+        counts, _ = np.histogram(np.clip(row, lo, hi), bins=bins)
         grid[:, j] = counts / max(1, len(row))
     fig, (ax,) = _figure(1, height=3.8)
     fig.set_size_inches(11.2, 3.8)
     image = ax.imshow(
         grid, origin="lower", aspect="auto", cmap="magma_r", norm=PowerNorm(0.4),
-        extent=(0.5, len(epochs) + 0.5, 0.0, hi), interpolation="nearest",
+        extent=(0.5, len(epochs) + 0.5, lo, hi), interpolation="nearest",
     )
     fig.colorbar(image, ax=ax, label="fraction of samples", pad=0.01)
-    m, x = run.metrics, _epochs(run)
-    for name, colour, style in (("m_c", "#2e86c1", "-"), ("m_w", "#17a589", "-"),
-                                ("threshold", "#1e8449", "--")):
-        col = _column(m, name)
-        if col is not None:
-            ax.plot(x, col, color=colour, ls=style, lw=1.4, marker="o", ms=2.5, label=name)
+    if hist.in_score_units:
+        names = (("m_c", "m_c", "#2e86c1", "-"), ("m_w", "m_w", "#17a589", "-"))
+        names += ((("threshold", "mixture crossing", "#1e8449", ":"),) if aum else
+                  (("threshold", "threshold l_c", "#1e8449", "--"),))
+        for name, label, colour, style in names:
+            col = _column(m, name)
+            if col is not None:
+                ax.plot(x, col, color=colour, ls=style, lw=1.4, marker="o", ms=2.5, label=label)
+        if aum:
+            ax.axhline(0.0, color="k", ls="--", lw=1.2, label="flag rule: AUM < 0 (score > 0)")
     _decorate(ax, run, phase_spans(run), shade=False)
     ax.grid(False)
     ax.set_xlim(0.5, len(epochs) + 0.5)
-    ax.set_ylim(0.0, hi)
-    ax.set_ylabel(run.quantity.replace(" (", "\n("))
-    ax.set_title(f"Distribution of the {run.quantity} after every epoch (values above "
-                 f"{hi:.3g} are counted in the top bin)")
+    ax.set_ylim(lo, hi)
+    ax.set_ylabel(_wrap(run.quantity_at("t", short=True) if hist.in_score_units
+                        else hist.label))
+    clipped = (f"values above {hi:.3g} are counted in the top bin" if nonnegative else
+               f"values outside {lo:.3g} to {hi:.3g} are counted in the end bins")
+    ax.set_title(f"Distribution of the {hist.label} after every epoch\n({clipped})",
+                 fontsize=10)
     _legend(ax, loc="upper right")
     return fig
 
@@ -444,11 +594,12 @@ def _windowed(losses: np.ndarray, window: int) -> np.ndarray:
     return (sums[t] - sums[start]) / (t - start)[:, None]
 
 
-def losses_at_t_c(run: RunFiles) -> np.ndarray:
+def scores_at_t_c(run: RunFiles) -> np.ndarray:
     """What the mixture at ``t_c`` was fitted to, per sample, in index order.
 
-    ``scores.csv``'s ``score`` when present (the windowed suspicion score), else
-    ``losses.npy`` row ``t_c - 1`` (the paper's loss at ``t_c``), else ``scores.loss``.
+    ``scores.csv``'s ``score`` when present (the run's suspicion score: the
+    windowed loss, its log, or minus the AUM), else ``losses.npy`` row
+    ``t_c - 1`` (the paper's loss at ``t_c``), else ``scores.loss``.
     """
     by_index = run.scores.sort_values("index")
     if "score" in by_index.columns:
@@ -456,6 +607,10 @@ def losses_at_t_c(run: RunFiles) -> np.ndarray:
     if run.losses is not None and 1 <= run.t_c <= run.losses.shape[0]:
         return np.asarray(run.losses[run.t_c - 1], dtype=np.float64)
     return by_index["loss"].to_numpy(dtype=np.float64)
+
+
+#: The former name of :func:`scores_at_t_c`.
+losses_at_t_c = scores_at_t_c
 
 
 def _normal_pdf(x: np.ndarray, m: float, s: float) -> np.ndarray:
@@ -479,48 +634,124 @@ def _linear_ylim(density: np.ndarray, bins: np.ndarray, threshold: float) -> flo
     return top
 
 
-def fig_loss_histogram(run: RunFiles):
-    """Histogram of the losses at t_c with the fitted mixture and threshold (paper fig 6B)."""
-    losses = losses_at_t_c(run)
-    losses = losses[np.isfinite(losses)]
-    if len(losses) == 0:
+def _float(d: dict, key: str) -> float:
+    try:
+        return float(d.get(key, np.nan))
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+@dataclass
+class Histogram:
+    """What :func:`fig_loss_histogram` draws (see :func:`histogram_data`)."""
+
+    #: Every finite suspicion score at t_c (``scores.csv`` ``score``), in index order.
+    values: np.ndarray
+    bins: np.ndarray
+    #: Per bin, relative to all ``values`` so that the mixture curves match.
+    density: np.ndarray
+    #: The flagging rule's cut in the score's units: 0 for AUM, else ``l_c``.
+    cut: float
+    #: The mixture's crossing point (``l_c``); for AUM not what flags.
+    threshold: float
+    #: ``m_c, s_c, m_w, s_w, r`` of the mixture at t_c (NaN when missing).
+    mixture: dict
+    #: A second population was found, so the samples above ``cut`` were flagged.
+    noisy: bool
+    #: Samples below / above the drawn range.
+    below: int
+    above: int
+
+    @property
+    def lo(self) -> float:
+        return float(self.bins[0])
+
+    @property
+    def hi(self) -> float:
+        return float(self.bins[-1])
+
+
+def histogram_data(run: RunFiles) -> Histogram | None:
+    """The suspicion scores at t_c binned for :func:`fig_loss_histogram`; None when
+    there are none.
+
+    The range covers the bulk of the scores (0.5th to 99.5th percentile, from
+    0 for losses), the mislabelled component to ``m_w + 2.5 s_w`` and the
+    flagging cut; the AUM's cut at 0 is always in view.
+    """
+    values = scores_at_t_c(run)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
         return None
     mix = run.run.get("mixture_at_t_c") or {}
-    m_c, s_c = float(mix.get("m_c", np.nan)), float(mix.get("s_c", np.nan))
-    m_w, s_w = float(mix.get("m_w", np.nan)), float(mix.get("s_w", np.nan))
-    r, threshold = float(mix.get("r", np.nan)), float(mix.get("threshold", np.nan))
+    params = {k: _float(mix, k) for k in ("m_c", "s_c", "m_w", "s_w", "r")}
+    threshold, cut = _float(mix, "threshold"), run.flag_cut
+    aum = run.suspicion == "aum"
     bimodal = bool(mix.get("bimodal", run.run.get("second_population_found", False)))
-    top = float(losses.max())
-    hi = max(float(np.quantile(losses, 0.995)), m_w + 2.5 * s_w if np.isfinite(m_w + s_w) else 0)
-    if np.isfinite(threshold):
-        hi = max(hi, threshold * 1.05)
-    hi = min(hi, top) if top > 0 else 1.0
-    lo = min(0.0, float(losses.min()))
+    # For AUM a second population may also have shown in the window's losses.
+    noisy = bimodal or bool(run.scores["flagged"].any())
+    bottom, top = float(values.min()), float(values.max())
+    m_w, s_w, m_c, s_c = params["m_w"], params["s_w"], params["m_c"], params["s_c"]
+    hi = float(np.quantile(values, 0.995))
+    if np.isfinite(m_w + s_w):
+        hi = max(hi, m_w + 2.5 * s_w)
+    hi = min(hi, top)
+    if run.suspicion == "loss":
+        lo = min(0.0, bottom)
+    else:
+        lo = float(np.quantile(values, 0.005))
+        if np.isfinite(m_c + s_c):
+            lo = min(lo, m_c - 2.5 * s_c)
+        lo = max(lo, bottom)
+    marks = [x for x in (cut, threshold) if np.isfinite(x) and bottom <= x <= top]
+    if aum:
+        marks.append(0.0)
+    span = hi - lo if hi > lo else 1.0
+    for x in marks:
+        lo, hi = min(lo, x - 0.03 * span), max(hi, x + 0.03 * span)
+    if hi <= lo:
+        hi = lo + 1.0
     bins = np.linspace(lo, hi, 81)
-    width = bins[1] - bins[0]
-    shown = losses[losses <= hi]
-    # Densities relative to ALL samples so the mixture curves (which integrate to 1) match.
+    shown = values[(values >= lo) & (values <= hi)]
     counts, _ = np.histogram(shown, bins=bins)
-    density = counts / (len(losses) * width)
+    density = counts / (len(values) * (bins[1] - bins[0]))
+    return Histogram(values, bins, density, cut, threshold, params, noisy,
+                     int((values < lo).sum()), int((values > hi).sum()))
+
+
+def fig_loss_histogram(run: RunFiles):
+    """Histogram of the suspicion scores at t_c (the losses for the default
+    suspicion) with the fitted mixture and the flagging cut (paper fig 6B)."""
+    h = histogram_data(run)
+    if h is None:
+        return None
+    aum = run.suspicion == "aum"
+    m_c, s_c, m_w, s_w, r = (h.mixture[k] for k in ("m_c", "s_c", "m_w", "s_w", "r"))
+    lo, hi, density = h.lo, h.hi, h.density
     grid = np.linspace(lo, hi, 400)
-    fig, axes = _figure(2)
+    fig, axes = _figure(2, height=3.6)
     for ax, log in zip(axes, (False, True), strict=True):
         # One filled step polygon: far cheaper to draw than 80 bar patches.
-        ax.stairs(density, bins, fill=True, color="#aab7c4", label=f"at t_c = {run.t_c}")
+        ax.stairs(density, h.bins, fill=True, color="#aab7c4", label=f"at t_c = {run.t_c}")
         if np.isfinite(m_c + s_c + m_w + s_w + r):
             pc, pw = (1 - r) * _normal_pdf(grid, m_c, s_c), r * _normal_pdf(grid, m_w, s_w)
             ax.plot(grid, pc, color="#2471a3", lw=1.5, label=f"clean: N({m_c:.3g}, {s_c:.3g}²)")
             ax.plot(grid, pw, color="#c0392b", lw=1.5,
                     label=f"mislabelled: N({m_w:.3g}, {s_w:.3g}²), r={r:.3f}")
             ax.plot(grid, pc + pw, color="k", lw=0.8, ls=":", label="mixture")
-        if np.isfinite(threshold):
-            ax.axvline(threshold, color="k" if bimodal else "#888", ls="--", lw=1.2,
-                       label=f"threshold l_c = {threshold:.3g}")
-            if bimodal:
-                ax.axvspan(threshold, hi, color="#f5b7b1", alpha=0.25, lw=0,
-                           label="flagged")
+        if aum:
+            ax.axvline(0.0, color="k" if h.noisy else "#888", ls="--", lw=1.2,
+                       label="flag rule: AUM < 0 (score > 0)")
+            if np.isfinite(h.threshold) and lo <= h.threshold <= hi:
+                ax.axvline(h.threshold, color="#7f8c8d", ls=":", lw=1.2,
+                           label=f"mixture crossing {h.threshold:.3g} (not used to flag)")
+        elif np.isfinite(h.cut):
+            ax.axvline(h.cut, color="k" if h.noisy else "#888", ls="--", lw=1.2,
+                       label=f"threshold l_c = {h.cut:.3g}")
+        if h.noisy and np.isfinite(h.cut) and h.cut < hi:
+            ax.axvspan(max(h.cut, lo), hi, color="#f5b7b1", alpha=0.25, lw=0, label="flagged")
         ax.set_xlim(lo, hi)
-        ax.set_xlabel(run.quantity)
+        ax.set_xlabel(_wrap(run.quantity))
         ax.set_ylabel("density" + (" (log)" if log else ""))
         ax.grid(alpha=0.3, lw=0.5)
         if log:
@@ -529,17 +760,18 @@ def fig_loss_histogram(run: RunFiles):
             if len(positive):
                 ax.set_ylim(positive.min() / 2, positive.max() * 3)
         elif density.max() > 0:
-            ax.set_ylim(0, _linear_ylim(density, bins, threshold))
-    axes[0].set_title("Losses at t_c with the fitted mixture")
+            ax.set_ylim(0, _linear_ylim(density, h.bins, h.cut))
+    noun = "Losses" if run.suspicion == "loss" and run.window == 1 else "Suspicion scores"
+    axes[0].set_title(f"{noun} at t_c with the fitted mixture")
     if density.max() > axes[0].get_ylim()[1]:
-        axes[0].set_title("Losses at t_c with the fitted mixture (clean peak cut off)")
-    note = "" if bimodal else " — no second population: nothing flagged"
+        axes[0].set_title(f"{noun} at t_c with the fitted mixture (clean peak cut off)")
+    note = "" if h.noisy else " — no second population: nothing flagged"
     axes[1].set_title("Same, log density" + note)
-    _legend(axes[0], loc="upper right", fontsize=7.5)
-    hidden = int((losses > hi).sum())
+    _legend(axes[0], loc="upper right" if run.suspicion == "loss" else "best", fontsize=7.5)
+    hidden = [f"{n} sample{'s' if n > 1 else ''} {side} {edge:.3g}"
+              for n, side, edge in ((h.below, "below", lo), (h.above, "above", hi)) if n]
     if hidden:
-        axes[1].text(0.99, 0.02, f"{hidden} sample{'s' if hidden > 1 else ''} above {hi:.3g} "
-                     "not shown",
+        axes[1].text(0.99, 0.02, ", ".join(hidden) + " not shown",
                      transform=axes[1].transAxes, ha="right", fontsize=8, color="#555")
     return fig
 
@@ -786,14 +1018,19 @@ def summary_html(run: RunFiles) -> str:
              "flagged", flagged),
         _row("estimated noise rate", f"{100 * rate:.2f}%", "estimated_noise_rate", rate),
     ]
-    if not r.get("second_population_found", True):
-        rows.append(_row("second population", "not found: the losses look like one "
+    rows.append(_row("suspicion score", f"{_e(run.quantity)} <span class=muted>"
+                     f"({_e(run.flag_rule)})</span>", "suspicion", run.suspicion))
+    if not r.get("second_population_found", True) and flagged == 0:
+        what = "losses" if run.suspicion == "loss" else "suspicion scores"
+        rows.append(_row("second population", f"not found: the {what} look like one "
                          "population, so nothing was flagged"))
+    threshold = _num(_float(mix, "threshold"))
+    cut = (f"flag rule AUM &lt; 0, not the mixture's crossing {threshold}"
+           if run.suspicion == "aum" else f"threshold l_c {threshold}")
     rows.append(_row(
         "t_c", f"epoch {run.t_c} of {_e(epochs)} trained "
-        f"<span class=muted>(ΔL {_num(mix.get('delta_L', float('nan')))}, threshold l_c "
-        f"{_num(mix.get('threshold', float('nan')))}, mixture weight r "
-        f"{_num(mix.get('r', float('nan')), 3)})</span>", "t_c", run.t_c,
+        f"<span class=muted>(ΔL {_num(_float(mix, 'delta_L'))}, mixture weight r "
+        f"{_num(_float(mix, 'r'), 3)}, {cut})</span>", "t_c", run.t_c,
     ))
     if r.get("stop_reason"):
         rows.append(_row("stopped", _e(r["stop_reason"])))
@@ -863,20 +1100,72 @@ FIGURE_TEXT = {
              "been at each epoch.",
 }
 
+#: Captions of the figures whose values are the suspicion score, for the
+#: suspicions other than ``"loss"``.
+SUSPICION_TEXT = {
+    "aum": {
+        "separation": "The two populations of the suspicion score fitted every epoch t: each "
+                      "sample's score is minus its area under the margin (AUM, its given-label "
+                      "logit minus the largest other logit, averaged over epochs 1..t), so "
+                      "m_c, m_w and the mixture's crossing are in margin units (negated). "
+                      "t_c is where the populations are furthest apart. Samples are flagged "
+                      "where AUM < 0 (score above the dashed line at 0), not at the mixture's "
+                      "crossing.",
+        "loss_evolution": "How each sample's suspicion score (minus the AUM over epochs 1..t) "
+                          "drifted: each column is one epoch t (darker = more samples), with "
+                          "the per-epoch mixture drawn over it. Samples above the dashed line "
+                          "at 0 (AUM < 0: on average the model preferred another class to "
+                          "the given one) are the ones flagged.",
+        "loss_histogram": "Each sample's suspicion score at t_c, minus its area under the "
+                          "margin over epochs 1..t_c, with the two-Gaussian mixture fitted to "
+                          "it. Samples with a score above 0 (AUM < 0) are flagged once a "
+                          "second population has been found; the mixture's own crossing point "
+                          "(dotted) is drawn for reference only.",
+    },
+    "logloss": {
+        "separation": "The two populations of the suspicion score (the log of the loss) fitted "
+                      "every epoch; m_c, m_w and the threshold l_c are in log-loss units. t_c "
+                      "is where they are furthest apart (ΔL = m_w − m_c largest; phase II).",
+        "loss_evolution": "How the suspicion score (the log of the loss) drifted: each column "
+                          "is one epoch (darker = more samples), with the per-epoch mixture "
+                          "and threshold l_c drawn over it.",
+        "loss_histogram": "Each sample's suspicion score at t_c (the log of its loss) with the "
+                          "two-Gaussian mixture fitted to it. Samples above the threshold l_c "
+                          "are flagged.",
+    },
+}
 
-#: Figures whose values are the windowed suspicion score when the run's window > 1.
+#: Figures whose values are the run's suspicion score (not plain losses).
 WINDOWED_FIGURES = ("separation", "loss_evolution", "loss_histogram")
 
 
-def figures_html(figures: dict[str, bytes | str], window: int = 1) -> str:
-    """The figures as ``<figure>`` elements with captions, PNGs inline."""
+def figure_caption(name: str, run: RunFiles) -> str:
+    """The caption under figure ``name`` for this run's suspicion (plain text)."""
+    kind = run.suspicion
+    text = SUSPICION_TEXT.get(kind, {}).get(name, FIGURE_TEXT.get(name, ""))
+    if name not in WINDOWED_FIGURES:
+        return text
+    if kind == "aum" and name == "loss_evolution" and run.margins is None:
+        return ("How the per-sample loss distribution drifted: each column is one epoch "
+                "(darker = more samples). This run flagged by the AUM, but margins.npy is "
+                "missing, so this shows plain losses, without the AUM mixture.")
+    if kind not in ("loss", "logloss", "aum"):
+        return (text + f" This run's suspicion score is {kind!r}, which this report does not "
+                "know: the populations and the histogram are in its units, not in losses.")
+    if run.windowed:
+        what = "the loss" if kind == "loss" else "the log of the loss"
+        text += (f" Here each sample's value is {what} averaged over the last {run.window} "
+                 "epochs (the run's window), which is what the mixture was fitted to; the "
+                 "paper uses the loss of the epoch itself (window 1).")
+    return text
+
+
+def figures_html(figures: dict[str, bytes | str], run: RunFiles) -> str:
+    """The figures as ``<figure>`` elements with captions (for ``run``'s suspicion
+    and window), PNGs inline."""
     parts = []
     for name, png in figures.items():
-        text = _e(FIGURE_TEXT.get(name, ""))
-        if window > 1 and name in WINDOWED_FIGURES:
-            text += _e(f" Here each sample's value is its loss averaged over the last {window} "
-                       "epochs (the run's window), which is what the mixture was fitted to; the "
-                       "paper uses the loss of the epoch itself (window 1).")
+        text = _e(figure_caption(name, run))
         if isinstance(png, str):
             parts.append(f"<figure><p class=warn>The {_e(name)} figure could not be drawn: "
                          f"{_e(png)}</p></figure>")
@@ -960,16 +1249,17 @@ def render_html(run: RunFiles, figures: dict[str, bytes | str], gallery: dict) -
         if omitted else ""
     )
     id_column = "path" if gallery["kind"] == "images" else "row"
+    high = "high-loss" if run.suspicion == "loss" else "high-score"
     measure = ("the run's suspicion <code>score</code> (what the ranking sorts by)"
                if gallery["has_score"] else
-               "<code>p_noisy</code> (posterior of the high-loss population)")
+               f"<code>p_noisy</code> (posterior of the {high} population)")
     intro = (
         "Each card: path and rank; given label → <b>predicted label</b> with the model's "
         f"probability; {measure} and the loss at t_c (hover for all numbers). A thumbnail "
         "opens the original image."
         if gallery["kind"] == "images" else
         "One row per flagged sample: its row in the input CSV, the given and predicted labels, "
-        "the model's probability, <code>p_noisy</code> (posterior of the high-loss population) "
+        f"the model's probability, <code>p_noisy</code> (posterior of the {high} population) "
         "and the loss at t_c."
     )
     return "".join([
@@ -983,8 +1273,9 @@ def render_html(run: RunFiles, figures: dict[str, bytes | str], gallery: dict) -
         "<a href=#training>Training</a><a href=#gallery-section>Flagged samples</a>"
         "<a href=#classes>Classes</a></nav></header><main>",
         f"<section id=summary><h2>Summary</h2>{summary_html(run)}{settings_html(run)}</section>",
-        f"<section id=training><h2>Training and the loss populations</h2>"
-        f"{figures_html(figures, run.window)}</section>",
+        f"<section id=training><h2>Training and the "
+        f"{'loss' if run.suspicion == 'loss' else 'suspicion-score'} populations</h2>"
+        f"{figures_html(figures, run)}</section>",
         f"<section id=gallery-section><h2>Flagged samples ({n_flagged:,}), most suspicious "
         "first</h2>",
         f"<p class=muted>{intro} "

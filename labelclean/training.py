@@ -34,9 +34,12 @@ AUGMENTATIONS = ("none", "shift", "shift-flip")
 class TrainConfig:
     """Optimisation settings. Defaults are the ones measured in docs/benchmarks.md.
 
-    ``augment`` applies to images only: ``"shift"`` translates each image by up
-    to ``shift_pixels`` (zero padding), ``"shift-flip"`` also mirrors half the
-    images left-right (leave it off for digits and text).
+    ``amp`` turns on bf16 autocast on CUDA (off by default; see
+    docs/performance.md for why), ``channels_last`` the channels-last layout
+    for images (default: on CUDA only). ``augment`` applies to images only:
+    ``"shift"`` translates each image by up to ``shift_pixels`` (zero
+    padding), ``"shift-flip"`` also mirrors half the images left-right (leave
+    it off for digits and text).
     """
 
     lr: float = 0.1
@@ -49,6 +52,7 @@ class TrainConfig:
     shift_pixels: int = 2
     device: str = "auto"
     amp: bool | None = None
+    channels_last: bool | None = None
     eval_batch_size: int = 1024
 
     def __post_init__(self) -> None:
@@ -97,13 +101,16 @@ class EpochStats:
 def resolve_device(device: str) -> torch.device:
     """``"auto"`` means CUDA when available, else CPU."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(device)
     except RuntimeError:
         raise LabelcleanError(f"unknown device {device!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise LabelcleanError("CUDA was asked for but is not available")
+    if dev.type == "cuda" and dev.index is None:
+        # with an explicit index, comparisons with tensor.device (always indexed) hold
+        dev = torch.device("cuda", torch.cuda.current_device())
     return dev
 
 
@@ -137,11 +144,17 @@ class Trainer:
     ) -> None:
         self.config = config
         self.device = resolve_device(config.device)
-        self.amp = config.amp if config.amp is not None else self.device.type == "cuda"
+        # bf16 autocast is opt-in: with it regnetx_002 did not learn at all on an
+        # H100 (loss stuck at ln 10, plain loop alike; docs/performance.md), and
+        # small models are launch-bound there, so it bought no speed either.
+        self.amp = bool(config.amp) and self.device.type == "cuda"
         torch.manual_seed(config.seed)
         self.model = model.to(self.device)
         self.images = x.dim() == 4
-        if self.device.type == "cuda" and self.images:
+        self.channels_last = self.images and (
+            config.channels_last if config.channels_last is not None else self.device.type == "cuda"
+        )
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.x = self.place(x)
         self.y = torch.as_tensor(np.array(y, dtype=np.int64)).to(self.device)
@@ -181,7 +194,7 @@ class Trainer:
         xb = x[idx.to(x.device)] if x.device == self.device else x[idx].to(
             self.device, non_blocking=True
         )
-        if self.device.type == "cuda" and xb.dim() == 4:
+        if self.channels_last and xb.dim() == 4:
             xb = xb.contiguous(memory_format=torch.channels_last)
         return xb
 

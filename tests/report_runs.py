@@ -4,6 +4,8 @@
 paths with one broken image, a CSV of features) once per test session and
 exports them; the test modules reach them through their own session fixtures,
 which all call it with the same folder, so the work is done once.
+:func:`suspicion_runs` trains two more on a CSV of features, flagged by the AUM
+and by the log loss instead of the default loss.
 """
 
 from __future__ import annotations
@@ -116,6 +118,27 @@ def build_runs(base: Path) -> Runs:
         csv_run=fit_and_export(csv_file, base / "csv_run", skip_unreadable=True),
         features_file=features_file,
         features_run=fit_and_export(features_file, base / "features_run"),
+    )
+
+
+@dataclass(frozen=True)
+class SuspicionRuns:
+    """Runs made with the other suspicion scores (``Cleaner(suspicion=...)``)."""
+
+    features_file: Path
+    aum_run: Path
+    logloss_run: Path
+
+
+@functools.cache
+def suspicion_runs(base: Path) -> SuspicionRuns:
+    """Build (once per session and ``base``) an AUM and a log-loss run of a feature
+    table under ``base``: a few seconds each."""
+    features_file = write_features(base / "suspicion_data" / "features.csv", seed=3)
+    return SuspicionRuns(
+        features_file=features_file,
+        aum_run=fit_and_export(features_file, base / "aum_run", suspicion="aum"),
+        logloss_run=fit_and_export(features_file, base / "logloss_run", suspicion="logloss"),
     )
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from report_runs import Runs, big_report, build_runs
+from report_runs import Runs, SuspicionRuns, big_report, build_runs, suspicion_runs, write_fake_run
 
 from labelclean.cli import main
 from labelclean.errors import LabelcleanError
@@ -22,9 +22,14 @@ from labelclean.report import (
     FIGURES_DIR,
     REPORT_FILE,
     _windowed,
+    fig_loss_evolution,
+    fig_loss_histogram,
+    fig_separation,
+    histogram_data,
     load_run,
     losses_at_t_c,
     make_thumbnails,
+    suspicion_history,
     write_report,
 )
 
@@ -34,6 +39,11 @@ CORE_FIGURES = ("accuracy", "separation", "loss_evolution", "loss_histogram")
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory) -> Runs:
     return build_runs(tmp_path_factory.getbasetemp() / "labelclean_runs")
+
+
+@pytest.fixture(scope="session")
+def other_runs(tmp_path_factory) -> SuspicionRuns:
+    return suspicion_runs(tmp_path_factory.getbasetemp() / "labelclean_runs")
 
 
 class _Summary(HTMLParser):
@@ -263,5 +273,118 @@ def test_the_histogram_shows_what_the_mixture_was_fitted_to(runs):
     else:
         assert np.allclose(values, run.losses[run.t_c - 1])
     mix = run.run["mixture_at_t_c"]
+    assert run.suspicion == "loss" and run.flag_cut == mix["threshold"]
     flagged = run.scores.sort_values("index")["flagged"].to_numpy()
     assert np.array_equal(flagged, values > mix["threshold"])
+
+
+# ----------------------------------------------------------------- other suspicion scores
+
+
+def labelled_lines(ax) -> dict[str, object]:
+    return {line.get_label(): line for line in ax.get_lines()}
+
+
+def scores_by_index(run_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(run_dir / "scores.csv").sort_values("index")
+
+
+def test_loss_runs_show_the_threshold_l_c(runs, tmp_path):
+    page, run_json = read(runs.folder_run)
+    assert summary_values(page)["suspicion"] == "loss"
+    assert "threshold l_c" in page and "area under the margin" not in page
+    run = load_run(runs.folder_run)
+    h = histogram_data(run)
+    assert h.cut == run_json["mixture_at_t_c"]["threshold"]
+    lines = labelled_lines(fig_loss_histogram(run).axes[0])
+    (cut,) = [line for label, line in lines.items() if label.startswith("threshold l_c")]
+    assert list(cut.get_xdata()) == [h.cut, h.cut]
+    assert "threshold l_c" in labelled_lines(fig_loss_evolution(run).axes[0])
+    # Runs made before the suspicion could be chosen have no params["suspicion"].
+    old = load_run(write_fake_run(tmp_path / "old", 40))
+    assert old.suspicion == "loss" and old.quantity == "per-sample loss"
+    assert old.flag_cut == 1.2
+
+
+def test_aum_report_names_the_quantity_and_the_rule(other_runs):
+    page, run_json = read(other_runs.aum_run)
+    assert run_json["params"]["suspicion"] == "aum"
+    assert summary_values(page)["suspicion"] == "aum"
+    assert "minus the area under the margin over epochs 1..t_c" in page
+    assert "flag rule AUM &lt; 0" in page
+    assert "threshold l_c" not in page and "loss averaged over" not in page
+    assert "could not be drawn" not in page
+    for name in CORE_FIGURES:
+        assert f'id="fig-{name}"' in page, name
+
+
+def test_aum_histogram_draws_the_scores_and_the_rule(other_runs):
+    run = load_run(other_runs.aum_run)
+    scores = scores_by_index(other_runs.aum_run)
+    h = histogram_data(run)
+    # The histogram is of the score the mixture was fitted to, not of the losses.
+    assert np.array_equal(h.values, scores["score"].to_numpy())
+    assert not np.allclose(h.values, scores["loss"].to_numpy())
+    assert h.values.min() < 0 < h.values.max()
+    n, width = len(h.values), h.bins[1] - h.bins[0]
+    assert h.density.sum() * width * n + h.below + h.above == pytest.approx(n)
+    # The mixture is in the same units: the clean AUM is positive (its score negative).
+    assert h.mixture["m_c"] < 0 < h.mixture["m_w"]
+    assert h.lo <= h.mixture["m_c"] and h.mixture["m_w"] <= h.hi
+    # The cut is the AUM rule, not the mixture's crossing, and it is what flagged.
+    assert run.flag_cut == h.cut == 0.0
+    assert h.threshold == run.run["mixture_at_t_c"]["threshold"] != 0.0
+    assert h.lo < 0.0 < h.hi
+    assert np.array_equal(scores["flagged"].to_numpy(), h.values > 0)
+    fig = fig_loss_histogram(run)
+    ax = fig.axes[0]
+    lines = labelled_lines(ax)
+    assert list(lines["flag rule: AUM < 0 (score > 0)"].get_xdata()) == [0.0, 0.0]
+    assert not any(label.startswith("threshold l_c") for label in lines)
+    (crossing,) = [line for label, line in lines.items() if label.startswith("mixture crossing")]
+    assert list(crossing.get_xdata()) == [h.threshold, h.threshold]
+    assert "area under the margin" in ax.get_xlabel()
+    assert ax.get_xlim() == (h.lo, h.hi)
+
+
+def test_aum_populations_and_heatmap_are_in_the_score_units(other_runs, tmp_path):
+    run = load_run(other_runs.aum_run)
+    scores = scores_by_index(other_runs.aum_run)["score"].to_numpy()
+    hist = suspicion_history(run)
+    assert hist.in_score_units
+    # Rebuilt from margins.npy: minus the margin averaged over epochs 1..t.
+    assert np.allclose(hist.values[run.t_c - 1], scores, rtol=1e-4, atol=1e-5)
+    heat = fig_loss_evolution(run).axes[0]
+    assert {"m_c", "m_w", "flag rule: AUM < 0 (score > 0)"} <= set(labelled_lines(heat))
+    assert "AUM" in heat.get_ylabel() and heat.get_ylim()[0] < 0
+    sep = fig_separation(run).axes[0]
+    assert "flag rule: AUM < 0 (score > 0)" in labelled_lines(sep)
+    m_c = (run.metrics["m_c"] - run.metrics["s_c"]).min()
+    assert m_c < 0 and sep.get_ylim()[0] <= m_c  # negative scores are not cut off
+    # Without margins.npy the heatmap falls back to plain losses, without the mixture.
+    run_dir = copy_run(other_runs.aum_run, tmp_path / "run")
+    (run_dir / "margins.npy").unlink()
+    bare = load_run(run_dir)
+    hist = suspicion_history(bare)
+    assert not hist.in_score_units and hist.label == "per-sample loss"
+    assert np.array_equal(hist.values, np.asarray(bare.losses, dtype=np.float64))
+    assert not {"m_c", "m_w"} & set(labelled_lines(fig_loss_evolution(bare).axes[0]))
+    page = write_report(run_dir).read_text()
+    assert "margins.npy is missing" in page and "could not be drawn" not in page
+
+
+def test_logloss_run(other_runs):
+    page, run_json = read(other_runs.logloss_run)
+    assert summary_values(page)["suspicion"] == "logloss"
+    assert "log of the loss averaged over 3 epochs" in page and "threshold l_c" in page
+    assert "could not be drawn" not in page
+    run = load_run(other_runs.logloss_run)
+    scores = scores_by_index(other_runs.logloss_run)
+    h = histogram_data(run)
+    assert np.array_equal(h.values, scores["score"].to_numpy())
+    assert h.cut == run.flag_cut == run_json["mixture_at_t_c"]["threshold"]
+    assert np.array_equal(scores["flagged"].to_numpy(), h.values > h.cut)
+    assert h.values.min() < 0 and h.lo <= h.mixture["m_c"]
+    hist = suspicion_history(run)
+    assert np.allclose(hist.values[run.t_c - 1], h.values, rtol=1e-4, atol=1e-4)
+    assert "threshold l_c" in labelled_lines(fig_loss_evolution(run).axes[0])
