@@ -50,10 +50,17 @@ def online_peak(values, train_loss, patience: int = 5, spike_ratio: float = 2.0)
     return max(best, 0)
 
 
-def per_epoch(path: Path) -> pd.DataFrame:
-    """Per epoch and per suspicion: mixture statistics and the flags' true F1."""
+def per_epoch(path: Path, source: str = "eval") -> pd.DataFrame:
+    """Per epoch and per suspicion: mixture statistics and the flags' true F1.
+
+    ``source="train"`` reads the losses and margins recorded during the
+    training pass (``tc_sweep.py --record-train``) instead of the eval pass.
+    """
     d = np.load(path)
-    L, M, mask = d["losses"], d["margins"], d["mask"]
+    prefix = "train_" if source == "train" else ""
+    L = d[prefix + "losses"].astype(np.float32)
+    M = d[prefix + "margins"].astype(np.float32)
+    mask = d["mask"]
     rows = []
     for t in range(len(L)):
         row = {"run": path.stem, "epoch": t + 1, "train_loss": float(d["train_loss"][t]),
@@ -144,12 +151,15 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--csv", type=Path, required=True, help="per-epoch table (a cache)")
     ap.add_argument("--report", type=Path, default=None, help="write the per-rule table here")
+    ap.add_argument("--source", choices=("eval", "train"), default="eval",
+                    help="per-sample losses from the eval pass or the training pass")
     ap.add_argument("--fit-points", type=int, default=5000,
                     help="subsample for each mixture fit (the library uses 20000)")
     args = ap.parse_args()
     mixmod.MAX_FIT_POINTS = args.fit_points
     old = pd.read_csv(args.csv) if args.csv.exists() else pd.DataFrame({"run": []})
-    parts = [old] + [per_epoch(p) for p in args.runs if p.stem not in set(old.run)]
+    parts = [old] + [per_epoch(p, args.source) for p in args.runs
+                   if p.stem not in set(old.run)]
     df = pd.concat(parts, ignore_index=True)
     df.to_csv(args.csv, index=False)
     rep = report(df)

@@ -76,6 +76,10 @@ class CleanResult:
         ``(epochs, N)`` float32: every sample's loss after every epoch.
     margins:
         ``(epochs, N)`` float32: given-label logit minus the largest other logit.
+    second_population:
+        Whether a second (mislabelled) population was found at ``t_c``: the
+        mixture's own bimodality test, or, with ``suspicion="aum"``, that of
+        the AUM or of the window's mean loss. Nothing is flagged without it.
     """
 
     dataset: Dataset
@@ -93,6 +97,11 @@ class CleanResult:
     phase_boundaries: dict = field(default_factory=dict)
     noise_mask: np.ndarray | None = None
     val: Dataset | None = None
+    second_population: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.second_population is None:
+            self.second_population = bool(self.mixture.bimodal)
 
     @property
     def flagged(self) -> pd.DataFrame:
@@ -179,7 +188,7 @@ class Cleaner:
         over the data. ``"train"`` keeps the losses of the training forward pass
         instead (free, but measured on moving weights in train mode); see
         docs/performance.md for what each costs and finds.
-    kind, path_column, label_column, noise_column, image_size, skip_unreadable:
+    kind, path_column, label_column, noise_column, image_size, skip_unreadable, cache:
         How inputs are read; see :func:`labelclean.sources.load_dataset`.
     probe_every:
         Estimate the order parameters every this many epochs (0: never).
@@ -220,6 +229,7 @@ class Cleaner:
         noise_column: str | None = None,
         image_size: int | None = None,
         skip_unreadable: bool = False,
+        cache: str | os.PathLike | None = None,
         probe_every: int | str = "auto",
         probe_batches: int | None = None,
         spectrum: bool = False,
@@ -247,6 +257,7 @@ class Cleaner:
         self.noise_column = noise_column
         self.image_size = image_size
         self.skip_unreadable = skip_unreadable
+        self.cache = None if cache is None else str(cache)
         self.probe_every = probe_every
         self.probe_batches = probe_batches
         self.spectrum = spectrum
@@ -264,7 +275,7 @@ class Cleaner:
         return load_dataset(
             data, self.kind, path_column=self.path_column, label_column=self.label_column,
             noise_column=self.noise_column, image_size=self.image_size, classes=classes,
-            skip_unreadable=self.skip_unreadable,
+            skip_unreadable=self.skip_unreadable, cache=self.cache,
         )
 
     # ------------------------------------------------------------------ fit
@@ -470,6 +481,7 @@ class Cleaner:
             phase_boundaries=phase_boundaries,
             noise_mask=noise_mask,
             val=val_ds,
+            second_population=bool(noisy_tc),
         )
 
     def _probe_interval(self, n: int) -> int:

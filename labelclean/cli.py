@@ -79,6 +79,9 @@ def training_options(f):
                      help="CSV column of trusted 0/1 wrong-label marks (research only)."),
         click.option("--image-size", type=int, default=None,
                      help="Resize images to this square side [default: native up to 64 px]."),
+        click.option("--cache", type=click.Path(path_type=Path), default=None,
+                     help="Folder to keep decoded images in between runs (outside the input "
+                     "and --out); a rerun over unchanged files skips decoding."),
         click.option("--skip-unreadable", is_flag=True,
                      help="Leave undecodable images out (listed in the report) "
                      "instead of stopping."),
@@ -114,6 +117,10 @@ def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, **k
     from .export import prepare_output_dir
 
     inputs = [data] + ([val] if val else [])
+    cache = kw.get("cache")
+    if cache is not None and (out.resolve() == cache.resolve()
+                              or out.resolve() in cache.resolve().parents):
+        raise LabelcleanError(f"--cache {cache} lies inside --out {out}; put it elsewhere")
     prepare_output_dir(out, overwrite=overwrite, inputs=[p for p in inputs if p.exists()])
     cleaner = Cleaner(progress=True, **kw)
     result = cleaner.fit(data, val=val)

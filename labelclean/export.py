@@ -177,7 +177,7 @@ def run_summary(result: CleanResult, out: Path) -> dict:
         "flagged": result.n_flagged,
         "kept": len(data) - result.n_flagged,
         "estimated_noise_rate": result.estimated_noise_rate,
-        "second_population_found": result.mixture.bimodal,
+        "second_population_found": result.second_population,
         "mixture_at_t_c": result.mixture.to_dict(),
         "phase_boundaries": result.phase_boundaries,
         "t_c_in_phase_II": _in_phase(result, "II"),

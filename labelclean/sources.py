@@ -16,11 +16,15 @@ PIL again, which keeps the per-step cost the model's. Grayscale, RGB, RGBA and
 palette images are all accepted: if every image is grayscale the tensor has one
 channel, otherwise three (alpha is composited onto white).
 
-Nothing here writes anywhere: the input is only ever read.
+Nothing here writes under the input: it is only ever read. With ``cache``,
+the decoded tensor is also saved to (and next time read from) a folder the
+user names, outside the input, keyed by the files' paths, sizes and
+modification times, so a second run over the same images skips decoding.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -168,6 +172,7 @@ def load_dataset(
     classes: list[str] | None = None,
     skip_unreadable: bool = False,
     workers: int | None = None,
+    cache: str | os.PathLike | None = None,
 ) -> Dataset:
     """Read a folder or CSV into a :class:`Dataset`.
 
@@ -196,6 +201,14 @@ def load_dataset(
         ``Dataset.unreadable``; by default one is an error.
     workers:
         Threads used to decode images (default: the CPU count).
+    cache:
+        A folder for decoded images (created if missing; must not lie inside
+        the input). The decoded ``uint8`` tensor is stored there as
+        ``images-<key>.npz``, where the key hashes every image's path, size
+        and modification time plus ``image_size``; a later call with the same
+        files loads it instead of decoding. Any change to a file makes a new
+        key, so a stale cache is never used. Unreadable images are cached as
+        unreadable (and still reported). Ignored for feature tables.
 
     Raises
     ------
@@ -223,7 +236,7 @@ def load_dataset(
         return _load_images(
             files, labels, ids, "folder", path, None, None, noise=None,
             image_size=image_size, classes=classes, skip_unreadable=skip_unreadable,
-            workers=workers,
+            workers=workers, cache=_cache_dir(cache, path),
         )
     if path.is_dir():
         raise LabelcleanError(f"--kind {kind} needs a CSV file, got a directory: {path}")
@@ -231,7 +244,7 @@ def load_dataset(
     if kind == "paths":
         return _load_path_csv(
             path, table, path_column, label_column, noise_column, image_size, classes,
-            skip_unreadable, workers,
+            skip_unreadable, workers, _cache_dir(cache, path.parent),
         )
     if kind == "features":
         return _load_feature_csv(path, table, label_column, noise_column, classes)
@@ -294,6 +307,7 @@ def _load_path_csv(
     classes: list[str] | None,
     skip_unreadable: bool,
     workers: int | None,
+    cache: Path | None = None,
 ) -> Dataset:
     if path_column not in table.columns:
         raise LabelcleanError(f"{path.name} has no path column {path_column!r}; pass --path-column")
@@ -315,7 +329,7 @@ def _load_path_csv(
     return _load_images(
         files, list(labels), list(raw.astype(str)), "paths", path, table,
         np.arange(len(table)), noise=noise, image_size=image_size, classes=classes,
-        skip_unreadable=skip_unreadable, workers=workers,
+        skip_unreadable=skip_unreadable, workers=workers, cache=cache,
     )
 
 
@@ -398,41 +412,29 @@ def _load_images(
     classes: list[str] | None,
     skip_unreadable: bool,
     workers: int | None,
+    cache: Path | None = None,
 ) -> Dataset:
-    workers = workers or os.cpu_count() or 1
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        sizes = list(pool.map(_probe_size, files))
-    readable = [s for s in sizes if not isinstance(s, str)]
-    if image_size is None:
-        unique = set(readable)
-        if len(unique) == 1 and max(next(iter(unique))) <= MAX_NATIVE_SIZE:
-            w, h = next(iter(unique))
-        else:
-            w = h = MAX_NATIVE_SIZE
+    if image_size is not None and image_size < 8:
+        raise LabelcleanError(f"--image-size must be at least 8, got {image_size}")
+    cached = None
+    if cache is not None:
+        cache_file = cache / f"images-{_cache_key(files, image_size)}.npz"
+        cached = _read_cache(cache_file)
+    if cached is None:
+        x, keep, reasons = _decode_all(files, image_size, workers or os.cpu_count() or 1)
+        if cache is not None:
+            _write_cache(cache_file, x, keep, reasons)
     else:
-        if image_size < 8:
-            raise LabelcleanError(f"--image-size must be at least 8, got {image_size}")
-        w = h = image_size
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        decoded = list(
-            pool.map(lambda fs: _decode(fs[0], fs[1], (w, h)), zip(files, sizes))
-        )
-    bad = [(ids[i], d) for i, d in enumerate(decoded) if isinstance(d, str)]
+        x, keep, reasons = cached
+    bad = [(ids[i], r) for i, r in enumerate(reasons) if r]
     if bad and not skip_unreadable:
         raise LabelcleanError(
             f"{len(bad)} unreadable images (first: {bad[0][0]}: {bad[0][1]}); "
             "pass --skip-unreadable to leave them out and list them in the report"
         )
-    keep = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
-    if not keep:
+    if not len(keep):
         raise LabelcleanError(f"none of the {len(files)} images in {source} could be read")
-    arrays = [decoded[i] for i in keep]
-    gray = all(a.ndim == 2 for a in arrays)
-    if gray:
-        x = np.stack(arrays)[:, None]
-    else:
-        x = np.stack([np.repeat(a[..., None], 3, -1) if a.ndim == 2 else a for a in arrays])
-        x = x.transpose(0, 3, 1, 2)
+    keep = [int(i) for i in keep]
     kept_labels = [labels[i] for i in keep]
     class_names = _class_list(pd.Series(kept_labels), classes, source)
     if classes is None:
@@ -456,6 +458,88 @@ def _load_images(
         unreadable=pd.DataFrame({"path": [b[0] for b in bad], "reason": [b[1] for b in bad]}),
         noise_mask=None if noise is None else noise[keep],
     )
+
+
+def _decode_all(
+    files: list[Path], image_size: int | None, workers: int
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Decode every file: ``(x, keep, reasons)``, ``x`` holding the readable ones
+    as ``(n, C, H, W)`` uint8, ``keep`` their indices, ``reasons[i]`` empty for a
+    readable file and the error otherwise."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        sizes = list(pool.map(_probe_size, files))
+    readable = [s for s in sizes if not isinstance(s, str)]
+    if image_size is None:
+        unique = set(readable)
+        if len(unique) == 1 and max(next(iter(unique))) <= MAX_NATIVE_SIZE:
+            w, h = next(iter(unique))
+        else:
+            w = h = MAX_NATIVE_SIZE
+    else:
+        w = h = image_size
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        decoded = list(
+            pool.map(lambda fs: _decode(fs[0], fs[1], (w, h)), zip(files, sizes))
+        )
+    reasons = [d if isinstance(d, str) else "" for d in decoded]
+    keep = np.array([i for i, d in enumerate(decoded) if not isinstance(d, str)], dtype=np.int64)
+    arrays = [decoded[i] for i in keep]
+    if not arrays:
+        return np.zeros((0, 1, h, w), np.uint8), keep, reasons
+    if all(a.ndim == 2 for a in arrays):
+        x = np.stack(arrays)[:, None]
+    else:
+        x = np.stack([np.repeat(a[..., None], 3, -1) if a.ndim == 2 else a for a in arrays])
+        x = x.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(x), keep, reasons
+
+
+# --------------------------------------------------------------------------- decode cache
+
+#: Bump when the decoding itself changes, so old caches are not reused.
+_CACHE_VERSION = 1
+
+
+def _cache_dir(cache: str | os.PathLike | None, source: Path) -> Path | None:
+    """The cache folder, refused when it lies inside the input (never write there)."""
+    if cache is None:
+        return None
+    folder = Path(cache).resolve()
+    root = source.resolve()
+    if folder == root or root in folder.parents:
+        raise LabelcleanError(f"--cache {cache} lies inside the input {source}; put it elsewhere")
+    return folder
+
+
+def _cache_key(files: list[Path], image_size: int | None) -> str:
+    h = hashlib.sha256(f"v{_CACHE_VERSION}|{image_size}".encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"|{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:32]
+
+
+def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            return d["x"], d["keep"], [str(r) for r in d["reasons"]]
+    except (OSError, ValueError, KeyError):
+        return None  # a damaged cache is rebuilt, not trusted
+
+
+def _write_cache(path: Path, x: np.ndarray, keep: np.ndarray, reasons: list[str]) -> None:
+    from ._io import atomic_write
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, x=x, keep=keep, reasons=np.array(reasons, dtype=str))
+
+    try:
+        atomic_write(path, write)
+    except OSError as e:
+        raise LabelcleanError(f"cannot write the image cache {path}: {e.strerror or e}") from None
 
 
 def _probe_size(file: Path) -> tuple[int, int] | str:

@@ -274,3 +274,7 @@ def test_cli_run_with_the_aum_suspicion(noisy_folder, tmp_path):
     wrong = {p for p, w in truth.items() if w}
     assert len(flagged & wrong) / max(1, len(flagged)) > 0.85
     assert len(flagged & wrong) / len(wrong) > 0.85
+    # flags were made, so run.json must say a second population was found
+    # (for AUM that can come from the loss mixture, not the AUM mixture)
+    assert run["second_population_found"] is True
+    assert run["flagged"] == len(flagged)

@@ -155,3 +155,41 @@ def test_validation_labels_must_be_training_classes(tmp_path):
     write_folder(tmp_path / "v", x, y)
     with pytest.raises(LabelcleanError, match="not one of the training classes"):
         load_dataset(tmp_path / "v", classes=["c0", "c9"])
+
+
+def test_cache_skips_decoding_and_follows_file_changes(tmp_path, monkeypatch):
+    import labelclean.sources as sources
+
+    root, cache = tmp_path / "d", tmp_path / "cache"
+    _two_classes(root, 3)
+    (root / "c0" / "bad.png").write_bytes(b"\x89PNG broken")
+    before = tree_digest(root)
+    first = load_dataset(root, skip_unreadable=True, cache=cache)
+    assert len(list(cache.glob("images-*.npz"))) == 1
+    calls = []
+    real = sources._decode_all
+    monkeypatch.setattr(sources, "_decode_all", lambda *a: calls.append(1) or real(*a))
+    again = load_dataset(root, skip_unreadable=True, cache=cache)
+    assert calls == []  # served from the cache
+    assert np.array_equal(again.x.numpy(), first.x.numpy())
+    assert again.ids == first.ids and list(again.y) == list(first.y)
+    # the corrupt image is still reported, not silently dropped
+    assert again.unreadable["path"].tolist() == ["c0/bad.png"]
+    with pytest.raises(LabelcleanError, match="unreadable"):
+        load_dataset(root, cache=cache)
+    assert tree_digest(root) == before
+    # a changed image gets a new key: decoded afresh, never the stale pixels
+    img = np.asarray(Image.open(root / "c1" / "00001.png")).copy()
+    Image.fromarray(255 - img).save(root / "c1" / "00001.png")
+    changed = load_dataset(root, skip_unreadable=True, cache=cache)
+    assert calls == [1]
+    i = changed.ids.index("c1/00001.png")
+    assert np.array_equal(changed.x[i, 0].numpy(), 255 - img)
+
+
+def test_cache_refused_inside_the_input(tmp_path):
+    root = tmp_path / "d"
+    _two_classes(root)
+    with pytest.raises(LabelcleanError, match="inside the input"):
+        load_dataset(root, cache=root / "cache")
+    assert not (root / "cache").exists()
