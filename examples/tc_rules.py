@@ -108,7 +108,12 @@ RULES = {
     "aum0_tc_D": lambda g: (online_peak(g.aum_D, g.train_loss), "aum0_gated_f1"),
     "auto": lambda g: (warm_peak(g.aum_D, g.aum_bimodal | g.loss3_bimodal, g.train_loss),
                        "aum0_gate2_f1"),
+    # 0.2: also a population when AUM's mixture is moderately separated (D >= 1.5)
+    # and at least MIN_AUM_POPULATION of the samples have AUM < 0
+    "auto2": lambda g: (warm_peak(g.aum_D, g.gate3, g.train_loss), "aum0_gate3_f1"),
 }
+#: see "auto2": the share of AUM < 0 that counts as a population when D >= 1.5
+MIN_AUM_POPULATION = 0.10
 
 
 def setting_of(run: str) -> tuple[str, str]:
@@ -127,6 +132,9 @@ def report(df: pd.DataFrame) -> pd.DataFrame:
     gate2 = df.aum_bimodal | df.loss3_bimodal
     df["aum0_gate2_f1"] = np.where(gate2, df.aum0_f1, 0.0)
     df["aum0_gate2_flagged"] = np.where(gate2, df.aum0_flagged, 0.0)
+    df["gate3"] = gate2 | ((df.aum_D >= 1.5) & (df.aum0_flagged >= MIN_AUM_POPULATION))
+    df["aum0_gate3_f1"] = np.where(df.gate3, df.aum0_f1, 0.0)
+    df["aum0_gate3_flagged"] = np.where(df.gate3, df.aum0_flagged, 0.0)
     df["aum0_gated_flagged"] = np.where(
         df.aum_bimodal | df.logloss3_bimodal | df.loss3_bimodal, df.aum0_flagged, 0.0)
     for run, g in df.groupby("run", sort=False):

@@ -29,7 +29,13 @@ import pandas as pd
 import torch
 
 from . import __version__
-from .decision import SUSPICIONS, PhaseIIDetector, flag_samples, suspicion_scores
+from .decision import (
+    SUSPICIONS,
+    PhaseIIDetector,
+    aum_population,
+    flag_samples,
+    suspicion_scores,
+)
 from .errors import LabelcleanError
 from .mixture import LossMixture, fit_loss_mixture
 from .models import create_model, default_model
@@ -383,7 +389,9 @@ class Cleaner:
             noisy = mixture.bimodal
             if self.suspicion == "aum" and not noisy:
                 window_loss = np.mean(stable_losses[-self.window :], axis=0)
-                noisy = fit_loss_mixture(window_loss, seed=self.seed).bimodal
+                noisy = fit_loss_mixture(window_loss, seed=self.seed).bimodal or aum_population(
+                    mixture, suspicion
+                )
             would_flag, _ = flag_samples(mixture, suspicion, self.suspicion, noisy)
             row: dict[str, Any] = {
                 "epoch": stats.epoch,

@@ -197,3 +197,18 @@ def test_cleaner_with_aum_suspicion_flags_the_mislabelled():
     assert tp / max(1, flags.sum()) > 0.8 and tp / mask.sum() > 0.8
     assert res.flagged["reason"].str.contains("mean margin").all()
     assert (res.flagged["score"] > 0).all()
+
+
+def test_aum_population_gate_needs_separation_and_a_sizeable_negative_share():
+    from labelclean.decision import aum_population
+
+    m = fit_loss_mixture(_bimodal()[0])
+    assert m.bimodal and aum_population(m, np.zeros(10))  # bimodal: always a population
+    base = {**m.to_dict(), "bimodal": False}
+    moderate = m.__class__(**{**base, "separation": 1.7})
+    weak = m.__class__(**{**base, "separation": 1.2})
+    many_negative = np.r_[np.full(30, 2.0), np.full(70, -2.0)]  # 30 % with AUM < 0
+    few_negative = np.r_[np.full(5, 2.0), np.full(95, -2.0)]  # 5 %
+    assert aum_population(moderate, many_negative)
+    assert not aum_population(moderate, few_negative)  # clean data: a thin AUM < 0 tail
+    assert not aum_population(weak, many_negative)  # no separation: not a population
