@@ -109,11 +109,13 @@ RULES = {
     "auto": lambda g: (warm_peak(g.aum_D, g.aum_bimodal | g.loss3_bimodal, g.train_loss),
                        "aum0_gate2_f1"),
     # 0.2: also a population when AUM's mixture is moderately separated (D >= 1.5)
-    # and at least MIN_AUM_POPULATION of the samples have AUM < 0
+    # and at least MIN_AUM_POPULATION of the samples have AUM < 0, two epochs running
+    # (from then on the population counts as established)
     "auto2": lambda g: (warm_peak(g.aum_D, g.gate3, g.train_loss), "aum0_gate3_f1"),
 }
 #: see "auto2": the share of AUM < 0 that counts as a population when D >= 1.5
 MIN_AUM_POPULATION = 0.10
+AUM_MIN_SEPARATION = 1.25
 
 
 def setting_of(run: str) -> tuple[str, str]:
@@ -132,7 +134,10 @@ def report(df: pd.DataFrame) -> pd.DataFrame:
     gate2 = df.aum_bimodal | df.loss3_bimodal
     df["aum0_gate2_f1"] = np.where(gate2, df.aum0_f1, 0.0)
     df["aum0_gate2_flagged"] = np.where(gate2, df.aum0_flagged, 0.0)
-    df["gate3"] = gate2 | ((df.aum_D >= 1.5) & (df.aum0_flagged >= MIN_AUM_POPULATION))
+    cond = (df.aum_D >= AUM_MIN_SEPARATION) & (df.aum0_flagged >= MIN_AUM_POPULATION)
+    before = cond.groupby(df.run).shift(1, fill_value=False).astype(bool)
+    established = (cond & before).astype(int).groupby(df.run).cummax().astype(bool)
+    df["gate3"] = gate2 | established
     df["aum0_gate3_f1"] = np.where(df.gate3, df.aum0_f1, 0.0)
     df["aum0_gate3_flagged"] = np.where(df.gate3, df.aum0_flagged, 0.0)
     df["aum0_gated_flagged"] = np.where(

@@ -369,6 +369,7 @@ class Cleaner:
         losses: list[np.ndarray] = []
         margins: list[np.ndarray] = []
         best: tuple[dict, SampleStats, LossMixture, np.ndarray] | None = None
+        fallback = established = False
         bar = _progress(self.progress, config.max_epochs)
         stop_reason = f"reached max_epochs={config.max_epochs}"
         for _ in range(config.max_epochs):
@@ -387,11 +388,14 @@ class Cleaner:
             suspicion = suspicion_scores(stable_losses, margins, self.suspicion, self.window)
             mixture = fit_loss_mixture(suspicion, seed=self.seed)
             noisy = mixture.bimodal
-            if self.suspicion == "aum" and not noisy:
-                window_loss = np.mean(stable_losses[-self.window :], axis=0)
-                noisy = fit_loss_mixture(window_loss, seed=self.seed).bimodal or aum_population(
-                    mixture, suspicion
-                )
+            if self.suspicion == "aum":
+                # the fallback must hold two epochs running, then stays established
+                # (decision.aum_population)
+                fallback, fallback_before = aum_population(mixture, suspicion), fallback
+                established = established or (fallback and fallback_before)
+                if not noisy:
+                    window_loss = np.mean(stable_losses[-self.window :], axis=0)
+                    noisy = fit_loss_mixture(window_loss, seed=self.seed).bimodal or established
             would_flag, _ = flag_samples(mixture, suspicion, self.suspicion, noisy)
             row: dict[str, Any] = {
                 "epoch": stats.epoch,

@@ -174,24 +174,27 @@ def suspicion_scores(
 
 #: The AUM gate's fallback (see :func:`aum_population`): Ashman's D of the AUM
 #: mixture at least this ...
-AUM_MIN_SEPARATION = 1.5
+AUM_MIN_SEPARATION = 1.25
 #: ... and at least this share of samples with AUM < 0.
 MIN_AUM_POPULATION = 0.10
 
 
 def aum_population(mixture: LossMixture, scores: np.ndarray) -> bool:
-    """Whether minus-AUM ``scores`` show a population of wrong labels.
+    """The AUM gate's fallback test on one epoch's minus-AUM ``scores``.
 
-    True when the AUM mixture is bimodal (BIC, D >= 2, minority >= 0.5 %),
-    or, failing that, when it is moderately separated
-    (``D >= AUM_MIN_SEPARATION``) *and* at least ``MIN_AUM_POPULATION`` of
-    the samples have AUM < 0. Under pair-flip noise the two AUM populations
-    are broad and D stays at 1.5-2 (MLP 784-30-30-10 on MNIST: 1.6 median
-    after epoch 3), while on clean data either D stays lower or only 0-2.5 %
-    of the samples have AUM < 0 (docs/phases.md, "Choosing t_c").
+    True when the AUM mixture is moderately separated
+    (``D >= AUM_MIN_SEPARATION``) *and* at least ``MIN_AUM_POPULATION`` of the
+    samples have AUM < 0. The cleaner counts a population of wrong labels when
+    the AUM or the window-loss mixture is bimodal, or from the first time this
+    test holds in two consecutive epochs on (D hovers around the bar, so the
+    population, once established, is not dropped when D dips). Why: under
+    pair-flip noise both AUM populations are broad and D stays at 1.3-2 (MLP
+    784-30-30-10 on MNIST, pair-flip 0.4: 1.3-1.5 for one seed, with 45 %
+    AUM < 0), too low for the bimodality test (D >= 2); on clean data at most
+    a few percent have AUM < 0, except in the first epoch while the network is
+    still learning (up to 19 % with losses from the training pass), hence two
+    epochs in a row (docs/phases.md, "Choosing t_c").
     """
-    if mixture.bimodal:
-        return True
     share = float(np.mean(np.asarray(scores) > 0))
     return mixture.separation >= AUM_MIN_SEPARATION and share >= MIN_AUM_POPULATION
 
