@@ -81,7 +81,7 @@ def per_epoch(path: Path, source: str = "eval") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def warm_peak(values, noisy, train_loss, patience: int = 5) -> int:
+def warm_peak(values, noisy, train_loss, patience: int = 5, min_epoch: int = 1) -> int:
     """The 0.2 detector: online peak whose patience starts at the first noisy epoch.
 
     An epoch is *noisy* when the AUM or the loss mixture is bimodal; before the
@@ -90,7 +90,9 @@ def warm_peak(values, noisy, train_loss, patience: int = 5) -> int:
     noisy = np.asarray(noisy, bool)
     if not noisy.any():
         return len(values) - 1
-    start = int(np.argmax(noisy))
+    start = max(int(np.argmax(noisy)), min_epoch - 1)
+    if start >= len(values):
+        return len(values) - 1
     return start + online_peak(np.asarray(values)[start:], np.asarray(train_loss)[start:],
                                patience)
 
@@ -111,7 +113,11 @@ RULES = {
     # 0.2: also a population when AUM's mixture is moderately separated (D >= 1.5)
     # and at least MIN_AUM_POPULATION of the samples have AUM < 0, two epochs running
     # (from then on the population counts as established)
-    "auto2": lambda g: (warm_peak(g.aum_D, g.gate3, g.train_loss), "aum0_gate3_f1"),
+    "auto2": lambda g: (warm_peak(g.aum_D, g.gate3, g.train_loss, min_epoch=3),
+                        "aum0_gate3_f1"),
+    "auto2_min1": lambda g: (warm_peak(g.aum_D, g.gate3, g.train_loss), "aum0_gate3_f1"),
+    "auto2_min2": lambda g: (warm_peak(g.aum_D, g.gate3, g.train_loss, min_epoch=2),
+                             "aum0_gate3_f1"),
 }
 #: see "auto2": the share of AUM < 0 that counts as a population when D >= 1.5
 MIN_AUM_POPULATION = 0.10

@@ -30,6 +30,7 @@ import torch
 
 from . import __version__
 from .decision import (
+    AUM_MIN_EPOCHS,
     SUSPICIONS,
     PhaseIIDetector,
     aum_population,
@@ -348,8 +349,10 @@ class Cleaner:
         )
         # [choosing t_c] with the AUM suspicion, patience starts at the first epoch
         # where a second population shows (docs/phases.md, "Choosing t_c").
+        aum = self.suspicion == "aum"
         detector = PhaseIIDetector(
-            patience=self.patience, score=self.score, wait_for_noise=self.suspicion == "aum"
+            patience=self.patience, score=self.score, wait_for_noise=aum,
+            min_epoch=AUM_MIN_EPOCHS if aum else 1,
         )
         noisy_tc = False
         model_name = self.model or default_model(train.kind)

@@ -18,7 +18,8 @@ rising into memorisation. :class:`PhaseIIDetector` reads the signal online:
   wins over a later one and a run costs little more than reaching phase II;
 * with ``wait_for_noise`` (used with the AUM suspicion) the peak search and
   the patience count start at the first epoch where a second population
-  shows; before it the latest stable epoch is the provisional ``t_c``.
+  shows, and not before ``min_epoch``; before it the latest stable epoch is
+  the provisional ``t_c``.
 
 Per-sample suspicion (:func:`suspicion_scores`) is the window's mean loss
 (the paper's, ``window=1``), its log, or minus the area under the margin
@@ -77,6 +78,9 @@ class PhaseIIDetector:
     #: a second population; until then the latest stable epoch is the
     #: candidate, so a run that never finds one ends at its last epoch.
     wait_for_noise: bool = False
+    #: With ``wait_for_noise``: no epoch before this one can start the search
+    #: (the AUM needs a few epochs to be an area, not one epoch's margin).
+    min_epoch: int = 1
     best_epoch: int | None = None
     best_score: float = -math.inf
     since_best: int = 0
@@ -113,7 +117,7 @@ class PhaseIIDetector:
             self.unstable_epochs.append(epoch)
         noisy = mixture.bimodal if noisy is None else bool(noisy)
         if self.wait_for_noise and self.first_noisy_epoch is None:
-            if not noisy:
+            if not noisy or epoch < self.min_epoch:
                 if unstable and self.best_epoch is not None:
                     return False
                 self.best_epoch, self.since_best = epoch, 0  # provisional: the latest
@@ -172,6 +176,10 @@ def suspicion_scores(
     raise ValueError(f"unknown suspicion {kind!r}; choose from {SUSPICIONS}")
 
 
+#: With the AUM suspicion, ``t_c`` is never before this epoch: at high noise the
+#: one-epoch "area" of epoch 1 can look best and end the run at epoch 6
+#: (MLP 784-30-30-10, symmetric 0.8: 2 of 3 seeds; docs/phases.md).
+AUM_MIN_EPOCHS = 3
 #: The AUM gate's fallback (see :func:`aum_population`): Ashman's D of the AUM
 #: mixture at least this ...
 AUM_MIN_SEPARATION = 1.25

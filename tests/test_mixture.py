@@ -211,3 +211,11 @@ def test_aum_population_gate_needs_separation_and_a_sizeable_negative_share():
     assert aum_population(moderate, many_negative)
     assert not aum_population(moderate, few_negative)  # clean data: a thin AUM < 0 tail
     assert not aum_population(weak, many_negative)  # no separation: not a population
+
+
+def test_detector_min_epoch_keeps_early_epochs_provisional():
+    d = PhaseIIDetector(patience=2, score="delta_L", wait_for_noise=True, min_epoch=3)
+    for epoch, delta in zip(range(1, 7), [9.0, 5.0, 2.0, 3.0, 2.5, 2.0], strict=True):
+        d.update(epoch, 0.1, _mix(delta))
+    # epochs 1-2 were noisy and scored higher, but the search starts at epoch 3
+    assert d.first_noisy_epoch == 3 and d.best_epoch == 4 and d.should_stop
