@@ -182,12 +182,13 @@ class Cleaner:
         Applies to the loss suspicions only.
     suspicion:
         The per-sample score the mixture is fitted to and flags are read from
-        (:func:`labelclean.decision.suspicion_scores`): ``"loss"`` (default:
-        the window's mean loss, flagged above ``l_c``; with
-        ``score="delta_L", window=1`` this is the paper's rule), ``"aum"``
-        (minus the given-label margin averaged over epochs ``1..t``; flags
+        (:func:`labelclean.decision.suspicion_scores`): ``"aum"`` (default:
+        minus the given-label margin averaged over epochs ``1..t``; flags
         AUM < 0 once a second population is found; the most accurate rule in
-        docs/benchmarks.md, notably on pair-flip noise) or ``"logloss"``. See
+        docs/benchmarks.md for every model and noise kind tried, notably at
+        80 % and under pair-flip noise), ``"loss"`` (the window's mean loss,
+        flagged above ``l_c``; with ``score="delta_L", window=1`` this is the
+        paper's rule, and it was the default up to 0.1) or ``"logloss"``. See
         docs/phases.md, "Choosing t_c".
     loss_pass:
         ``"eval"`` (default) measures every sample's loss after each epoch at
@@ -228,7 +229,7 @@ class Cleaner:
         augment: str = "none",
         score: str = "separation",
         window: int = 3,
-        suspicion: str = "loss",
+        suspicion: str = "aum",
         loss_pass: str = "eval",
         kind: SourceKind = "auto",
         path_column: str = "path",

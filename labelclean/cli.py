@@ -57,10 +57,11 @@ def training_options(f):
                      default="none", show_default=True),
         click.option("--score", type=click.Choice(["delta_L", "separation"]), default="separation",
                      show_default=True, help="What the phase-II detector maximises."),
-        click.option("--suspicion", type=click.Choice(["loss", "logloss", "aum"]),
-                     default="loss", show_default=True,
-                     help="Per-sample score the flags are read from: the windowed loss, or "
-                     "the mean margin (AUM; best in docs/benchmarks.md, not yet the default)."),
+        click.option("--suspicion", type=click.Choice(["aum", "loss", "logloss"]),
+                     default="aum", show_default=True,
+                     help="Per-sample score the flags are read from: minus the mean margin "
+                     "over epochs 1..t (AUM < 0 flagged), the windowed loss (the paper's, "
+                     "flagged above l_c) or its log. See docs/phases.md."),
         click.option("--window", type=int, default=3, show_default=True,
                      help="Average each sample's loss over this many epochs (1: the paper)."),
         click.option("--loss-pass", type=click.Choice(["eval", "train"]), default="eval",

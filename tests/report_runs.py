@@ -96,6 +96,9 @@ def write_features(path: Path, n: int = 300, seed: int = 2) -> Path:
 
 
 def fit_and_export(data: Path, out: Path, **kw) -> Path:
+    # the classic runs use the loss suspicion (its l_c threshold is what many
+    # report tests check); suspicion_runs() covers AUM, the default, and log-loss
+    kw.setdefault("suspicion", "loss")
     result = Cleaner(model="mlp:32", max_epochs=4, patience=2, seed=0, **kw).fit(data)
     assert result.n_flagged > 0, f"the test run on {data} flagged nothing"
     result.export(out)

@@ -45,10 +45,25 @@ def test_history_has_one_row_per_epoch_with_the_mixture(result):
 
 
 def test_flagged_sorted_by_suspicion(result):
+    # the default suspicion: minus the area under the margin, flagged when AUM < 0
+    assert result.params["suspicion"] == "aum"
     f = result.flagged
     assert f["score"].is_monotonic_decreasing
-    assert (f["score"] > result.mixture.threshold).all()
+    assert (f["score"] > 0).all()
+    assert f["reason"].str.contains("mean margin .* < 0", regex=True).all()
+    rest = result.scores[~result.scores["flagged"]]
+    assert (rest["score"] <= 0).all()
+
+
+def test_loss_suspicion_flags_above_l_c(noisy_folder):
+    root, truth = noisy_folder
+    res = Cleaner(**{**FAST, "suspicion": "loss"}).fit(root)
+    f = res.flagged
+    assert f["score"].is_monotonic_decreasing
+    assert (f["score"] > res.mixture.threshold).all()
     assert f["reason"].str.contains("l_c").all()
+    wrong = {p for p, w in truth.items() if w}
+    assert len(set(f["sample_id"]) & wrong) / len(wrong) > 0.8
 
 
 def test_same_seed_same_result(noisy_folder, result):
