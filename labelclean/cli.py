@@ -132,13 +132,17 @@ def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, **k
 def print_summary(result, out: Path) -> None:
     n = len(result.scores)
     m = result.mixture
+    if result.params.get("suspicion") == "aum":
+        rule = f"AUM mixture D {m.separation:.2f}; flags AUM < 0"
+    else:
+        rule = f"delta_L {m.delta_L:.2f}, l_c {m.threshold:.2f}"
     lines = [
         f"samples            {n}",
         f"flagged            {result.n_flagged} ({100 * result.estimated_noise_rate:.1f}%)",
         f"estimated noise    {100 * result.estimated_noise_rate:.1f}%"
-        + ("" if m.bimodal else "  (no second loss population: nothing flagged)"),
+        + ("" if result.second_population else "  (no second population: nothing flagged)"),
         f"t_c                epoch {result.t_c} of {result.timing['epochs_trained']} trained"
-        f"  (delta_L {m.delta_L:.2f}, l_c {m.threshold:.2f})",
+        f"  ({rule})",
     ]
     if result.phase_boundaries:
         spans = ", ".join(f"{k} {a}-{b}" for k, (a, b) in result.phase_boundaries.items())
