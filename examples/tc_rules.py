@@ -35,13 +35,19 @@ def prf(flags: np.ndarray, mask: np.ndarray) -> float:
     return 0.0 if tp == 0 else 2 * p * r / (p + r)
 
 
-def online_peak(values, train_loss, patience: int = 5, spike_ratio: float = 2.0) -> int:
-    """Index PhaseIIDetector's online rule picks (first peak, patience, spike guard)."""
+def online_peak(values, train_loss, patience: int = 5, spike_ratio: float = 2.0,
+                min_gain: float = 0.0) -> int:
+    """Index PhaseIIDetector's online rule picks (first peak, patience, spike guard).
+
+    An epoch improves on the best only when it beats it by ``min_gain``
+    (relative), so a slow creep does not keep resetting the patience.
+    """
     best, best_v, since, lo = -1, -np.inf, 0, np.inf
     for t, (v, tl) in enumerate(zip(values, train_loss, strict=True)):
         unstable = tl > spike_ratio * lo
         lo = min(lo, tl)
-        if not unstable and np.isfinite(v) and v > best_v:
+        bar = best_v + min_gain * abs(best_v) if np.isfinite(best_v) else -np.inf
+        if not unstable and np.isfinite(v) and v > bar:
             best, best_v, since = t, v, 0
         else:
             since += 1
@@ -81,7 +87,8 @@ def per_epoch(path: Path, source: str = "eval") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def warm_peak(values, noisy, train_loss, patience: int = 5, min_epoch: int = 1) -> int:
+def warm_peak(values, noisy, train_loss, patience: int = 5, min_epoch: int = 1,
+              min_gain: float = 0.0) -> int:
     """The 0.2 detector: online peak whose patience starts at the first noisy epoch.
 
     An epoch is *noisy* when the AUM or the loss mixture is bimodal; before the
@@ -94,7 +101,7 @@ def warm_peak(values, noisy, train_loss, patience: int = 5, min_epoch: int = 1) 
     if start >= len(values):
         return len(values) - 1
     return start + online_peak(np.asarray(values)[start:], np.asarray(train_loss)[start:],
-                               patience)
+                               patience, min_gain=min_gain)
 
 
 RULES = {
@@ -115,6 +122,10 @@ RULES = {
     # (from then on the population counts as established)
     "auto2": lambda g: (warm_peak(g.aum_D, g.gate3, g.train_loss, min_epoch=3),
                         "aum0_gate3_f1"),
+    "auto2_gain1": lambda g: (warm_peak(g.aum_D, g.gate3, g.train_loss, min_epoch=3,
+                                        min_gain=0.01), "aum0_gate3_f1"),
+    "auto2_gain2": lambda g: (warm_peak(g.aum_D, g.gate3, g.train_loss, min_epoch=3,
+                                        min_gain=0.02), "aum0_gate3_f1"),
     "auto2_min1": lambda g: (warm_peak(g.aum_D, g.gate3, g.train_loss), "aum0_gate3_f1"),
     "auto2_min2": lambda g: (warm_peak(g.aum_D, g.gate3, g.train_loss, min_epoch=2),
                              "aum0_gate3_f1"),
