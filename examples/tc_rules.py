@@ -26,13 +26,12 @@ import pandas as pd
 from labelclean import mixture as mixmod
 from labelclean.decision import suspicion_scores
 from labelclean.mixture import fit_loss_mixture
+from labelclean.noise import precision_recall_f1
 
 
 def prf(flags: np.ndarray, mask: np.ndarray) -> float:
-    tp = int((flags & mask).sum())
-    p = tp / max(1, int(flags.sum()))
-    r = tp / max(1, int(mask.sum()))
-    return 0.0 if tp == 0 else 2 * p * r / (p + r)
+    """F1 of ``flags`` against the true ``mask``."""
+    return precision_recall_f1(flags, mask)[2]
 
 
 def online_peak(values, train_loss, patience: int = 5, spike_ratio: float = 2.0,

@@ -392,7 +392,7 @@ class Cleaner:
             suspicion = suspicion_scores(stable_losses, margins, self.suspicion, self.window)
             mixture = fit_loss_mixture(suspicion, seed=self.seed)
             noisy = mixture.bimodal
-            if self.suspicion == "aum":
+            if aum:
                 # the fallback must hold two epochs running, then stays established
                 # (decision.aum_population)
                 fallback, fallback_before = aum_population(mixture, suspicion), fallback

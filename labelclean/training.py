@@ -286,21 +286,12 @@ class Trainer:
         Eval mode (batch-norm running statistics, no dropout), no augmentation,
         large batches, no autograd: one forward pass per sample.
         """
-        x = self.x if x is None else (x if x.device == self.device else self.place(x))
+        x = self.x if x is None else x
         yt = self.y if y is None else torch.as_tensor(np.array(y, dtype=np.int64)).to(
             self.device
         )
-        self.model.eval()
-        n = len(yt)
-        parts: list[torch.Tensor] = []
-        bs = self.config.eval_batch_size
-        for s in range(0, n, bs):
-            idx = torch.arange(s, min(n, s + bs))
-            with self._autocast():
-                logits = self.model(self._batch(x, idx)).float()
-            parts.append(_per_sample(logits, yt[s : s + bs]))
+        parts = [_per_sample(logits, yt[s : s + len(logits)]) for s, logits in self._logits(x)]
         return _sample_stats(torch.cat(parts))
-
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> np.ndarray:
@@ -309,16 +300,18 @@ class Trainer:
         The same batching, device placement and autocast as :meth:`evaluate`;
         handy for out-of-sample ``pred_probs`` (e.g. for cleanlab).
         """
+        return torch.cat([torch.softmax(lg, 1).cpu() for _, lg in self._logits(x)]).numpy()
+
+    def _logits(self, x: torch.Tensor):
+        """Eval-mode float32 logits of ``x`` in order, as ``(start, logits)`` per
+        batch of ``eval_batch_size`` (callers hold ``torch.no_grad``)."""
         x = x if x.device == self.device else self.place(x)
         self.model.eval()
         bs = self.config.eval_batch_size
-        parts = []
         for s in range(0, len(x), bs):
             idx = torch.arange(s, min(len(x), s + bs))
             with self._autocast():
-                logits = self.model(self._batch(x, idx)).float()
-            parts.append(torch.softmax(logits, 1).cpu())
-        return torch.cat(parts).numpy()
+                yield s, self.model(self._batch(x, idx)).float()
 
 
 def _per_sample(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
