@@ -5,14 +5,20 @@ Measures, in one process and on the same data, model and batch size:
 (a) a minimal plain PyTorch loop: ``TensorDataset`` + ``DataLoader(shuffle=True)``
     over pre-normalised float tensors, SGD with momentum;
 (b) labelclean's ``Trainer.train_epoch`` (uint8 tensor, normalisation in the model);
-(c) (b) plus all observation: the eval-mode per-sample loss pass, the loss
-    mixture, and the order-parameter probe (with the clean/mislabelled split);
+(c) (b) plus all observation every epoch: the eval-mode per-sample pass, the
+    two mixture fits of the AUM rule, and the order-parameter probe (with the
+    clean/mislabelled split), each part timed on its own;
 (d) (b) with ``loss_pass="train"`` plus mixture and probe (losses kept from
-    the training pass).
+    the training pass);
+(e) with ``--compile``: (b) with ``TrainConfig(compile=True)`` (the compile
+    itself, in the first epoch, is reported apart).
 
 Images per second are reported for each, and the ratios (b)/(a), (c)/(b),
 (d)/(b); the epochs alternate between variants so a noisy neighbour hits all
-alike. Also the per-epoch time for several N, to show it is linear.
+alike. ``overhead_default_schedule`` is the observation overhead of a default
+``Cleaner``: eval pass and mixtures every epoch, the probe every
+``probe_interval``-th. Also the per-epoch time for several N, to show it is
+linear.
 
     python examples/bench_speed.py --n 10000 --epochs 2 --threads 2
     python examples/bench_speed.py --scaling 2500 10000 40000 --epochs 1
@@ -30,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from labelclean.cleaner import _input_statistics
+from labelclean.cleaner import Cleaner, _input_statistics
 from labelclean.mixture import fit_loss_mixture
 from labelclean.models import create_model
 from labelclean.noise import inject_noise
@@ -90,12 +96,26 @@ def plain_tuned_epoch(model, xf, yt, opt, batch_size, device) -> float:
     return time.perf_counter() - start
 
 
-def observe(trainer: Trainer, losses, split_from_mixture: bool = True) -> None:
-    mixture = fit_loss_mixture(losses)
-    split = mixture.posterior(losses) > 0.5 if split_from_mixture else None
+def observe(trainer: Trainer, losses, margins=None, split_from_mixture: bool = True,
+            parts: dict | None = None) -> None:
+    """What the cleaner does after an epoch: mixture fits (the AUM's and the loss's
+    when ``margins`` are given) and the order-parameter probe with the split;
+    seconds per part are added to ``parts``."""
+    parts = {} if parts is None else parts
+    device = trainer.device
+    start = time.perf_counter()
+    mixture = fit_loss_mixture(losses if margins is None else -margins)
+    if margins is not None:
+        fit_loss_mixture(losses)
+    parts["mixture"] = parts.get("mixture", 0.0) + time.perf_counter() - start
+    start = time.perf_counter()
+    scores = losses if margins is None else -margins
+    split = mixture.posterior(scores) > 0.5 if split_from_mixture else None
     probe_order_parameters(
         trainer.model, trainer.x, trainer.y, batch_size=trainer.config.batch_size, split=split
     )
+    sync(device)
+    parts["probe"] = parts.get("probe", 0.0) + time.perf_counter() - start
 
 
 def sgd(model):
@@ -103,8 +123,8 @@ def sgd(model):
 
 
 def compare(x: torch.Tensor, y: np.ndarray, model_name: str, epochs: int, batch_size: int,
-            device: torch.device) -> dict:
-    """Seconds per epoch of (a), (a'), (b), (c), (d) on the same data; see the module doc."""
+            device: torch.device, compiled: bool = False) -> dict:
+    """Seconds per epoch of (a), (a'), (b), (c), (d), (e) on the same data; see the module doc."""
     n = len(y)
     mean, std = _input_statistics(x)
     torch.manual_seed(0)
@@ -128,12 +148,19 @@ def compare(x: torch.Tensor, y: np.ndarray, model_name: str, epochs: int, batch_
                                                         batch_size, device)
     cfg = TrainConfig(batch_size=batch_size, lr=0.1, device=str(device))
     tb, tc, td = (Trainer(build(), x, y, cfg) for _ in range(3))
+    c_parts: list[dict] = []
 
     def c_epoch():
         start = time.perf_counter()
         tc.train_epoch()
-        observe(tc, tc.evaluate().loss)
         sync(device)
+        parts = {"train": time.perf_counter() - start}
+        t0 = time.perf_counter()
+        stats = tc.evaluate()
+        sync(device)
+        parts["eval_pass"] = time.perf_counter() - t0
+        observe(tc, stats.loss, stats.margin, parts=parts)
+        c_parts.append(parts)
         return time.perf_counter() - start
 
     def d_epoch():
@@ -144,6 +171,14 @@ def compare(x: torch.Tensor, y: np.ndarray, model_name: str, epochs: int, batch_
         return time.perf_counter() - start
 
     variants.update({"b": lambda: tb.train_epoch().seconds, "c": c_epoch, "d": d_epoch})
+    compile_s = None
+    if compiled:
+        te = Trainer(build(), x, y, TrainConfig(batch_size=batch_size, lr=0.1,
+                                                device=str(device), compile=True))
+        start = time.perf_counter()
+        te.train_epoch()  # compiles (training graph) inside the first epoch
+        compile_s = time.perf_counter() - start
+        variants["e"] = lambda: te.train_epoch().seconds
     if cuda:  # one untimed warm-up epoch each (cuDNN autotuning, allocator, lazy init)
         for f in variants.values():
             f()
@@ -153,6 +188,7 @@ def compare(x: torch.Tensor, y: np.ndarray, model_name: str, epochs: int, batch_
             times[k].append(f())
     best = {k: min(v) for k, v in times.items()}  # least disturbed epoch of each
     base = best.get("a_tuned", best["a"])
+    probe_interval = Cleaner(batch_size=batch_size)._probe_interval(n)
     out = {
         "n": n, "input_shape": list(x.shape[1:]), "model": model_name,
         "batch_size": batch_size, "epochs": epochs, "device": _device_name(device),
@@ -162,8 +198,20 @@ def compare(x: torch.Tensor, y: np.ndarray, model_name: str, epochs: int, batch_
         "ratio_b_over_best_plain": base / best["b"],
         "overhead_c_over_b": best["c"] / best["b"] - 1,
         "overhead_d_over_b": best["d"] / best["b"] - 1,
+        # (c) split into its parts (least disturbed epoch of each part), and the
+        # overhead with the cleaner's default schedule: eval pass and mixture fits
+        # every epoch, the probe every probe_interval-th epoch
+        "observe_parts_seconds": {k: min(p[k] for p in c_parts) for k in c_parts[0]},
+        "probe_interval": probe_interval,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+    parts = out["observe_parts_seconds"]
+    out["overhead_default_schedule"] = (
+        parts["eval_pass"] + parts["mixture"] + parts["probe"] / probe_interval
+    ) / best["b"]
+    if compiled:
+        out["compile_first_epoch_seconds"] = compile_s
+        out["ratio_e_over_b"] = best["b"] / best["e"]
     if cuda:
         out["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     return out
@@ -210,6 +258,8 @@ def main() -> None:
                     help="time one labelclean epoch (with observation) at each N")
     ap.add_argument("--time-to-tc", action="store_true",
                     help="also time whole Cleaner.fit runs on the MNIST data (40%% noise)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also (e): (b) with TrainConfig(compile=True)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -226,7 +276,8 @@ def main() -> None:
             for _ in range(args.epochs):
                 start = time.perf_counter()
                 t.train_epoch()
-                observe(t, t.evaluate().loss)
+                stats = t.evaluate()
+                observe(t, stats.loss, stats.margin)
                 sync(device)
                 secs.append(time.perf_counter() - start)
             best = min(secs)
@@ -235,7 +286,8 @@ def main() -> None:
         out["scaling"] = rows
     else:
         x, y = synthetic_rgb(args.n) if args.synthetic_rgb else mnist(args.n, path=args.mnist)
-        out["compare"] = compare(x, y, args.model, args.epochs, args.batch_size, device)
+        out["compare"] = compare(x, y, args.model, args.epochs, args.batch_size, device,
+                                 compiled=args.compile)
         print(json.dumps(out["compare"]), flush=True)
     if args.time_to_tc:
         x, y = mnist(args.n, noise=0.0, path=args.mnist)

@@ -5,16 +5,21 @@ Writes ``--n`` MNIST training images (from ``../shared/datasets/mnist.npz``) as
 to a random other class, and the 10,000 test images as ``<out>/test``; runs the
 CLI with default settings (plus any extra arguments after ``--``), then reports
 precision, recall and F1 of the flags against the injected truth, ``t_c``, wall
-time and the test accuracy of the early-stopped checkpoint.
+time (in all, and up to the end of epoch ``t_c``), the run's peak resident
+memory and the test accuracy of the early-stopped checkpoint.
 
     python examples/mnist_benchmark.py --n 10000 --noise 0.4 --out bench_out/mnist40
     python examples/mnist_benchmark.py --n 10000 --noise 0.0 --out bench_out/mnist0
+    for n in 2500 10000 40000; do   # wall time to t_c against N (docs/performance.md)
+        python examples/mnist_benchmark.py --n $n --noise 0.4 --out bench_out/scale_$n
+    done
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import subprocess
 import sys
@@ -68,8 +73,15 @@ def main() -> None:
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - start
 
+    # ru_maxrss of the largest child so far: the labelclean run (KiB on Linux)
+    peak_rss_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     run = json.loads((args.out / "run" / "run.json").read_text())
     import pandas as pd
+
+    metrics = pd.read_csv(args.out / "run" / "metrics.csv")
+    upto = metrics[metrics.epoch <= run["t_c"]]
+    # training and observation of epochs 1..t_c (decoding and export excluded)
+    seconds_to_tc = float((upto.seconds_train + upto.seconds_observe).sum())
 
     flagged = set(pd.read_csv(args.out / "run" / "flagged_samples.csv")["path"])
     wrong = {p for p, w in truth.items() if w}
@@ -86,6 +98,9 @@ def main() -> None:
         "flagged": len(flagged), "flagged_fraction": len(flagged) / args.n,
         "precision": precision, "recall": recall, "f1": f1, "t_c": run["t_c"],
         "epochs_trained": run["timing"]["epochs_trained"], "wall_seconds": wall,
+        "seconds_to_t_c": seconds_to_tc, "peak_rss_mib": peak_rss_mib,
+        "seconds_per_epoch_train": float(metrics.seconds_train.mean()),
+        "seconds_per_epoch_observe": float(metrics.seconds_observe.mean()),
         "train_seconds": run["timing"]["train_seconds"],
         "observe_seconds": run["timing"]["observe_seconds"],
         "test_accuracy_at_t_c": test_acc, "model": run["params"]["model"],

@@ -17,6 +17,7 @@ flags AUM < 0 where some mixture is bimodal), and variants.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from pathlib import Path
 
@@ -55,21 +56,26 @@ def online_peak(values, train_loss, patience: int = 5, spike_ratio: float = 2.0,
     return max(best, 0)
 
 
-def per_epoch(path: Path, source: str = "eval") -> pd.DataFrame:
+def per_epoch(path: Path, source: str = "eval", every: int = 1) -> pd.DataFrame:
     """Per epoch and per suspicion: mixture statistics and the flags' true F1.
 
     ``source="train"`` reads the losses and margins recorded during the
     training pass (``tc_sweep.py --record-train``) instead of the eval pass.
+    ``every=s`` keeps only every ``s``-th epoch's measurements (epochs s, 2s,
+    ...), as a run with ``Cleaner(observe_every=s)`` would have seen them; the
+    run's name gets the suffix ``_every{s}``.
     """
     d = np.load(path)
     prefix = "train_" if source == "train" else ""
-    L = d[prefix + "losses"].astype(np.float32)
-    M = d[prefix + "margins"].astype(np.float32)
+    L = d[prefix + "losses"].astype(np.float32)[every - 1 :: every]
+    M = d[prefix + "margins"].astype(np.float32)[every - 1 :: every]
+    train_loss = d["train_loss"][every - 1 :: every]
     mask = d["mask"]
+    run = path.stem if every == 1 else f"{path.stem}_every{every}"
     rows = []
     for t in range(len(L)):
-        row = {"run": path.stem, "epoch": t + 1, "train_loss": float(d["train_loss"][t]),
-               "true_rate": float(mask.mean())}
+        row = {"run": run, "epoch": (t + 1) * every, "every": every,
+               "train_loss": float(train_loss[t]), "true_rate": float(mask.mean())}
         for name, kind, window in (("loss1", "loss", 1), ("loss3", "loss", 3),
                                    ("logloss3", "logloss", 3), ("aum", "aum", 0)):
             s = suspicion_scores(L[: t + 1], M[: t + 1], kind, window)
@@ -103,6 +109,17 @@ def warm_peak(values, noisy, train_loss, patience: int = 5, min_epoch: int = 1,
                                patience, min_gain=min_gain)
 
 
+def auto2(g: pd.DataFrame, min_gain: float = 0.0, min_epoch: int = 3,
+          patience: int = 5) -> int:
+    """The 0.2 default rule, in epochs whatever the observation stride of ``g``:
+    the search starts at the first observed epoch >= ``min_epoch`` and stops
+    after ``patience`` epochs (rounded up to whole observations) without a new peak."""
+    every = int(g["every"].fillna(1).iloc[0]) if "every" in g else 1
+    first = int(np.searchsorted(g.epoch.to_numpy(), min_epoch)) + 1
+    return warm_peak(g.aum_D, g.gate3, g.train_loss, patience=math.ceil(patience / every),
+                     min_epoch=first, min_gain=min_gain)
+
+
 RULES = {
     "paper": lambda g: (int(np.argmax(np.where(g.loss1_bimodal, g.loss1_dL, -np.inf))),
                         "loss1_f1"),
@@ -119,12 +136,9 @@ RULES = {
     # 0.2: also a population when AUM's mixture is moderately separated (D >= 1.5)
     # and at least MIN_AUM_POPULATION of the samples have AUM < 0, two epochs running
     # (from then on the population counts as established)
-    "auto2": lambda g: (warm_peak(g.aum_D, g.gate3, g.train_loss, min_epoch=3),
-                        "aum0_gate3_f1"),
-    "auto2_gain1": lambda g: (warm_peak(g.aum_D, g.gate3, g.train_loss, min_epoch=3,
-                                        min_gain=0.01), "aum0_gate3_f1"),
-    "auto2_gain2": lambda g: (warm_peak(g.aum_D, g.gate3, g.train_loss, min_epoch=3,
-                                        min_gain=0.02), "aum0_gate3_f1"),
+    "auto2": lambda g: (auto2(g), "aum0_gate3_f1"),
+    "auto2_gain1": lambda g: (auto2(g, min_gain=0.01), "aum0_gate3_f1"),
+    "auto2_gain2": lambda g: (auto2(g, min_gain=0.02), "aum0_gate3_f1"),
     "auto2_min1": lambda g: (warm_peak(g.aum_D, g.gate3, g.train_loss), "aum0_gate3_f1"),
     "auto2_min2": lambda g: (warm_peak(g.aum_D, g.gate3, g.train_loss, min_epoch=2),
                              "aum0_gate3_f1"),
@@ -182,13 +196,16 @@ def main() -> None:
     ap.add_argument("--report", type=Path, default=None, help="write the per-rule table here")
     ap.add_argument("--source", choices=("eval", "train"), default="eval",
                     help="per-sample losses from the eval pass or the training pass")
+    ap.add_argument("--every", type=int, default=1,
+                    help="replay a run that observes only every EVERY-th epoch")
     ap.add_argument("--fit-points", type=int, default=5000,
                     help="subsample for each mixture fit (the library uses 20000)")
     args = ap.parse_args()
     mixmod.MAX_FIT_POINTS = args.fit_points
     old = pd.read_csv(args.csv) if args.csv.exists() else pd.DataFrame({"run": []})
-    parts = [old] + [per_epoch(p, args.source) for p in args.runs
-                   if p.stem not in set(old.run)]
+    parts = [old] + [per_epoch(p, args.source, args.every) for p in args.runs
+                   if (p.stem if args.every == 1 else f"{p.stem}_every{args.every}")
+                   not in set(old.run)]
     df = pd.concat(parts, ignore_index=True)
     df.to_csv(args.csv, index=False)
     rep = report(df)

@@ -4,7 +4,7 @@ Follows Feng & Tu (2021), "Phases of learning dynamics in artificial neural
 networks in the absence or presence of mislabeled data".
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from .checkpoint import Checkpoint, load_checkpoint  # noqa: E402
 from .cleaner import Cleaner, CleanResult  # noqa: E402

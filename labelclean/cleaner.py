@@ -44,6 +44,8 @@ from .noise import precision_recall_f1
 from .sources import Dataset, SourceKind, load_dataset
 from .training import SampleStats, TrainConfig, Trainer
 
+#: Input statistics are computed from one float copy of up to this many bytes, else in chunks.
+STATS_IN_ONE_GO_BYTES = 256 << 20
 #: Share of training time the order-parameter probe may take with ``probe_every="auto"``.
 PROBE_BUDGET = 0.10
 #: Training steps one probe with the split costs, per sampled minibatch (measured;
@@ -196,8 +198,19 @@ class Cleaner:
         over the data. ``"train"`` keeps the losses of the training forward pass
         instead (free, but measured on moving weights in train mode); see
         docs/performance.md for what each costs and finds.
-    kind, path_column, label_column, noise_column, image_size, skip_unreadable, cache:
-        How inputs are read; see :func:`labelclean.sources.load_dataset`.
+    kind, path_column, label_column, noise_column, image_size, skip_unreadable, cache, \
+max_memory:
+        How inputs are read; see :func:`labelclean.sources.load_dataset`. Images
+        that would take more than ``max_memory`` bytes decoded are decoded once
+        into ``cache`` and memory-mapped from there.
+    workers:
+        DataLoader worker processes that gather batches of host-resident inputs
+        (:class:`~labelclean.training.TrainConfig`). ``"auto"``: 0 for inputs
+        held in memory (slicing them costs microseconds), ``min(4, CPUs)`` for
+        memory-mapped images.
+    compile:
+        Run the forward passes through ``torch.compile`` (compiles once, at the
+        first epoch; pays on GPUs, see docs/performance.md).
     probe_every:
         Estimate the order parameters every this many epochs (0: never).
         ``"auto"`` probes as often as keeps the probe's cost within
@@ -238,6 +251,9 @@ class Cleaner:
         image_size: int | None = None,
         skip_unreadable: bool = False,
         cache: str | os.PathLike | None = None,
+        max_memory: int | None = None,
+        workers: int | str = "auto",
+        compile: bool = False,
         probe_every: int | str = "auto",
         probe_batches: int | None = None,
         spectrum: bool = False,
@@ -266,6 +282,9 @@ class Cleaner:
         self.image_size = image_size
         self.skip_unreadable = skip_unreadable
         self.cache = None if cache is None else str(cache)
+        self.max_memory = max_memory
+        self.workers = workers
+        self.compile = compile
         self.probe_every = probe_every
         self.probe_batches = probe_batches
         self.spectrum = spectrum
@@ -283,7 +302,7 @@ class Cleaner:
         return load_dataset(
             data, self.kind, path_column=self.path_column, label_column=self.label_column,
             noise_column=self.noise_column, image_size=self.image_size, classes=classes,
-            skip_unreadable=self.skip_unreadable, cache=self.cache,
+            skip_unreadable=self.skip_unreadable, cache=self.cache, max_memory=self.max_memory,
         )
 
     # ------------------------------------------------------------------ fit
@@ -347,6 +366,7 @@ class Cleaner:
             lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
             batch_size=self.batch_size, max_epochs=self.max_epochs, seed=self.seed,
             augment=self.augment, device=self.device, amp=self.amp,
+            workers=self._workers(train), compile=self.compile,
         )
         # [choosing t_c] with the AUM suspicion, patience starts at the first epoch
         # where a second population shows (docs/phases.md, "Choosing t_c").
@@ -500,6 +520,16 @@ class Cleaner:
             second_population=bool(noisy_tc),
         )
 
+    def _workers(self, data: Dataset) -> int:
+        if self.workers == "auto":
+            return min(4, os.cpu_count() or 1) if data.mapped else 0
+        try:
+            return int(self.workers)
+        except (TypeError, ValueError):
+            raise LabelcleanError(
+                f"workers must be 'auto' or an integer, got {self.workers!r}"
+            ) from None
+
     def _probe_interval(self, n: int) -> int:
         """Epochs between order-parameter probes (0: never)."""
         if self.probe_every == "auto":
@@ -552,9 +582,22 @@ def _cpu_copy(state: dict) -> dict:
 def _input_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel (images) or per-feature mean and std, in the input's units."""
     if x.dim() == 4:
-        xs = x[: min(len(x), 20_000)].float()
-        mean = xs.mean(dim=(0, 2, 3)).reshape(-1, 1, 1)
-        std = xs.std(dim=(0, 2, 3)).reshape(-1, 1, 1)
+        n = min(len(x), 20_000)
+        if n * x[0].numel() * 4 <= STATS_IN_ONE_GO_BYTES:
+            xs = x[:n].float()
+            mean = xs.mean(dim=(0, 2, 3)).reshape(-1, 1, 1)
+            std = xs.std(dim=(0, 2, 3)).reshape(-1, 1, 1)
+        else:  # large (e.g. memory-mapped) images: never one float copy of them all
+            s1 = torch.zeros(x.shape[1], dtype=torch.float64)
+            s2 = torch.zeros_like(s1)
+            for s in range(0, n, 256):
+                xs = x[s : min(n, s + 256)].double()
+                s1 += xs.sum(dim=(0, 2, 3))
+                s2 += xs.square().sum(dim=(0, 2, 3))
+            count = n * x.shape[2] * x.shape[3]
+            m = s1 / count
+            mean = m.float().reshape(-1, 1, 1)
+            std = ((s2 - count * m * m) / (count - 1)).clamp_min(0).sqrt().float().reshape(-1, 1, 1)
     else:
         mean, std = x.float().mean(0), x.float().std(0)
     return mean, torch.where(std > 0, std, torch.ones_like(std))

@@ -82,7 +82,18 @@ def training_options(f):
                      help="Resize images to this square side [default: native up to 64 px]."),
         click.option("--cache", type=click.Path(path_type=Path), default=None,
                      help="Folder to keep decoded images in between runs (outside the input "
-                     "and --out); a rerun over unchanged files skips decoding."),
+                     "and --out); a rerun over unchanged files skips decoding. Needed for "
+                     "images over --max-memory."),
+        click.option("--max-memory", type=float, default=None,
+                     callback=lambda ctx, param, v: None if v is None else int(v * 2**30),
+                     help="GiB the decoded images may take in memory [default: a quarter "
+                     "of RAM]; larger inputs are decoded once into --cache and "
+                     "memory-mapped."),
+        click.option("--workers", default="auto", show_default=True,
+                     help="DataLoader processes gathering batches of memory-mapped images "
+                     "(auto: 0 in memory, up to 4 mapped)."),
+        click.option("--compile", is_flag=True,
+                     help="torch.compile the forward passes (pays on GPUs)."),
         click.option("--skip-unreadable", is_flag=True,
                      help="Leave undecodable images out (listed in the report) "
                      "instead of stopping."),

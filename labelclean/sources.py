@@ -20,6 +20,14 @@ Nothing here writes under the input: it is only ever read. With ``cache``,
 the decoded tensor is also saved to (and next time read from) a folder the
 user names, outside the input, keyed by the files' paths, sizes and
 modification times, so a second run over the same images skips decoding.
+
+Images too many or too large to hold in memory (more than ``max_memory``
+bytes decoded, by default a quarter of the machine's RAM) are decoded once,
+streaming, into a ``uint8`` file in the cache folder and memory-mapped from
+there: ``Dataset.x`` is then a tensor over that file (``Dataset.mapped``), the
+operating system pages batches in, and the trainer gathers them in
+``DataLoader`` workers (``Trainer(workers=...)``). Without a cache folder such
+an input is refused with a message that says how much memory it needs.
 """
 
 from __future__ import annotations
@@ -38,6 +46,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .errors import LabelcleanError
+
+#: Share of physical memory the decoded images may take before they are memory-mapped.
+MEMORY_FRACTION = 0.25
+#: Images decoded per chunk on the memory-mapped path (bounds the decoder's memory).
+_DECODE_CHUNK = 1024
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 #: Images whose sides are all at most this are kept at their native size by default.
@@ -81,6 +94,9 @@ class Dataset:
     noise_mask:
         A trusted boolean "this label is wrong" per sample, when the user gave
         one (for research and benchmarks only; never used to decide).
+    mapped:
+        ``x`` is memory-mapped from a decoded-image file in the cache folder
+        rather than held in memory (see the module docstring).
     """
 
     kind: Literal["images", "features"]
@@ -97,6 +113,7 @@ class Dataset:
         default_factory=lambda: pd.DataFrame({"path": [], "reason": []})
     )
     noise_mask: np.ndarray | None = None
+    mapped: bool = False
 
     def __len__(self) -> int:
         return len(self.y)
@@ -173,6 +190,7 @@ def load_dataset(
     skip_unreadable: bool = False,
     workers: int | None = None,
     cache: str | os.PathLike | None = None,
+    max_memory: int | None = None,
 ) -> Dataset:
     """Read a folder or CSV into a :class:`Dataset`.
 
@@ -209,6 +227,11 @@ def load_dataset(
         files loads it instead of decoding. Any change to a file makes a new
         key, so a stale cache is never used. Unreadable images are cached as
         unreadable (and still reported). Ignored for feature tables.
+    max_memory:
+        Bytes the decoded images may take in memory (default: a quarter of
+        physical RAM, :func:`default_max_memory`). Above it they are decoded
+        once into ``images-<key>.u8.npy`` in ``cache`` and memory-mapped
+        (``Dataset.mapped``); without ``cache`` that is an error.
 
     Raises
     ------
@@ -236,7 +259,7 @@ def load_dataset(
         return _load_images(
             files, labels, ids, "folder", path, None, None, noise=None,
             image_size=image_size, classes=classes, skip_unreadable=skip_unreadable,
-            workers=workers, cache=_cache_dir(cache, path),
+            workers=workers, cache=_cache_dir(cache, path), max_memory=max_memory,
         )
     if path.is_dir():
         raise LabelcleanError(f"--kind {kind} needs a CSV file, got a directory: {path}")
@@ -244,7 +267,7 @@ def load_dataset(
     if kind == "paths":
         return _load_path_csv(
             path, table, path_column, label_column, noise_column, image_size, classes,
-            skip_unreadable, workers, _cache_dir(cache, path.parent),
+            skip_unreadable, workers, _cache_dir(cache, path.parent), max_memory,
         )
     if kind == "features":
         return _load_feature_csv(path, table, label_column, noise_column, classes)
@@ -308,6 +331,7 @@ def _load_path_csv(
     skip_unreadable: bool,
     workers: int | None,
     cache: Path | None = None,
+    max_memory: int | None = None,
 ) -> Dataset:
     if path_column not in table.columns:
         raise LabelcleanError(f"{path.name} has no path column {path_column!r}; pass --path-column")
@@ -329,7 +353,7 @@ def _load_path_csv(
     return _load_images(
         files, list(labels), list(raw.astype(str)), "paths", path, table,
         np.arange(len(table)), noise=noise, image_size=image_size, classes=classes,
-        skip_unreadable=skip_unreadable, workers=workers, cache=cache,
+        skip_unreadable=skip_unreadable, workers=workers, cache=cache, max_memory=max_memory,
     )
 
 
@@ -413,17 +437,36 @@ def _load_images(
     skip_unreadable: bool,
     workers: int | None,
     cache: Path | None = None,
+    max_memory: int | None = None,
 ) -> Dataset:
     if image_size is not None and image_size < 8:
         raise LabelcleanError(f"--image-size must be at least 8, got {image_size}")
-    cached = None
-    if cache is not None:
-        cache_file = cache / f"images-{_cache_key(files, image_size)}.npz"
-        cached = _read_cache(cache_file)
+    threads = workers or os.cpu_count() or 1
+    key = None if cache is None else _cache_key(files, image_size)
+    cached = None if cache is None else _read_cache(cache / f"images-{key}.npz")
+    mapped = False
+    if cached is None and cache is not None:
+        cached = _read_mapped(cache, key)
+        mapped = cached is not None
     if cached is None:
-        x, keep, reasons = _decode_all(files, image_size, workers or os.cpu_count() or 1)
-        if cache is not None:
-            _write_cache(cache_file, x, keep, reasons)
+        sizes = _probe_all(files, threads)
+        w, h = _target_size(sizes, image_size)
+        limit = default_max_memory() if max_memory is None else int(max_memory)
+        # colour is only known once decoded: budget for three channels
+        need = 3 * w * h * sum(not isinstance(s, str) for s in sizes)
+        if need > limit:
+            if cache is None:
+                raise LabelcleanError(
+                    f"the decoded images need {_size(need)}, more than the {_size(limit)} "
+                    "allowed in memory (--max-memory); pass --cache DIR to decode them once "
+                    "to a memory-mapped file there, or a smaller --image-size"
+                )
+            x, keep, reasons = _decode_mapped(files, sizes, (w, h), threads, cache, key)
+            mapped = True
+        else:
+            x, keep, reasons = _decode_all(files, sizes, (w, h), threads)
+            if cache is not None:
+                _write_cache(cache / f"images-{key}.npz", x, keep, reasons)
     else:
         x, keep, reasons = cached
     bad = [(ids[i], r) for i, r in enumerate(reasons) if r]
@@ -446,7 +489,7 @@ def _load_images(
     y = _encode(pd.Series(kept_labels), class_names, source)
     return Dataset(
         kind="images",
-        x=torch.from_numpy(np.ascontiguousarray(x)),
+        x=torch.from_numpy(x if mapped else np.ascontiguousarray(x)),
         y=y,
         classes=class_names,
         ids=[ids[i] for i in keep],
@@ -457,26 +500,44 @@ def _load_images(
         table=table,
         unreadable=pd.DataFrame({"path": [b[0] for b in bad], "reason": [b[1] for b in bad]}),
         noise_mask=None if noise is None else noise[keep],
+        mapped=mapped,
     )
 
 
-def _decode_all(
-    files: list[Path], image_size: int | None, workers: int
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Decode every file: ``(x, keep, reasons)``, ``x`` holding the readable ones
-    as ``(n, C, H, W)`` uint8, ``keep`` their indices, ``reasons[i]`` empty for a
-    readable file and the error otherwise."""
+def default_max_memory() -> int:
+    """:data:`MEMORY_FRACTION` of physical memory, in bytes (4 GiB if unknown)."""
+    try:
+        return int(MEMORY_FRACTION * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def _probe_all(files: list[Path], workers: int) -> list[tuple[int, int] | str]:
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        sizes = list(pool.map(_probe_size, files))
-    readable = [s for s in sizes if not isinstance(s, str)]
-    if image_size is None:
-        unique = set(readable)
-        if len(unique) == 1 and max(next(iter(unique))) <= MAX_NATIVE_SIZE:
-            w, h = next(iter(unique))
-        else:
-            w = h = MAX_NATIVE_SIZE
-    else:
-        w = h = image_size
+        return list(pool.map(_probe_size, files))
+
+
+def _target_size(sizes: list[tuple[int, int] | str], image_size: int | None) -> tuple[int, int]:
+    """``(width, height)`` every image is decoded to (see ``load_dataset``)."""
+    if image_size is not None:
+        return image_size, image_size
+    unique = {s for s in sizes if not isinstance(s, str)}
+    if len(unique) == 1 and max(next(iter(unique))) <= MAX_NATIVE_SIZE:
+        return next(iter(unique))
+    return MAX_NATIVE_SIZE, MAX_NATIVE_SIZE
+
+
+def _decode_all(
+    files: list[Path], sizes: list[tuple[int, int] | str], target: tuple[int, int], workers: int
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Decode every file in memory: ``(x, keep, reasons)``, ``x`` holding the
+    readable ones as ``(n, C, H, W)`` uint8, ``keep`` their indices,
+    ``reasons[i]`` empty for a readable file and the error otherwise."""
+    w, h = target
     with ThreadPoolExecutor(max_workers=workers) as pool:
         decoded = list(
             pool.map(lambda fs: _decode(fs[0], fs[1], (w, h)), zip(files, sizes))
@@ -540,6 +601,117 @@ def _write_cache(path: Path, x: np.ndarray, keep: np.ndarray, reasons: list[str]
         atomic_write(path, write)
     except OSError as e:
         raise LabelcleanError(f"cannot write the image cache {path}: {e.strerror or e}") from None
+
+
+def _decode_mapped(
+    files: list[Path],
+    sizes: list[tuple[int, int] | str],
+    target: tuple[int, int],
+    workers: int,
+    cache: Path,
+    key: str,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Decode every file straight into ``cache/images-<key>.u8.npy`` and map it.
+
+    Images are decoded a chunk at a time by ``workers`` threads into a
+    three-channel scratch file of this run's own (colour is only known after
+    decoding; two runs filling one cache never share a scratch file), then the
+    readable rows are copied to the final file, with one channel when every
+    image is grayscale. Memory stays at a chunk of images whatever ``N``. Both
+    files get their disk blocks up front, so a full disk is an error message
+    rather than a SIGBUS in the middle of a write; the final file is renamed
+    into place and the metadata, written last, marks the entry complete.
+    """
+    import tempfile
+
+    from ._io import atomic_write
+
+    w, h = target
+    n = len(files)
+    final = cache / f"images-{key}.u8.npy"
+    reasons = [""] * n
+    gray = np.ones(n, dtype=bool)
+    rgb = None
+    scratch = None
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".images-{key}.", suffix=".scratch.npy", dir=cache)
+        os.close(fd)
+        scratch = Path(name)
+        rgb = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8, shape=(n, 3, h, w))
+        _reserve(scratch)
+
+        def decode_into(i: int) -> None:
+            a = _decode(files[i], sizes[i], target)
+            if isinstance(a, str):
+                reasons[i] = a
+            elif a.ndim == 2:
+                rgb[i] = a  # broadcast over the three channels
+            else:
+                rgb[i] = a.transpose(2, 0, 1)
+                gray[i] = False
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for s in range(0, n, _DECODE_CHUNK):
+                list(pool.map(decode_into, range(s, min(n, s + _DECODE_CHUNK))))
+        keep = np.array([i for i in range(n) if not reasons[i]], dtype=np.int64)
+        channels = 1 if gray[keep].all() else 3
+
+        def write(tmp: str) -> None:
+            out = np.lib.format.open_memmap(
+                tmp, mode="w+", dtype=np.uint8, shape=(len(keep), channels, h, w)
+            )
+            _reserve(Path(tmp))
+            rows_per_copy = max(1, (64 << 20) // (3 * h * w))  # ~64 MiB at a time
+            for s in range(0, len(keep), rows_per_copy):
+                rows = keep[s : s + rows_per_copy]
+                out[s : s + len(rows)] = rgb[rows, :channels]
+            out.flush()
+
+        atomic_write(final, write)
+        _write_meta(cache / f"images-{key}.meta.npz", keep, reasons)
+    except OSError as e:
+        raise LabelcleanError(
+            f"cannot write decoded images to the cache {cache}: {e.strerror or e}"
+        ) from None
+    finally:
+        rgb = None  # unmap before the scratch file goes
+        if scratch is not None:
+            scratch.unlink(missing_ok=True)
+    return np.load(final, mmap_mode="c"), keep, reasons
+
+
+def _reserve(path: Path) -> None:
+    """Allocate ``path``'s blocks now (ENOSPC becomes an OSError here, not a SIGBUS later)."""
+    if hasattr(os, "posix_fallocate"):
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.path.getsize(path))
+
+
+def _read_mapped(cache: Path, key: str) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """A complete memory-mapped cache entry, or None (a damaged one is rebuilt)."""
+    meta, data = cache / f"images-{key}.meta.npz", cache / f"images-{key}.u8.npy"
+    if not (meta.is_file() and data.is_file()):
+        return None
+    try:
+        with np.load(meta, allow_pickle=False) as d:
+            keep, reasons = d["keep"], [str(r) for r in d["reasons"]]
+        x = np.load(data, mmap_mode="c")
+    except (OSError, ValueError, KeyError):
+        return None
+    if x.ndim != 4 or x.dtype != np.uint8 or len(x) != len(keep):
+        return None
+    return x, keep, reasons
+
+
+def _write_meta(path: Path, keep: np.ndarray, reasons: list[str]) -> None:
+    from ._io import atomic_write
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, keep=keep, reasons=np.array(reasons, dtype=str))
+
+    atomic_write(path, write)
 
 
 def _probe_size(file: Path) -> tuple[int, int] | str:

@@ -24,10 +24,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from .errors import LabelcleanError
 
 AUGMENTATIONS = ("none", "shift", "shift-flip")
+#: Host inputs larger than this are not pinned whole (their batches are).
+PIN_LIMIT = 2 << 30
 
 
 @dataclass
@@ -36,10 +39,14 @@ class TrainConfig:
 
     ``amp`` turns on bf16 autocast on CUDA (off by default; see
     docs/performance.md for why), ``channels_last`` the channels-last layout
-    for images (default: on CUDA only). ``augment`` applies to images only:
-    ``"shift"`` translates each image by up to ``shift_pixels`` (zero
-    padding), ``"shift-flip"`` also mirrors half the images left-right (leave
-    it off for digits and text).
+    for images (default: on CUDA only). ``workers > 0`` gathers the batches of
+    inputs held on the host in that many ``DataLoader`` worker processes
+    (pinned on CUDA) while the device computes: for memory-mapped images
+    (``Dataset.mapped``), which the OS pages in from disk. ``compile`` runs
+    the training and evaluation forward passes through ``torch.compile``.
+    ``augment`` applies to images only: ``"shift"`` translates each image by
+    up to ``shift_pixels`` (zero padding), ``"shift-flip"`` also mirrors half
+    the images left-right (leave it off for digits and text).
     """
 
     lr: float = 0.1
@@ -54,6 +61,8 @@ class TrainConfig:
     amp: bool | None = None
     channels_last: bool | None = None
     eval_batch_size: int = 1024
+    workers: int = 0
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENTATIONS:
@@ -61,6 +70,8 @@ class TrainConfig:
         for name in ("lr", "batch_size", "max_epochs", "eval_batch_size"):
             if getattr(self, name) <= 0:
                 raise LabelcleanError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise LabelcleanError(f"workers must be >= 0, got {self.workers}")
         if not 0 <= self.momentum < 1:
             raise LabelcleanError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.weight_decay < 0:
@@ -156,6 +167,14 @@ class Trainer:
         )
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # torch.compile wraps the same parameters; state_dict and the probe use
+        # self.model, the steps and the per-sample pass the compiled forward.
+        self.forward = self.model
+        if config.compile:
+            try:
+                self.forward = torch.compile(self.model)
+            except RuntimeError as e:  # e.g. a Python version dynamo does not support yet
+                raise LabelcleanError(f"--compile is not available here: {e}") from None
         self.x = self.place(x)
         self.y = torch.as_tensor(np.array(y, dtype=np.int64)).to(self.device)
         self.optimizer = torch.optim.SGD(
@@ -182,21 +201,53 @@ class Trainer:
     # ------------------------------------------------------------------ data
 
     def place(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` where batches are best sliced from: on the device when it fits."""
+        """``x`` where batches are best sliced from: on the device when it fits.
+
+        Otherwise it stays on the host: pinned whole when it is small enough
+        and no workers are set, else gathered a batch at a time (by ``workers``
+        processes, which pin each batch, when set).
+        """
         if self.device.type != "cuda":
             return x
         free, _ = torch.cuda.mem_get_info(self.device)
-        if x.numel() * x.element_size() < free // 4:
+        size = x.numel() * x.element_size()
+        if size < free // 4:
             return x.to(self.device)
-        return x.pin_memory()
+        return x.pin_memory() if self.config.workers == 0 and size < PIN_LIMIT else x
 
-    def _batch(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        xb = x[idx.to(x.device)] if x.device == self.device else x[idx].to(
-            self.device, non_blocking=True
-        )
-        if self.channels_last and xb.dim() == 4:
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        return xb
+    def _batches(
+        self,
+        x: torch.Tensor,
+        batches: list[torch.Tensor],
+        batches_dev: list[torch.Tensor] | None = None,
+    ):
+        """``x[idx]`` on the training device for each ``idx`` (CPU index tensors), in order.
+
+        Sliced on the device when ``x`` is there (``batches_dev``: the same
+        indices already on the device). Otherwise gathered on the host: by
+        ``config.workers`` DataLoader processes when set, which overlap the
+        gathering (and the page faults of memory-mapped inputs) with compute
+        and pin each batch on CUDA; else in this process.
+        """
+        if x.device == self.device:
+            if batches_dev is None:
+                batches_dev = torch.cat(batches).to(self.device).split([len(b) for b in batches])
+            parts = (x[i] for i in batches_dev)
+        elif self.config.workers > 0 and x.device.type == "cpu":
+            parts = (
+                xb.to(self.device, non_blocking=True)
+                for xb in DataLoader(
+                    _Rows(x), batch_size=None, sampler=[b.numpy() for b in batches],
+                    num_workers=self.config.workers, pin_memory=self.device.type == "cuda",
+                    prefetch_factor=4, multiprocessing_context=_worker_context(),
+                )
+            )
+        else:
+            parts = (x[i].to(self.device, non_blocking=True) for i in batches)
+        for xb in parts:
+            if self.channels_last and xb.dim() == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            yield xb
 
     def _augment(self, xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         mode = self.config.augment
@@ -247,20 +298,21 @@ class Trainer:
             # a batch of one breaks batch norm: fold it into the one before
             sizes[-2:] = [sizes[-2] + 1]
         # One host-to-device copy of the order per epoch, not one per step.
-        order_dev = order.to(self.device)
-        on_device = self.x.device == self.device
-        for idx, idx_dev in zip(order.split(sizes), order_dev.split(sizes), strict=True):
-            xb = self._augment(self._batch(self.x, idx_dev if on_device else idx), gen)
+        batches = list(order.split(sizes))
+        order_dev = order.to(self.device).split(sizes)
+        batches_x = self._batches(self.x, batches, order_dev)
+        for xb, idx_dev in zip(batches_x, order_dev, strict=True):
+            xb = self._augment(xb, gen)
             yb = self.y[idx_dev]
             with self._autocast():
-                logits = self.model(xb)
+                logits = self.forward(xb)
                 loss = F.cross_entropy(logits, yb)
             if per_sample is not None:
                 per_sample[idx_dev] = _per_sample(logits.detach().float(), yb)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            total_loss += loss.detach().float() * len(idx)
+            total_loss += loss.detach().float() * len(yb)
             total_correct += (logits.detach().argmax(1) == yb).sum()
             steps += 1
         seen = n
@@ -307,11 +359,32 @@ class Trainer:
         batch of ``eval_batch_size`` (callers hold ``torch.no_grad``)."""
         x = x if x.device == self.device else self.place(x)
         self.model.eval()
-        bs = self.config.eval_batch_size
-        for s in range(0, len(x), bs):
-            idx = torch.arange(s, min(len(x), s + bs))
+        batches = list(torch.arange(len(x)).split(self.config.eval_batch_size))
+        for idx, xb in zip(batches, self._batches(x, batches), strict=True):
             with self._autocast():
-                yield s, self.model(self._batch(x, idx)).float()
+                yield int(idx[0]), self.forward(xb).float()
+
+
+class _Rows(Dataset):
+    """``x[idx]`` for a whole index tensor at once (a DataLoader "batch sampler" dataset)."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, idx: np.ndarray) -> torch.Tensor:
+        return self.x[torch.from_numpy(idx)]
+
+
+def _worker_context() -> str | None:
+    """Fork on Linux (whatever Python's default): workers then share the parent's
+    memory map of the inputs instead of receiving a pickled, shared-memory copy
+    of them. Elsewhere the platform's default (spawn copies the inputs)."""
+    import sys
+
+    return "fork" if sys.platform.startswith("linux") else None
 
 
 def _per_sample(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
