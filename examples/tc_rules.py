@@ -60,18 +60,28 @@ def per_epoch(path: Path, source: str = "eval", every: int = 1) -> pd.DataFrame:
     """Per epoch and per suspicion: mixture statistics and the flags' true F1.
 
     ``source="train"`` reads the losses and margins recorded during the
-    training pass (``tc_sweep.py --record-train``) instead of the eval pass.
+    training pass (``tc_sweep.py --record-train``) instead of the eval pass;
+    ``source="hybrid:E"`` those of the eval pass for epochs 1..E and of the
+    training pass after (the run's name gets the suffix ``_hybridE``).
     ``every=s`` keeps only every ``s``-th epoch's measurements (epochs s, 2s,
     ...), as a run with ``Cleaner(observe_every=s)`` would have seen them; the
     run's name gets the suffix ``_every{s}``.
     """
     d = np.load(path)
-    prefix = "train_" if source == "train" else ""
-    L = d[prefix + "losses"].astype(np.float32)[every - 1 :: every]
-    M = d[prefix + "margins"].astype(np.float32)[every - 1 :: every]
+    if source.startswith("hybrid:"):  # the eval pass for epochs 1..E, the training pass after
+        e = int(source.split(":")[1])
+        L = np.concatenate([d["losses"][:e], d["train_losses"][e:]]).astype(np.float32)
+        M = np.concatenate([d["margins"][:e], d["train_margins"][e:]]).astype(np.float32)
+    else:
+        prefix = "train_" if source == "train" else ""
+        L = d[prefix + "losses"].astype(np.float32)
+        M = d[prefix + "margins"].astype(np.float32)
+    L, M = L[every - 1 :: every], M[every - 1 :: every]
     train_loss = d["train_loss"][every - 1 :: every]
     mask = d["mask"]
     run = path.stem if every == 1 else f"{path.stem}_every{every}"
+    if source.startswith("hybrid:"):
+        run += "_" + source.replace(":", "")
     rows = []
     for t in range(len(L)):
         row = {"run": run, "epoch": (t + 1) * every, "every": every,
@@ -194,8 +204,10 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--csv", type=Path, required=True, help="per-epoch table (a cache)")
     ap.add_argument("--report", type=Path, default=None, help="write the per-rule table here")
-    ap.add_argument("--source", choices=("eval", "train"), default="eval",
-                    help="per-sample losses from the eval pass or the training pass")
+    ap.add_argument("--source", default="eval",
+                    help="per-sample losses from the eval pass (eval), the training pass "
+                    "(train), or the eval pass for epochs 1..E and the training pass after "
+                    "(hybrid:E)")
     ap.add_argument("--every", type=int, default=1,
                     help="replay a run that observes only every EVERY-th epoch")
     ap.add_argument("--fit-points", type=int, default=5000,
@@ -203,9 +215,12 @@ def main() -> None:
     args = ap.parse_args()
     mixmod.MAX_FIT_POINTS = args.fit_points
     old = pd.read_csv(args.csv) if args.csv.exists() else pd.DataFrame({"run": []})
+    def name(p: Path) -> str:
+        n = p.stem if args.every == 1 else f"{p.stem}_every{args.every}"
+        return n + ("_" + args.source.replace(":", "") if args.source.startswith("hybrid:") else "")
+
     parts = [old] + [per_epoch(p, args.source, args.every) for p in args.runs
-                   if (p.stem if args.every == 1 else f"{p.stem}_every{args.every}")
-                   not in set(old.run)]
+                   if name(p) not in set(old.run)]
     df = pd.concat(parts, ignore_index=True)
     df.to_csv(args.csv, index=False)
     rep = report(df)
