@@ -26,6 +26,13 @@ VARIANTS = {"library": (20_000, 3), "n_init1": (20_000, 1), "points10k": (10_000
             "points10k_n_init1": (10_000, 1)}
 
 
+def _with_n_init(gaussian_mixture, n_init: int):
+    """``GaussianMixture`` with ``n_init`` forced, whatever the caller passes."""
+    def make(*args, **kwargs):
+        return gaussian_mixture(*args, **{**kwargs, "n_init": n_init})
+    return make
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path)
@@ -41,8 +48,7 @@ def main() -> None:
                 row = {"run": path.stem, "epoch": t + 1}
                 for name, (points, n_init) in VARIANTS.items():
                     mx.MAX_FIT_POINTS = points
-                    mx.GaussianMixture = lambda *a, n_init=n_init, **k: original[0](
-                        *a, **{**k, "n_init": n_init})
+                    mx.GaussianMixture = _with_n_init(original[0], n_init)
                     start = time.perf_counter()
                     m = mx.fit_loss_mixture(s, seed=0)
                     row.update({f"{name}_seconds": time.perf_counter() - start,
