@@ -56,6 +56,12 @@ def online_peak(values, train_loss, patience: int = 5, spike_ratio: float = 2.0,
     return max(best, 0)
 
 
+def run_name(path: Path, source: str = "eval", every: int = 1) -> str:
+    """A saved run's name in the per-epoch table, with its replay variant as a suffix."""
+    name = path.stem if every == 1 else f"{path.stem}_every{every}"
+    return name + ("_" + source.replace(":", "") if source.startswith("hybrid:") else "")
+
+
 def per_epoch(path: Path, source: str = "eval", every: int = 1) -> pd.DataFrame:
     """Per epoch and per suspicion: mixture statistics and the flags' true F1.
 
@@ -79,9 +85,7 @@ def per_epoch(path: Path, source: str = "eval", every: int = 1) -> pd.DataFrame:
     L, M = L[every - 1 :: every], M[every - 1 :: every]
     train_loss = d["train_loss"][every - 1 :: every]
     mask = d["mask"]
-    run = path.stem if every == 1 else f"{path.stem}_every{every}"
-    if source.startswith("hybrid:"):
-        run += "_" + source.replace(":", "")
+    run = run_name(path, source, every)
     rows = []
     for t in range(len(L)):
         row = {"run": run, "epoch": (t + 1) * every, "every": every,
@@ -215,12 +219,8 @@ def main() -> None:
     args = ap.parse_args()
     mixmod.MAX_FIT_POINTS = args.fit_points
     old = pd.read_csv(args.csv) if args.csv.exists() else pd.DataFrame({"run": []})
-    def name(p: Path) -> str:
-        n = p.stem if args.every == 1 else f"{p.stem}_every{args.every}"
-        return n + ("_" + args.source.replace(":", "") if args.source.startswith("hybrid:") else "")
-
     parts = [old] + [per_epoch(p, args.source, args.every) for p in args.runs
-                   if name(p) not in set(old.run)]
+                   if run_name(p, args.source, args.every) not in set(old.run)]
     df = pd.concat(parts, ignore_index=True)
     df.to_csv(args.csv, index=False)
     rep = report(df)

@@ -198,11 +198,11 @@ class Cleaner:
         over the data. ``"train"`` keeps the losses of the training forward pass
         instead (free, but measured on moving weights in train mode); see
         docs/performance.md for what each costs and finds.
-    kind, path_column, label_column, noise_column, image_size, skip_unreadable, cache, \
-max_memory:
-        How inputs are read; see :func:`labelclean.sources.load_dataset`. Images
-        that would take more than ``max_memory`` bytes decoded are decoded once
-        into ``cache`` and memory-mapped from there.
+    kind, path_column, label_column, noise_column, image_size, skip_unreadable, cache:
+        How inputs are read; see :func:`labelclean.sources.load_dataset`.
+    max_memory:
+        Bytes the decoded images may take in memory (``load_dataset``); larger
+        inputs are decoded once into ``cache`` and memory-mapped from there.
     workers:
         DataLoader worker processes that gather batches of host-resident inputs
         (:class:`~labelclean.training.TrainConfig`). ``"auto"``: 0 for inputs

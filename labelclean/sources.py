@@ -580,22 +580,34 @@ def _cache_key(files: list[Path], image_size: int | None) -> str:
     return h.hexdigest()[:32]
 
 
-def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+def _read_cache(
+    path: Path, with_x: bool = True
+) -> tuple[np.ndarray | None, np.ndarray, list[str]] | None:
+    """``(x, keep, reasons)`` from a cache file (``x`` None without ``with_x``: the
+    metadata of a memory-mapped entry), or None: a damaged one is rebuilt, not trusted."""
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as d:
-            return d["x"], d["keep"], [str(r) for r in d["reasons"]]
+            x = d["x"] if with_x else None
+            return x, d["keep"], [str(r) for r in d["reasons"]]
     except (OSError, ValueError, KeyError):
-        return None  # a damaged cache is rebuilt, not trusted
+        return None
 
 
-def _write_cache(path: Path, x: np.ndarray, keep: np.ndarray, reasons: list[str]) -> None:
+def _write_cache(
+    path: Path, x: np.ndarray | None, keep: np.ndarray, reasons: list[str]
+) -> None:
+    """Write a cache file atomically (``x`` None: metadata only)."""
     from ._io import atomic_write
+
+    arrays = {"keep": keep, "reasons": np.array(reasons, dtype=str)}
+    if x is not None:
+        arrays["x"] = x
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
-            np.savez(f, x=x, keep=keep, reasons=np.array(reasons, dtype=str))
+            np.savez(f, **arrays)
 
     try:
         atomic_write(path, write)
@@ -669,7 +681,7 @@ def _decode_mapped(
             out.flush()
 
         atomic_write(final, write)
-        _write_meta(cache / f"images-{key}.meta.npz", keep, reasons)
+        _write_cache(cache / f"images-{key}.meta.npz", None, keep, reasons)
     except OSError as e:
         raise LabelcleanError(
             f"cannot write decoded images to the cache {cache}: {e.strerror or e}"
@@ -690,28 +702,18 @@ def _reserve(path: Path) -> None:
 
 def _read_mapped(cache: Path, key: str) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
     """A complete memory-mapped cache entry, or None (a damaged one is rebuilt)."""
-    meta, data = cache / f"images-{key}.meta.npz", cache / f"images-{key}.u8.npy"
-    if not (meta.is_file() and data.is_file()):
+    meta = _read_cache(cache / f"images-{key}.meta.npz", with_x=False)
+    data = cache / f"images-{key}.u8.npy"
+    if meta is None or not data.is_file():
         return None
+    _, keep, reasons = meta
     try:
-        with np.load(meta, allow_pickle=False) as d:
-            keep, reasons = d["keep"], [str(r) for r in d["reasons"]]
         x = np.load(data, mmap_mode="c")
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError):
         return None
     if x.ndim != 4 or x.dtype != np.uint8 or len(x) != len(keep):
         return None
     return x, keep, reasons
-
-
-def _write_meta(path: Path, keep: np.ndarray, reasons: list[str]) -> None:
-    from ._io import atomic_write
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, keep=keep, reasons=np.array(reasons, dtype=str))
-
-    atomic_write(path, write)
 
 
 def _probe_size(file: Path) -> tuple[int, int] | str:

@@ -366,7 +366,8 @@ class Trainer:
 
 
 class _Rows(Dataset):
-    """``x[idx]`` for a whole index tensor at once (a DataLoader "batch sampler" dataset)."""
+    """``x[idx]`` for a whole array of row indices at once: each "sample" the
+    DataLoader asks for is a batch."""
 
     def __init__(self, x: torch.Tensor) -> None:
         self.x = x
