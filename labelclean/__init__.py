@@ -8,7 +8,8 @@ __version__ = "0.3.0"
 
 from .checkpoint import Checkpoint, load_checkpoint  # noqa: E402
 from .cleaner import Cleaner, CleanResult  # noqa: E402
-from .errors import LabelcleanError  # noqa: E402
+from .decision import Verdict  # noqa: E402
+from .errors import LabelcleanError, WithheldWarning  # noqa: E402
 from .mixture import LossMixture, fit_loss_mixture  # noqa: E402
 from .sources import Dataset, load_dataset  # noqa: E402
 
@@ -19,6 +20,8 @@ __all__ = [
     "Dataset",
     "LabelcleanError",
     "LossMixture",
+    "Verdict",
+    "WithheldWarning",
     "__version__",
     "fit_loss_mixture",
     "load_checkpoint",

@@ -121,11 +121,7 @@ def retrain_accuracies(
     noisy: Dataset, flags: np.ndarray, test: Dataset, cleaner: Cleaner
 ) -> dict[str, float]:
     """``a_n``, ``a_c``, ``a_p`` and ``Q`` (see the module docstring)."""
-    config = TrainConfig(
-        lr=cleaner.lr, momentum=cleaner.momentum, weight_decay=cleaner.weight_decay,
-        batch_size=cleaner.batch_size, max_epochs=cleaner.max_epochs, seed=cleaner.seed,
-        augment=cleaner.augment, device=cleaner.device, amp=cleaner.amp,
-    )
+    config = cleaner.train_config(len(noisy))
     mask = noisy.noise_mask
     a_n = train_and_test(noisy, test, cleaner.model, config, cleaner.seed)
     a_c = train_and_test(noisy.subset(np.flatnonzero(~flags)), test, cleaner.model, config,

@@ -20,6 +20,7 @@ import math
 import os
 import platform
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,15 +31,15 @@ import torch
 
 from . import __version__
 from .decision import (
-    AUM_MIN_EPOCHS,
+    MIN_STEPS,
+    PATIENCE_STEPS,
     SUSPICIONS,
-    PhaseIIDetector,
-    aum_population,
-    flag_samples,
-    suspicion_scores,
+    EpochDecision,
+    TcPolicy,
+    Verdict,
 )
-from .errors import LabelcleanError
-from .mixture import LossMixture, fit_loss_mixture
+from .errors import LabelcleanError, WithheldWarning
+from .mixture import LossMixture
 from .models import create_model, default_model
 from .noise import precision_recall_f1
 from .sources import Dataset, SourceKind, load_dataset
@@ -52,6 +53,27 @@ PROBE_BUDGET = 0.10
 #: see labelclean/order_parameters.py).
 PROBE_STEPS_PER_BATCH = 1.6
 DEFAULT_PROBE_BATCHES = 16
+#: The learning rate is set for this batch size and scaled linearly with the
+#: batch size when ``lr`` is not given (Goyal et al. 2017's rule).
+BASE_LR = 0.1
+BASE_BATCH_SIZE = 128
+#: ``batch_size="auto"``: about this many SGD steps an epoch, within the bounds.
+AUTO_STEPS_PER_EPOCH = 50
+AUTO_BATCH_BOUNDS = (32, 128)
+#: ``max_epochs="auto"``: at least this many epochs, and at least enough epochs
+#: for ``MIN_TRAIN_STEPS`` SGD steps (a small set needs more epochs to learn),
+#: but never more than ``MAX_AUTO_EPOCHS``.
+DEFAULT_EPOCHS = 30
+MIN_TRAIN_STEPS = 3000
+MAX_AUTO_EPOCHS = 200
+
+
+def auto_batch_size(n: int) -> int:
+    """The power of two nearest ``n / AUTO_STEPS_PER_EPOCH``, within ``AUTO_BATCH_BOUNDS``:
+    128 from about 9,000 samples up, 32 below about 2,300."""
+    lo, hi = AUTO_BATCH_BOUNDS
+    target = max(1.0, n / AUTO_STEPS_PER_EPOCH)
+    return int(min(hi, max(lo, 2 ** round(math.log2(target)))))
 
 #: Order parameters that depend on the clean / mislabelled split (eqs 11-15).
 SPLIT_KEYS = ("A_c", "A_w", "A_0c", "A_0w", "R_cw", "R_ac", "R_aw", "rho")
@@ -89,6 +111,10 @@ class CleanResult:
         Whether a second (mislabelled) population was found at ``t_c``: the
         mixture's own bimodality test, or, with ``suspicion="aum"``, that of
         the AUM or of the window's mean loss. Nothing is flagged without it.
+    verdict:
+        The run's :class:`~labelclean.decision.Verdict`: ``"flagged"``, ``"no
+        second population"`` or ``"withheld"`` (nothing flagged, with the
+        reason, unless ``force_flags``).
     """
 
     dataset: Dataset
@@ -107,10 +133,16 @@ class CleanResult:
     noise_mask: np.ndarray | None = None
     val: Dataset | None = None
     second_population: bool | None = None
+    verdict: Verdict | None = None
 
     def __post_init__(self) -> None:
         if self.second_population is None:
             self.second_population = bool(self.mixture.bimodal)
+        if self.verdict is None:
+            self.verdict = (
+                Verdict("flagged") if self.scores["flagged"].any()
+                else Verdict("no second population")
+            )
 
     @property
     def flagged(self) -> pd.DataFrame:
@@ -120,6 +152,12 @@ class CleanResult:
     @property
     def n_flagged(self) -> int:
         return int(self.scores["flagged"].sum())
+
+    def flagged_share_by_class(self) -> dict[str, float]:
+        """Share of the samples given each class that are flagged."""
+        shares = self.scores.groupby("given_label", sort=False)["flagged"].mean()
+        return {str(c): float(shares.get(c, 0.0)) for c in self.dataset.classes
+                if c in shares.index}
 
     @property
     def estimated_noise_rate(self) -> float:
@@ -169,10 +207,21 @@ class Cleaner:
         SGD and training settings; see :class:`~labelclean.training.TrainConfig`.
         ``device="auto"`` uses CUDA when present (fp32, channels-last);
         ``amp=True`` adds bf16 autocast there.
+    lr, batch_size:
+        ``batch_size="auto"`` (default) aims at about 50 SGD steps an epoch
+        (:func:`auto_batch_size`: 32 to 128); ``lr=None`` (default) is 0.1 at
+        batch 128, scaled linearly with the batch size.
     max_epochs:
-        Upper bound on training epochs.
+        Upper bound on training epochs. ``"auto"`` (default): 30, or as many as
+        3,000 SGD steps take on a small set (at most 200).
     patience:
-        Stop once the phase-II score has not improved for this many epochs.
+        Stop once the phase-II score has not improved for this many epochs
+        (raised to cover ``patience_steps`` SGD steps).
+    min_steps, patience_steps:
+        Learn before deciding: ``t_c`` never falls before ``min_steps`` SGD
+        steps, nor before the model has learned the majority of the labels
+        (:class:`~labelclean.decision.TcPolicy`); patience covers at least
+        ``patience_steps`` steps.
     score:
         What the detector maximises (``"delta_L"``, the paper's, or
         ``"separation"``); see :mod:`labelclean.decision`.
@@ -221,6 +270,10 @@ class Cleaner:
         K, the number of minibatch gradients per probe (``None``: the probe's default).
     spectrum:
         Also estimate the gradient-noise spectrum's effective dimension ``D_s``.
+    force_flags:
+        Keep the flags of a run whose verdict is ``"withheld"`` (the verdict is
+        then marked as forced everywhere it appears). Off by default: such a
+        run flags nothing and says why (:meth:`~labelclean.decision.TcPolicy.verdict`).
     progress:
         Show a tqdm progress bar.
     """
@@ -230,12 +283,14 @@ class Cleaner:
         model: str | None = None,
         *,
         pretrained: bool = False,
-        lr: float = 0.1,
+        lr: float | None = None,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
-        batch_size: int = 128,
-        max_epochs: int = 30,
+        batch_size: int | str = "auto",
+        max_epochs: int | str = "auto",
         patience: int = 5,
+        min_steps: int = MIN_STEPS,
+        patience_steps: int = PATIENCE_STEPS,
         seed: int = 0,
         device: str = "auto",
         amp: bool | None = None,
@@ -257,6 +312,7 @@ class Cleaner:
         probe_every: int | str = "auto",
         probe_batches: int | None = None,
         spectrum: bool = False,
+        force_flags: bool = False,
         progress: bool = False,
     ) -> None:
         self.model = model
@@ -267,6 +323,8 @@ class Cleaner:
         self.batch_size = batch_size
         self.max_epochs = max_epochs
         self.patience = patience
+        self.min_steps = min_steps
+        self.patience_steps = patience_steps
         self.seed = seed
         self.device = device
         self.amp = amp
@@ -288,6 +346,7 @@ class Cleaner:
         self.probe_every = probe_every
         self.probe_batches = probe_batches
         self.spectrum = spectrum
+        self.force_flags = force_flags
         self.progress = progress
 
     def get_params(self) -> dict:
@@ -334,6 +393,7 @@ class Cleaner:
         CleanResult
         """
         started = time.perf_counter()
+        self._validate()
         train = self.load(data)
         val_ds = None
         if val is not None:
@@ -351,31 +411,13 @@ class Cleaner:
                 raise LabelcleanError(
                     f"noise_mask has shape {noise_mask.shape}, expected ({len(train)},)"
                 )
-        if self.loss_pass not in ("eval", "train"):
-            raise LabelcleanError(f"loss_pass must be 'eval' or 'train', got {self.loss_pass!r}")
-        if self.suspicion not in SUSPICIONS:
-            raise LabelcleanError(
-                f"suspicion must be one of {', '.join(SUSPICIONS)}, got {self.suspicion!r}"
-            )
-        if self.window < 1:
-            raise LabelcleanError(f"window must be at least 1, got {self.window}")
         if len(train) < 10:
             raise LabelcleanError(f"only {len(train)} samples: too few to learn from")
 
-        config = TrainConfig(
-            lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
-            batch_size=self.batch_size, max_epochs=self.max_epochs, seed=self.seed,
-            augment=self.augment, device=self.device, amp=self.amp,
-            workers=self._workers(train), compile=self.compile,
-        )
-        # [choosing t_c] with the AUM suspicion, patience starts at the first epoch
-        # where a second population shows (docs/phases.md, "Choosing t_c").
-        aum = self.suspicion == "aum"
-        detector = PhaseIIDetector(
-            patience=self.patience, score=self.score, wait_for_noise=aum,
-            min_epoch=AUM_MIN_EPOCHS if aum else 1,
-        )
-        noisy_tc = False
+        config = self.train_config(len(train), workers=self._workers(train))
+        policy = TcPolicy(suspicion=self.suspicion, score=self.score, window=self.window,
+                          patience=self.patience, seed=self.seed, min_steps=self.min_steps,
+                          patience_steps=self.patience_steps)
         model_name = self.model or default_model(train.kind)
         torch.manual_seed(self.seed)
         mean, std = _input_statistics(train.x)
@@ -387,13 +429,11 @@ class Cleaner:
         val_y = None if val_ds is None else val_ds.y
         val_x = None if val_ds is None else trainer.place(val_ds.x)
 
-        probe_every = self._probe_interval(len(train))
+        probe_every = self._probe_interval(len(train), config.batch_size)
         rows: list[dict] = []
-        stable_losses: list[np.ndarray] = []
         losses: list[np.ndarray] = []
         margins: list[np.ndarray] = []
-        best: tuple[dict, SampleStats, LossMixture, np.ndarray] | None = None
-        fallback = established = False
+        best: tuple[dict, SampleStats, EpochDecision] | None = None
         bar = _progress(self.progress, config.max_epochs)
         stop_reason = f"reached max_epochs={config.max_epochs}"
         for _ in range(config.max_epochs):
@@ -402,31 +442,21 @@ class Cleaner:
             samples = stats.samples if stats.samples is not None else trainer.evaluate()
             losses.append(samples.loss)
             margins.append(samples.margin)
-            eval_loss = float(samples.loss.mean())
-            # An epoch whose measured loss dwarfs its training loss (batch-norm
-            # statistics not settled, a blow-up) must not leak into later windows.
-            if eval_loss <= detector.spike_ratio * stats.train_loss or not stable_losses:
-                stable_losses.append(samples.loss)
-            # [choosing t_c] the suspicion score, and "is there a second population":
-            # for AUM, that of the AUM mixture or of the window's mean loss.
-            suspicion = suspicion_scores(stable_losses, margins, self.suspicion, self.window)
-            mixture = fit_loss_mixture(suspicion, seed=self.seed)
-            noisy = mixture.bimodal
-            if aum:
-                # the fallback must hold two epochs running, then stays established
-                # (decision.aum_population)
-                fallback, fallback_before = aum_population(mixture, suspicion), fallback
-                established = established or (fallback and fallback_before)
-                if not noisy:
-                    window_loss = np.mean(stable_losses[-self.window :], axis=0)
-                    noisy = fit_loss_mixture(window_loss, seed=self.seed).bimodal or established
-            would_flag, _ = flag_samples(mixture, suspicion, self.suspicion, noisy)
+            learned = policy.classes_learned(samples.pred, train.y, train.num_classes)
+            decision = policy.observe(
+                stats.epoch, stats.steps, stats.train_loss, samples.loss, samples.margin,
+                classes_learned=learned, num_classes=train.num_classes,
+            )
+            mixture = decision.mixture
             row: dict[str, Any] = {
                 "epoch": stats.epoch,
+                "steps": stats.steps,
                 "train_loss": stats.train_loss,
                 "train_accuracy": stats.train_accuracy,
-                "eval_loss": eval_loss,
+                "eval_loss": float(samples.loss.mean()),
                 "eval_accuracy": float((samples.pred == train.y).mean()),
+                "classes_learned": learned,
+                "ready": decision.ready,
             }
             if val_ds is not None:
                 v = trainer.evaluate(val_x, val_y)
@@ -436,62 +466,55 @@ class Cleaner:
                     "m_c": mixture.m_c, "s_c": mixture.s_c, "m_w": mixture.m_w,
                     "s_w": mixture.s_w, "r": mixture.r, "delta_L": mixture.delta_L,
                     "threshold": mixture.threshold, "separation": mixture.separation,
-                    "bimodal": mixture.bimodal, "n_flagged": int(would_flag.sum()),
+                    "bimodal": mixture.bimodal, "n_flagged": int(decision.would_flag.sum()),
                 }
             )
             if noise_mask is not None:
-                row.update(_truth_metrics(would_flag, samples.loss, noise_mask))
+                row.update(_truth_metrics(decision.would_flag, samples.loss, noise_mask))
             if probe_every and stats.epoch % probe_every == 0:
-                row.update(self._probe(trainer, mixture, suspicion, noise_mask))
+                row.update(self._probe(trainer, mixture, decision.scores, noise_mask))
             row["seconds_train"] = stats.seconds
             row["seconds_observe"] = time.perf_counter() - t0
             rows.append(row)
-            if detector.update(
-                stats.epoch, stats.train_loss, mixture, row["eval_loss"], noisy=noisy
-            ):
-                noisy_tc = noisy
-                best = (
-                    _cpu_copy(trainer.model.state_dict()),
-                    samples,
-                    mixture,
-                    suspicion,
-                )
+            if decision.is_best:
+                best = (_cpu_copy(trainer.model.state_dict()), samples, decision)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(
-                    loss=f"{stats.train_loss:.3f}", dL=f"{mixture.delta_L:.2f}",
-                    flag=row["n_flagged"], t_c=detector.best_epoch,
+                    loss=f"{stats.train_loss:.3f}", acc=f"{row['eval_accuracy']:.2f}",
+                    flag=row["n_flagged"], t_c=policy.t_c,
                 )
-            if detector.should_stop:
-                stop_reason = (
-                    f"{self.score} did not improve for {self.patience} epochs after "
-                    f"epoch {detector.best_epoch}"
-                )
+            if policy.should_stop:
+                stop_reason = policy.stop_reason
                 break
         if bar is not None:
             bar.close()
         if best is None:  # every epoch was unstable: fall back to the last one
-            best = (_cpu_copy(trainer.model.state_dict()), samples, mixture, suspicion)
-            noisy_tc = noisy
-            detector.best_epoch = rows[-1]["epoch"]
-        state, at_tc, mix_tc, suspicion_tc = best
-        t_c = int(detector.best_epoch)
-
-        flags, p_noisy = flag_samples(mix_tc, suspicion_tc, self.suspicion, noisy_tc)
-        scores = _scores_frame(
-            train, at_tc, suspicion_tc, p_noisy, flags, mix_tc, t_c, self.window,
-            kind=self.suspicion,
-        )
+            best = (_cpu_copy(trainer.model.state_dict()), samples, decision)
+            policy.detector.best_epoch = rows[-1]["epoch"]
+        state, at_tc, decision_tc = best
+        t_c = int(decision_tc.epoch)
         history = pd.DataFrame(rows)
-        history["unstable"] = history["epoch"].isin(detector.unstable_epochs)
-        phase_boundaries = _label_phases(history, noisy=noisy_tc)
+        history["unstable"] = history["epoch"].isin(policy.detector.unstable_epochs)
+        phase_boundaries = _label_phases(history, noisy=decision_tc.noisy)
+        verdict, flags = policy.verdict(
+            decision_tc, train.y, list(train.classes), force=self.force_flags
+        )
+        p_noisy = decision_tc.mixture.posterior(decision_tc.scores)
+        scores = _scores_frame(
+            train, at_tc, decision_tc.scores, p_noisy, flags, decision_tc.mixture, t_c,
+            self.window, kind=self.suspicion,
+        )
+        if verdict.withheld:
+            warnings.warn(f"labelclean: {verdict}. Try: {verdict.advice}.", WithheldWarning,
+                          stacklevel=2)
         elapsed = time.perf_counter() - started
         return CleanResult(
             dataset=train,
             history=history,
             scores=scores,
             t_c=t_c,
-            mixture=mix_tc,
+            mixture=decision_tc.mixture,
             losses=np.stack(losses).astype(np.float32),
             margins=np.stack(margins).astype(np.float32),
             state_dict=state,
@@ -506,19 +529,67 @@ class Cleaner:
                 "labelclean_version": __version__,
                 "inputs": "raw uint8 images (N, C, H, W) at input_shape, or float features",
             },
-            params={**self.get_params(), "model": model_name, "device": str(trainer.device)},
+            params={**self.get_params(), "model": model_name, "device": str(trainer.device),
+                    "batch_size": config.batch_size, "lr": config.lr,
+                    "max_epochs": config.max_epochs},
             timing={
                 "total_seconds": elapsed,
                 "train_seconds": float(history["seconds_train"].sum()),
                 "observe_seconds": float(history["seconds_observe"].sum()),
                 "epochs_trained": len(rows),
+                "steps_trained": int(history["steps"].sum()),
             },
             stop_reason=stop_reason,
             phase_boundaries=phase_boundaries,
             noise_mask=noise_mask,
             val=val_ds,
-            second_population=bool(noisy_tc),
+            second_population=bool(decision_tc.noisy),
+            verdict=verdict,
         )
+
+    def train_config(self, n_samples: int, workers: int = 0) -> TrainConfig:
+        """The SGD settings for ``n_samples`` training samples, ``"auto"`` values resolved
+        (batch size, learning rate and epoch budget; see the class docstring)."""
+        batch_size = auto_batch_size(n_samples) if self.batch_size == "auto" else self.batch_size
+        lr = self.lr if self.lr is not None else BASE_LR * batch_size / BASE_BATCH_SIZE
+        steps_per_epoch = max(1, n_samples // int(batch_size))
+        max_epochs = (
+            min(MAX_AUTO_EPOCHS, max(DEFAULT_EPOCHS, math.ceil(MIN_TRAIN_STEPS / steps_per_epoch)))
+            if self.max_epochs == "auto" else self.max_epochs
+        )
+        return TrainConfig(
+            lr=lr, momentum=self.momentum, weight_decay=self.weight_decay,
+            batch_size=int(batch_size), max_epochs=int(max_epochs), seed=self.seed,
+            augment=self.augment, device=self.device, amp=self.amp, workers=workers,
+            compile=self.compile,
+        )
+
+    def _validate(self) -> None:
+        """Settings that can be checked before any data is read."""
+        if self.loss_pass not in ("eval", "train"):
+            raise LabelcleanError(f"loss_pass must be 'eval' or 'train', got {self.loss_pass!r}")
+        if self.suspicion not in SUSPICIONS:
+            raise LabelcleanError(
+                f"suspicion must be one of {', '.join(SUSPICIONS)}, got {self.suspicion!r}"
+            )
+        from .decision import SCORES
+
+        if self.score not in SCORES:
+            raise LabelcleanError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
+        if self.window < 1:
+            raise LabelcleanError(f"window must be at least 1, got {self.window}")
+        for name in ("batch_size", "max_epochs"):
+            value = getattr(self, name)
+            if value != "auto" and (not isinstance(value, int) or value <= 0):
+                raise LabelcleanError(f"{name} must be 'auto' or a positive integer, got {value!r}")
+        if self.lr is not None and not self.lr > 0:
+            raise LabelcleanError(f"lr must be positive, got {self.lr}")
+        if self.patience < 1:
+            raise LabelcleanError(f"patience must be at least 1, got {self.patience}")
+        for name in ("min_steps", "patience_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise LabelcleanError(f"{name} must be an integer >= 0, got {value!r}")
 
     def _workers(self, data: Dataset) -> int:
         if self.workers == "auto":
@@ -530,11 +601,11 @@ class Cleaner:
                 f"workers must be 'auto' or an integer, got {self.workers!r}"
             ) from None
 
-    def _probe_interval(self, n: int) -> int:
+    def _probe_interval(self, n: int, batch_size: int) -> int:
         """Epochs between order-parameter probes (0: never)."""
         if self.probe_every == "auto":
             k = self.probe_batches or DEFAULT_PROBE_BATCHES
-            steps_per_epoch = max(1, n // self.batch_size)
+            steps_per_epoch = max(1, n // batch_size)
             return max(1, math.ceil(PROBE_STEPS_PER_BATCH * k / (PROBE_BUDGET * steps_per_epoch)))
         try:
             every = int(self.probe_every)
@@ -555,7 +626,9 @@ class Cleaner:
     ) -> dict[str, float]:
         from .order_parameters import probe_order_parameters
 
-        kwargs: dict[str, Any] = {"batch_size": self.batch_size, "spectrum": self.spectrum}
+        kwargs: dict[str, Any] = {
+            "batch_size": trainer.config.batch_size, "spectrum": self.spectrum
+        }
         if self.probe_batches:
             kwargs["num_batches"] = self.probe_batches
         gen = torch.Generator().manual_seed(self.seed * 31 + trainer.epoch)
@@ -617,7 +690,18 @@ def _scores_frame(
     data: Dataset, s: SampleStats, suspicion: np.ndarray, p_noisy: np.ndarray,
     flags: np.ndarray, mixture: LossMixture, t_c: int, window: int, kind: str = "loss",
 ) -> pd.DataFrame:
+    """One row per sample at ``t_c``, flagged first, each flagged row with its ``reason``.
+
+    ``model_agrees`` marks rows whose model at ``t_c`` predicts the given label.
+    Such a row is flagged only by the AUM (its label was ranked below another
+    class on average over training, then fitted late, as a memorised wrong
+    label is); its ``suggested_label`` is the runner-up class, never the given
+    label, so every flagged row names an alternative and says why.
+    """
     classes = np.asarray(data.classes, dtype=object)
+    agrees = s.pred == data.y
+    runner_up = s.runner_up if s.runner_up is not None else s.pred
+    suggested = np.where(agrees, runner_up, s.pred)
     df = pd.DataFrame(
         {
             "sample_id": data.ids,
@@ -626,6 +710,8 @@ def _scores_frame(
             "predicted_label": classes[s.pred],
             "predicted_prob": s.pred_prob,
             "given_prob": s.given_prob,
+            "suggested_label": classes[suggested],
+            "model_agrees": agrees,
             "score": suspicion,
             "loss": s.loss,
             "margin": s.margin,
@@ -640,14 +726,20 @@ def _scores_frame(
     span = f"epochs {max(1, t_c - window + 1)}-{t_c}" if window > 1 else f"epoch {t_c}"
     if kind == "aum":
         span = f"epochs 1-{t_c}"
-    what = {"aum": "mean margin {m:.2f} over {span} < 0; ",
+    what = {"aum": "mean margin {m:.2f} over {span} < 0 (label ranked below another class "
+                   "on average); ",
             "loss": "mean loss {s:.2f} over {span} > l_c {t:.2f}; ",
             "logloss": "log mean loss {s:.2f} over {span} > l_c {t:.2f}; "}[kind]
     df.loc[f, "reason"] = [
-        what.format(m=-score, s=score, span=span, t=mixture.threshold) +
-        f"model says {pred!r} (p={prob:.2f}), label says {given!r} (p={gp:.3f})"
-        for score, pred, prob, given, gp in df.loc[
-            f, ["score", "predicted_label", "predicted_prob", "given_label", "given_prob"]
+        what.format(m=-score, s=score, span=span, t=mixture.threshold) + (
+            f"fitted late: at epoch {t_c} the model agrees with {given!r} (p={gp:.2f}), "
+            f"runner-up {sug!r}; likely memorised"
+            if agree else
+            f"model says {pred!r} (p={prob:.2f}), label says {given!r} (p={gp:.3f})"
+        )
+        for score, pred, prob, given, gp, sug, agree in df.loc[
+            f, ["score", "predicted_label", "predicted_prob", "given_label", "given_prob",
+                "suggested_label", "model_agrees"]
         ].itertuples(index=False)
     ]
     return df.reset_index(drop=True)

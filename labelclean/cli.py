@@ -7,12 +7,14 @@ and is printed as one line on stderr with exit status 2.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import click
 
 from . import __version__
-from .errors import LabelcleanError
+from .decision import MIN_STEPS, PATIENCE_STEPS, WITHHELD_EXIT_STATUS
+from .errors import LabelcleanError, WithheldWarning
 
 _SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -40,19 +42,36 @@ def main() -> None:
     """Find mislabelled samples with one early-stopped SGD run (Feng & Tu 2021)."""
 
 
+def _auto_or_int(ctx: click.Context, param: click.Parameter, value: str | int) -> str | int:
+    if value == "auto" or isinstance(value, int):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither 'auto' nor an integer") from None
+
+
 def training_options(f):
     options = [
         click.option("--model", default=None, help="timm model name or mlp[:w1,w2] "
                      "[default: regnetx_002 for images, mlp:256,256 for features]"),
         click.option("--pretrained", is_flag=True, help="Start from timm's pretrained weights."),
-        click.option("--epochs", "max_epochs", type=int, default=30, show_default=True,
-                     help="Most epochs to train."),
+        click.option("--epochs", "max_epochs", default="auto", show_default=True,
+                     callback=_auto_or_int,
+                     help="Most epochs to train (auto: 30, or 3,000 SGD steps on small sets)."),
         click.option("--patience", type=int, default=5, show_default=True,
-                     help="Stop this many epochs after the last phase-II improvement."),
-        click.option("--lr", type=float, default=0.1, show_default=True),
+                     help="Stop this many epochs after the last phase-II improvement "
+                     "(at least --patience-steps SGD steps)."),
+        click.option("--min-steps", type=int, default=MIN_STEPS, show_default=True,
+                     help="No t_c before this many SGD steps (learn before deciding)."),
+        click.option("--patience-steps", type=int, default=PATIENCE_STEPS, show_default=True,
+                     help="Patience covers at least this many SGD steps."),
+        click.option("--lr", type=float, default=None,
+                     help="SGD learning rate [default: 0.1 x batch size / 128]."),
         click.option("--momentum", type=float, default=0.9, show_default=True),
         click.option("--weight-decay", type=float, default=5e-4, show_default=True),
-        click.option("--batch-size", type=int, default=128, show_default=True),
+        click.option("--batch-size", default="auto", show_default=True, callback=_auto_or_int,
+                     help="Minibatch size (auto: about 50 steps an epoch, 32 to 128)."),
         click.option("--augment", type=click.Choice(["none", "shift", "shift-flip"]),
                      default="none", show_default=True),
         click.option("--score", type=click.Choice(["delta_L", "separation"]), default="separation",
@@ -103,6 +122,8 @@ def training_options(f):
         click.option("--probe-batches", type=int, default=None,
                      help="Minibatch gradients per order-parameter probe (K)."),
         click.option("--spectrum", is_flag=True, help="Also estimate the noise spectrum's D_s."),
+        click.option("--force-flags", is_flag=True,
+                     help="Write the flags even when the run is withheld (marked as forced)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -135,9 +156,35 @@ def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, **k
         raise LabelcleanError(f"--cache {cache} lies inside --out {out}; put it elsewhere")
     prepare_output_dir(out, overwrite=overwrite, inputs=[p for p in inputs if p.exists()])
     cleaner = Cleaner(progress=True, **kw)
-    result = cleaner.fit(data, val=val)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WithheldWarning)  # said below, in full
+        result = cleaner.fit(data, val=val)
     result.export(out, link=link, overwrite=True)
     print_summary(result, out)
+    if result.verdict.withheld:
+        click.echo(withheld_paragraph(result.verdict), err=True)
+        if not result.verdict.forced:
+            sys.exit(WITHHELD_EXIT_STATUS)
+
+
+def _class_shares(shares: dict[str, float], most: int = 10) -> str:
+    """The classes with the largest flagged shares first, at most ``most`` of them."""
+    top = sorted(shares.items(), key=lambda kv: -kv[1])
+    text = ", ".join(f"{c} {100 * s:.0f}%" for c, s in top[:most])
+    return text + (f", ... ({len(top) - most} more)" if len(top) > most else "")
+
+
+def withheld_paragraph(verdict) -> str:
+    """What stderr says about a withheld run: the cause and what to try."""
+    import textwrap
+
+    head = ("labelclean: the flags were written anyway (--force-flags), but the run is NOT "
+            "convincing:" if verdict.forced else
+            "labelclean: withheld: nothing was flagged, because the run is not convincing:")
+    body = f"{head} {verdict.reason}. Try: {verdict.advice}."
+    if not verdict.forced:
+        body += f" (exit status {WITHHELD_EXIT_STATUS})"
+    return textwrap.fill(body, width=100)
 
 
 def print_summary(result, out: Path) -> None:
@@ -147,11 +194,12 @@ def print_summary(result, out: Path) -> None:
         rule = f"AUM mixture D {m.separation:.2f}; flags AUM < 0"
     else:
         rule = f"delta_L {m.delta_L:.2f}, l_c {m.threshold:.2f}"
+    shares = result.flagged_share_by_class()
     lines = [
+        f"verdict            {result.verdict}",
         f"samples            {n}",
         f"flagged            {result.n_flagged} ({100 * result.estimated_noise_rate:.1f}%)",
-        f"estimated noise    {100 * result.estimated_noise_rate:.1f}%"
-        + ("" if result.second_population else "  (no second population: nothing flagged)"),
+        "flagged by class   " + _class_shares(shares),
         f"t_c                epoch {result.t_c} of {result.timing['epochs_trained']} trained"
         f"  ({rule})",
     ]

@@ -45,10 +45,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from .mixture import LossMixture
+from .mixture import LossMixture, fit_loss_mixture
 
 SCORES = ("delta_L", "separation", "expected_f1")
 
@@ -78,12 +79,14 @@ class PhaseIIDetector:
     #: a second population; until then the latest stable epoch is the
     #: candidate, so a run that never finds one ends at its last epoch.
     wait_for_noise: bool = False
-    #: With ``wait_for_noise``: no epoch before this one can start the search
-    #: (the AUM needs a few epochs to be an area, not one epoch's margin).
+    #: No epoch before this one can start the search (with the AUM, it needs a
+    #: few epochs to be an area, not one epoch's margin).
     min_epoch: int = 1
     best_epoch: int | None = None
     best_score: float = -math.inf
     since_best: int = 0
+    #: The epoch the peak search started at (the first ready epoch, with a
+    #: second population under ``wait_for_noise``); ``None`` until then.
     first_noisy_epoch: int | None = None
     unstable_epochs: list[int] = field(default_factory=list)
     _min_train_loss: float = math.inf
@@ -101,13 +104,16 @@ class PhaseIIDetector:
         mixture: LossMixture,
         eval_loss: float | None = None,
         noisy: bool | None = None,
+        ready: bool = True,
     ) -> bool:
         """Record an epoch; return ``True`` when it becomes the new ``t_c``.
 
         ``train_loss`` is the mean minibatch loss during the epoch, ``eval_loss``
         the mean per-sample loss measured after it. ``noisy`` says whether a
         second population was found this epoch (default: ``mixture.bimodal``);
-        it matters only with ``wait_for_noise``.
+        it matters only with ``wait_for_noise``. ``ready`` is the
+        learn-before-deciding gate (:class:`TcPolicy`): until an epoch is ready
+        the search does not start and the latest stable epoch is provisional.
         """
         unstable = train_loss > self.spike_ratio * self._min_train_loss or (
             eval_loss is not None and eval_loss > self.spike_ratio * train_loss
@@ -116,8 +122,9 @@ class PhaseIIDetector:
         if unstable:
             self.unstable_epochs.append(epoch)
         noisy = mixture.bimodal if noisy is None else bool(noisy)
-        if self.wait_for_noise and self.first_noisy_epoch is None:
-            if not noisy or epoch < self.min_epoch:
+        if self.first_noisy_epoch is None:
+            gate = ready and epoch >= self.min_epoch and (noisy or not self.wait_for_noise)
+            if not gate:
                 if unstable and self.best_epoch is not None:
                     return False
                 self.best_epoch, self.since_best = epoch, 0  # provisional: the latest
@@ -133,7 +140,7 @@ class PhaseIIDetector:
 
     @property
     def should_stop(self) -> bool:
-        if self.wait_for_noise and self.first_noisy_epoch is None:
+        if self.first_noisy_epoch is None:
             return False
         return self.best_epoch is not None and self.since_best >= self.patience
 
@@ -207,22 +214,6 @@ def aum_population(mixture: LossMixture, scores: np.ndarray) -> bool:
     return mixture.separation >= AUM_MIN_SEPARATION and share >= MIN_AUM_POPULATION
 
 
-def estimated_f1(mixture: LossMixture, scores: np.ndarray) -> float:
-    """The mixture's own estimate of its flags' F1 on ``scores``, from posteriors.
-
-    With ``p`` each sample's posterior for the high-loss component and the
-    flags ``scores > l_c``: TP = sum of ``p`` over flagged, FP = sum of
-    ``1 - p`` over flagged, FN = sum of ``p`` over unflagged. No labels used.
-    """
-    if not mixture.bimodal:
-        return 0.0
-    s = np.asarray(scores)
-    p = mixture.posterior(s).astype(np.float64)
-    flags = s > mixture.threshold
-    tp, fp, fn = p[flags].sum(), (1 - p[flags]).sum(), p[~flags].sum()
-    return float(2 * tp / max(2 * tp + fp + fn, 1e-12))
-
-
 def flag_samples(
     mixture: LossMixture,
     losses: np.ndarray,
@@ -246,3 +237,280 @@ def flag_samples(
     if suspicion == "aum":
         return np.asarray(losses) > 0, p_noisy
     return np.asarray(losses) > mixture.threshold, p_noisy
+
+
+# ---------------------------------------------------------------------------
+# The whole t_c policy: learn before deciding, choose t_c, withhold when unsure
+# ---------------------------------------------------------------------------
+
+#: ``t_c`` may not fall before this many SGD steps (with the AUM gate's
+#: ``AUM_MIN_EPOCHS``): a 1,000-image set at batch 128 has 8 steps an epoch,
+#: and its first epochs say nothing about the labels.
+MIN_STEPS = 300
+#: Patience is at least this many SGD steps (the epoch count ``patience`` is
+#: raised to cover it), so a small set is not judged 40 steps after a peak.
+PATIENCE_STEPS = 400
+#: Withhold when more than this share of all samples, or of the samples given
+#: any one class, would be flagged: the given labels are then no longer the
+#: majority the method assumes, and a flag is no evidence of a wrong label.
+MAX_FLAGGED_SHARE = 0.5
+
+VERDICTS = ("flagged", "no second population", "withheld")
+#: The exit status of ``labelclean run`` for a withheld run (docs/usage.md).
+WITHHELD_EXIT_STATUS = 3
+
+
+@dataclass
+class Verdict:
+    """What a run concluded, in one of :data:`VERDICTS`.
+
+    ``reason`` says why (for ``"withheld"``: what was not convincing),
+    ``advice`` what to try. ``forced`` marks a withheld run whose flags were
+    kept anyway on request (``force=True`` / ``--force-flags``).
+    """
+
+    status: str
+    reason: str = ""
+    advice: str = ""
+    forced: bool = False
+
+    def __str__(self) -> str:
+        text = self.status if not self.reason else f"{self.status}: {self.reason}"
+        return text + (" (flags forced)" if self.forced else "")
+
+    @property
+    def withheld(self) -> bool:
+        return self.status == "withheld"
+
+    def to_dict(self) -> dict:
+        return {"status": self.status, "reason": self.reason, "advice": self.advice,
+                "forced": self.forced, "text": str(self)}
+
+
+@dataclass
+class EpochDecision:
+    """What :meth:`TcPolicy.observe` concluded about one epoch."""
+
+    epoch: int
+    #: Per-sample suspicion scores (higher = more suspicious) and their mixture.
+    scores: np.ndarray
+    mixture: LossMixture
+    #: A second population shows (the mixture's, or the AUM gate's).
+    noisy: bool
+    #: Learn-before-deciding: the model has learned the majority of the labels
+    #: (see :meth:`TcPolicy.learned`) and ``MIN_STEPS`` have passed.
+    ready: bool
+    #: Classes whose given label is the plurality prediction among their samples.
+    classes_learned: int
+    #: The flags this epoch would give if it were ``t_c``.
+    would_flag: np.ndarray
+    #: This epoch is the new candidate ``t_c``.
+    is_best: bool
+
+
+class TcPolicy:
+    """The whole ``t_c`` policy, fed one epoch at a time (or replayed from a history).
+
+    Per epoch (:meth:`observe`): the suspicion scores and their two-component
+    mixture; whether a second population shows (the mixture's bimodality, and
+    for the AUM the window-loss mixture's or the AUM gate's,
+    :func:`aum_population`); whether the model has *learned* (the
+    learn-before-deciding gate, :meth:`learned`); and the peak search of
+    :class:`PhaseIIDetector`, which starts only at a ready epoch. At the end,
+    :meth:`verdict` decides whether the flags at ``t_c`` can be trusted.
+
+    Learning is counted in SGD steps: the patience in epochs is raised to
+    cover :data:`PATIENCE_STEPS`, and no epoch before :data:`MIN_STEPS` is ready.
+    """
+
+    def __init__(
+        self,
+        *,
+        suspicion: str = "aum",
+        score: str = "separation",
+        window: int = 3,
+        patience: int = 5,
+        spike_ratio: float = 2.0,
+        seed: int = 0,
+        min_steps: int = MIN_STEPS,
+        patience_steps: int = PATIENCE_STEPS,
+    ) -> None:
+        if suspicion not in SUSPICIONS:
+            raise ValueError(f"unknown suspicion {suspicion!r}; choose from {SUSPICIONS}")
+        self.suspicion = suspicion
+        self.window = window
+        self.patience = patience
+        self.seed = seed
+        self.min_steps = min_steps
+        self.patience_steps = patience_steps
+        aum = suspicion == "aum"
+        self.detector = PhaseIIDetector(
+            patience=patience, score=score, spike_ratio=spike_ratio, wait_for_noise=aum,
+            min_epoch=AUM_MIN_EPOCHS if aum else 1,
+        )
+        self.steps = 0
+        self.ready_epochs: list[int] = []
+        self._margin_sum: np.ndarray | None = None
+        self._margin_count = 0
+        self._stable_losses: list[np.ndarray] = []
+        self._fallback = self._established = False
+
+    # ------------------------------------------------------------ per epoch
+
+    @staticmethod
+    def classes_learned(pred: np.ndarray, y: np.ndarray, num_classes: int) -> int:
+        """How many classes have their given label as the plurality prediction
+        among the samples given that label (the model has learned the class)."""
+        counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+        np.add.at(counts, (np.asarray(y), np.asarray(pred)), 1)
+        diag = np.diag(counts).copy()
+        absent = counts.sum(1) == 0  # nothing to learn: counted as learned
+        np.fill_diagonal(counts, -1)
+        return int(((diag > counts.max(1)) | absent).sum())
+
+    def learned(self, classes_learned: int, num_classes: int) -> bool:
+        """The majority has been learned: every class's given label is its plurality
+        prediction. A model that has not got there ranks labels by its own bias,
+        not by their correctness (a 27 %-accurate model flagged 93 % of a set)."""
+        return classes_learned >= num_classes
+
+    def observe(
+        self,
+        epoch: int,
+        steps: int,
+        train_loss: float,
+        loss: np.ndarray,
+        margin: np.ndarray,
+        *,
+        classes_learned: int,
+        num_classes: int,
+    ) -> EpochDecision:
+        """Record epoch ``epoch`` (``steps`` SGD steps in it) and its per-sample
+        ``loss`` and ``margin`` from the eval pass; ``classes_learned`` comes from
+        :meth:`classes_learned` on that pass's predictions."""
+        if self.steps == 0 and steps > 0:  # patience covers PATIENCE_STEPS
+            self.detector.patience = max(self.patience, math.ceil(self.patience_steps / steps))
+        self.steps += steps
+        eval_loss = float(np.mean(loss))
+        margin = np.asarray(margin, dtype=np.float64)
+        self._margin_sum = margin.copy() if self._margin_sum is None else self._margin_sum + margin
+        self._margin_count += 1
+        # An epoch whose measured loss dwarfs its training loss (batch-norm
+        # statistics not settled, a blow-up) must not leak into later windows.
+        if eval_loss <= self.detector.spike_ratio * train_loss or not self._stable_losses:
+            self._stable_losses = (self._stable_losses + [np.asarray(loss)])[-self.window :]
+        if self.suspicion == "aum":
+            scores = -self._margin_sum / self._margin_count
+        else:
+            scores = suspicion_scores(self._stable_losses, None, self.suspicion, self.window)
+        mixture = fit_loss_mixture(scores, seed=self.seed)
+        noisy = mixture.bimodal
+        if self.suspicion == "aum":
+            # the fallback must hold two epochs running, then stays established
+            self._fallback, before = aum_population(mixture, scores), self._fallback
+            self._established = self._established or (self._fallback and before)
+            if not noisy:
+                window_loss = np.mean(self._stable_losses, axis=0)
+                noisy = fit_loss_mixture(window_loss, seed=self.seed).bimodal or self._established
+        ready = self.steps >= self.min_steps and self.learned(classes_learned, num_classes)
+        if ready:
+            self.ready_epochs.append(epoch)
+        would_flag, _ = flag_samples(mixture, scores, self.suspicion, noisy)
+        is_best = self.detector.update(epoch, train_loss, mixture, eval_loss, noisy=noisy,
+                                       ready=ready)
+        return EpochDecision(epoch, scores, mixture, noisy, ready, classes_learned,
+                             would_flag, is_best)
+
+    @property
+    def t_c(self) -> int | None:
+        return self.detector.best_epoch
+
+    @property
+    def should_stop(self) -> bool:
+        return self.detector.should_stop
+
+    @property
+    def stop_reason(self) -> str:
+        return (f"{self.detector.score} did not improve for {self.detector.patience} epochs "
+                f"after epoch {self.detector.best_epoch}")
+
+    # ------------------------------------------------------------ at the end
+
+    def verdict(
+        self,
+        decision: EpochDecision,
+        y: np.ndarray,
+        classes: list[str],
+        *,
+        force: bool = False,
+    ) -> tuple[Verdict, np.ndarray]:
+        """The verdict at ``t_c`` (``decision`` is that epoch's) and the flags to export.
+
+        Withheld (nothing flagged unless ``force``) when the model had not
+        learned the majority at ``t_c`` (or ``t_c`` came before ``min_steps``),
+        or when the flags would take more than :data:`MAX_FLAGGED_SHARE` of the
+        data or of one class (a class would be emptied, or its given label would
+        no longer be its plurality). Without any of these, ``"flagged"``, or
+        ``"no second population"`` when none showed. The phase labels are not
+        a reason: without order parameters at every epoch they come from a
+        weak fallback that can put a well-learned ``t_c`` in phase I; the
+        learned-majority test is the direct evidence that phase I is over.
+        """
+        flags = np.asarray(decision.would_flag, dtype=bool)
+        y = np.asarray(y)
+        k = len(classes)
+        advice = ("train longer (--epochs), lower --lr, try another --model (e.g. mlp for "
+                  "small or simple images), or check that the folder's classes are right; "
+                  "--force-flags writes the flags anyway, marked as forced")
+        reasons = []
+        if decision.classes_learned < k:
+            reasons.append(
+                f"the model had not learned the majority of the labels by t_c = epoch "
+                f"{decision.epoch} (in {k - decision.classes_learned} of {k} classes the given "
+                "label is not the model's most frequent prediction)")
+        elif not decision.ready:
+            reasons.append(
+                f"t_c = epoch {decision.epoch} came after too few SGD steps to have learned "
+                f"(at most {self.steps}; learning before deciding takes {self.min_steps})")
+        if decision.noisy and flags.any():
+            share = float(flags.mean())
+            if share > MAX_FLAGGED_SHARE:
+                reasons.append(f"{100 * share:.0f}% of the samples would be flagged")
+            per_class = [(c, float(flags[y == i].mean()), int((y == i).sum()))
+                         for i, c in enumerate(classes) if (y == i).any()]
+            worst = [(c, s, n) for c, s, n in per_class if s > MAX_FLAGGED_SHARE]
+            if worst:
+                c, s, n = max(worst, key=lambda t: t[1])
+                emptied = " (the class would be emptied)" if s >= 1 else ""
+                reasons.append(f"{100 * s:.0f}% of class {c!r} ({n} samples) would be "
+                               f"flagged{emptied}")
+        if reasons:
+            verdict = Verdict("withheld", "; ".join(reasons), advice, forced=force)
+            return verdict, (flags if force and decision.noisy else np.zeros_like(flags))
+        if not decision.noisy or not flags.any():
+            return Verdict("no second population",
+                           "no population of wrong labels stood apart; nothing flagged"), flags
+        return Verdict("flagged", f"{int(flags.sum())} samples ({100 * flags.mean():.1f}%)"), flags
+
+    # ------------------------------------------------------------ replay
+
+    @classmethod
+    def replay(
+        cls,
+        history: Any,
+        losses: np.ndarray,
+        margins: np.ndarray,
+        num_classes: int,
+        **kwargs: Any,
+    ) -> TcPolicy:
+        """Feed a saved run (``history`` with ``epoch``, ``steps``, ``train_loss``
+        and ``classes_learned`` per epoch, the ``(epochs, N)`` losses and margins)
+        through a fresh policy, stopping where the online run would have stopped."""
+        policy = cls(**kwargs)
+        for i, row in enumerate(history.itertuples(index=False)):
+            policy.observe(int(row.epoch), int(row.steps), float(row.train_loss), losses[i],
+                           margins[i], classes_learned=int(row.classes_learned),
+                           num_classes=num_classes)
+            if policy.should_stop:
+                break
+        return policy

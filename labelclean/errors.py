@@ -9,3 +9,9 @@ that escapes is a bug in labelclean.
 
 class LabelcleanError(Exception):
     """A problem with the input or the options, explained in one line."""
+
+
+class WithheldWarning(UserWarning):
+    """A run ended without convincing phase-II evidence and flagged nothing
+    (``result.verdict`` says why); pipelines can turn it into an error with
+    ``warnings.simplefilter("error", WithheldWarning)``."""

@@ -147,7 +147,8 @@ def review_table(result: CleanResult) -> pd.DataFrame:
             "score": f["score"].round(4),
             "loss": f["loss"].round(4),
             "p_noisy": f["p_noisy"].round(4),
-            "suggested_label": f["predicted_label"],
+            "suggested_label": f["suggested_label"],
+            "model_agrees": f["model_agrees"],
             "action": "remove",
             "reason": f["reason"],
         }
@@ -178,6 +179,8 @@ def run_summary(result: CleanResult, out: Path) -> dict:
         "kept": len(data) - result.n_flagged,
         "estimated_noise_rate": result.estimated_noise_rate,
         "second_population_found": result.second_population,
+        "verdict": result.verdict.to_dict(),
+        "flagged_share_by_class": result.flagged_share_by_class(),
         "mixture_at_t_c": result.mixture.to_dict(),
         "phase_boundaries": result.phase_boundaries,
         "t_c_in_phase_II": _in_phase(result, "II"),

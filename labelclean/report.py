@@ -899,12 +899,16 @@ def gallery_data(run: RunFiles) -> dict:
         thumbs, attempted = make_thumbnails(files, side)
     has_score = "score" in flagged.columns
     scores = flagged["score"] if has_score else [None] * len(flagged)
+    # a row whose model agrees with its label at t_c shows the class it was
+    # ranked below on average (its suggested label), not the given label twice
+    shown = flagged["suggested_label"] if "suggested_label" in flagged else flagged[
+        "predicted_label"]
     items = [
         [int(rank), sid, given, pred, round(float(prob), 4), round(float(p), 4),
          round(float(loss), 4), th, _file_uri(f), None if sc is None else round(float(sc), 4)]
         for rank, sid, given, pred, prob, p, loss, th, f, sc in zip(
             flagged["rank"], flagged["sample_id"], flagged["given_label"],
-            flagged["predicted_label"], flagged["predicted_prob"], flagged["p_noisy"],
+            shown, flagged["predicted_prob"], flagged["p_noisy"],
             flagged["loss"], thumbs, files, scores, strict=True,
         )
     ]
@@ -1010,7 +1014,10 @@ def summary_html(run: RunFiles) -> str:
     n, flagged = int(r.get("samples", len(run.scores))), int(r.get("flagged", 0))
     rate = float(r.get("estimated_noise_rate", flagged / max(1, n)))
     epochs = timing.get("epochs_trained", len(run.metrics))
+    verdict = r.get("verdict") or {}
     rows = [
+        *([_row("verdict", _e(verdict.get("text", "")), "verdict", verdict.get("status"))]
+          if verdict else []),
         _row("input", f"{_e(inp.get('source', '?'))} <span class=muted>({_e(inp.get('origin'))}, "
              f"{_e(inp.get('kind'))}, {len(run.classes)} classes)</span>"),
         _row("samples", _num(n), "samples", n),
@@ -1236,6 +1243,18 @@ def _json_for_script(obj: object) -> str:
     return json.dumps(obj, separators=(",", ":")).replace("<", "\\u003c")
 
 
+def verdict_banner_html(run: RunFiles) -> str:
+    """A banner at the top of the page for a withheld run (flags forced or not)."""
+    verdict = run.run.get("verdict") or {}
+    if verdict.get("status") != "withheld":
+        return ""
+    head = ("Withheld, flags forced: the flags below were written on request, but the run "
+            "is not convincing" if verdict.get("forced") else
+            "Withheld: nothing was flagged, because the run is not convincing")
+    return (f"<div class=banner id=verdict-banner role=alert><b>{_e(head)}.</b> "
+            f"{_e(verdict.get('reason', ''))}.<br>Try: {_e(verdict.get('advice', ''))}.</div>")
+
+
 def render_html(run: RunFiles, figures: dict[str, bytes | str], gallery: dict) -> str:
     """The whole page as one string."""
     inp = run.run.get("input", {})
@@ -1256,7 +1275,10 @@ def render_html(run: RunFiles, figures: dict[str, bytes | str], gallery: dict) -
     intro = (
         "Each card: path and rank; given label → <b>predicted label</b> with the model's "
         f"probability; {measure} and the loss at t_c (hover for all numbers). A thumbnail "
-        "opens the original image."
+        "opens the original image. A sample the model fitted late (at t_c it agrees with its "
+        "label, but ranked it below another class on average) shows that runner-up class "
+        "after the arrow, with the given label's probability; see its <code>reason</code> in "
+        "<code>flagged_samples.csv</code>."
         if gallery["kind"] == "images" else
         "One row per flagged sample: its row in the input CSV, the given and predicted labels, "
         f"the model's probability, <code>p_noisy</code> (posterior of the {high} population) "
@@ -1272,6 +1294,7 @@ def render_html(run: RunFiles, figures: dict[str, bytes | str], gallery: dict) -
         f"<header><h1>{_e(title)}</h1><nav><a href=#summary>Summary</a>"
         "<a href=#training>Training</a><a href=#gallery-section>Flagged samples</a>"
         "<a href=#classes>Classes</a></nav></header><main>",
+        verdict_banner_html(run),
         f"<section id=summary><h2>Summary</h2>{summary_html(run)}{settings_html(run)}</section>",
         f"<section id=training><h2>Training and the "
         f"{'loss' if run.suspicion == 'loss' else 'suspicion-score'} populations</h2>"
@@ -1300,6 +1323,8 @@ def render_html(run: RunFiles, figures: dict[str, bytes | str], gallery: dict) -
 
 
 CSS = """
+.banner{background:#fde8e8;border:2px solid #c62828;color:#5b0000;padding:.8em 1em;
+margin:1em 0;border-radius:6px}
 :root{--fg:#1c2833;--muted:#6c7a89;--line:#dfe4ea;--accent:#c0392b;--bg:#fff;--soft:#f6f8fa}
 *{box-sizing:border-box}
 body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);

@@ -11,7 +11,8 @@ as a copy) and :func:`apply_review` writes the dataset that follows from it:
 ``relabel:<class>``
     the sample stays with the label ``<class>``, which must be one of the run's
     classes (``checkpoint/model.json``); a bare ``relabel`` takes the row's
-    ``suggested_label`` (the model's prediction).
+    ``suggested_label`` (the model's prediction, or the runner-up class for a row the
+    model fitted late).
 
 Unflagged samples are always kept. Rows are matched to samples on ``index``
 *and* ``path`` (image inputs) or ``row`` (feature tables), so a sorted or

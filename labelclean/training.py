@@ -95,6 +95,9 @@ class SampleStats:
     pred_prob: np.ndarray
     given_prob: np.ndarray
     margin: np.ndarray
+    #: The class with the largest logit other than the given label (the one the
+    #: margin is measured against).
+    runner_up: np.ndarray | None = None
 
 
 @dataclass
@@ -292,7 +295,7 @@ class Trainer:
         total_loss = torch.zeros((), device=self.device)
         total_correct = torch.zeros((), device=self.device, dtype=torch.long)
         steps = 0
-        per_sample = torch.full((n, 5), float("nan"), device=self.device) if record else None
+        per_sample = torch.full((n, 6), float("nan"), device=self.device) if record else None
         sizes = [len(b) for b in order.split(cfg.batch_size)]
         if len(sizes) > 1 and sizes[-1] == 1:
             # a batch of one breaks batch norm: fold it into the one before
@@ -389,14 +392,17 @@ def _worker_context() -> str | None:
 
 
 def _per_sample(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``(B, 5)``: loss, predicted class, its probability, the given label's
-    probability, and the margin (given logit minus the largest other)."""
+    """``(B, 6)``: loss, predicted class, its probability, the given label's
+    probability, the margin (given logit minus the largest other) and the
+    class of that largest other logit."""
     logp = torch.log_softmax(logits, 1)
     loss = -logp.gather(1, y[:, None])[:, 0]
     prob, pred = logp.exp().max(1)
     given_logit = logits.gather(1, y[:, None])[:, 0]
-    other = logits.scatter(1, y[:, None], float("-inf")).max(1).values
-    return torch.stack([loss, pred.float(), prob, (-loss).exp(), given_logit - other], 1)
+    other, other_class = logits.scatter(1, y[:, None], float("-inf")).max(1)
+    return torch.stack(
+        [loss, pred.float(), prob, (-loss).exp(), given_logit - other, other_class.float()], 1
+    )
 
 
 def _sample_stats(table: torch.Tensor) -> SampleStats:
@@ -407,4 +413,5 @@ def _sample_stats(table: torch.Tensor) -> SampleStats:
         pred_prob=out[:, 2].astype(np.float32),
         given_prob=out[:, 3].astype(np.float32),
         margin=out[:, 4].astype(np.float32),
+        runner_up=out[:, 5].astype(np.int64),
     )

@@ -85,4 +85,7 @@ def clean_folder(tmp_path_factory) -> Path:
     return root
 
 
-FAST = dict(model="mlp:64", max_epochs=12, patience=4, lr=0.02, batch_size=32, probe_every=0)
+# min_steps below the default keeps these runs short (132 steps); the defaults are
+# exercised by tests/test_trust.py.
+FAST = dict(model="mlp:64", max_epochs=12, patience=4, lr=0.02, batch_size=32, probe_every=0,
+            min_steps=100, patience_steps=0)

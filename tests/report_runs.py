@@ -99,7 +99,9 @@ def fit_and_export(data: Path, out: Path, **kw) -> Path:
     # the classic runs use the loss suspicion (its l_c threshold is what many
     # report tests check); suspicion_runs() covers AUM, the default, and log-loss
     kw.setdefault("suspicion", "loss")
-    result = Cleaner(model="mlp:32", max_epochs=4, patience=2, seed=0, **kw).fit(data)
+    # short runs of the 0.3 settings: learn-before-deciding (test_trust.py) is off here
+    result = Cleaner(model="mlp:32", max_epochs=4, patience=2, seed=0, batch_size=128, lr=0.1,
+                     min_steps=0, **kw).fit(data)
     assert result.n_flagged > 0, f"the test run on {data} flagged nothing"
     result.export(out)
     return out

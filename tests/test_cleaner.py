@@ -171,7 +171,8 @@ def test_cli_run_end_to_end(noisy_folder, tmp_path):
     before = tree_digest(root)
     out = tmp_path / "cli_out"
     args = ["run", str(root), "--out", str(out), "--model", "mlp:64", "--epochs", "12",
-            "--patience", "4", "--lr", "0.05", "--batch-size", "32", "--probe-every", "0"]
+            "--patience", "4", "--lr", "0.05", "--batch-size", "32", "--probe-every", "0",
+            "--min-steps", "100"]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     assert "flagged" in r.output and "t_c" in r.output
@@ -247,16 +248,16 @@ def test_trainer_folds_a_trailing_batch_of_one():
 
 
 def test_probe_interval_keeps_the_probe_within_budget():
-    c = Cleaner(batch_size=128)
+    c = Cleaner()
     # 10,000 samples: 78 steps an epoch; a split probe of K=16 costs ~26 steps
-    assert c._probe_interval(10_000) == 4
-    assert c._probe_interval(100_000) == 1
-    assert Cleaner(probe_every=0)._probe_interval(10_000) == 0
-    assert Cleaner(probe_every="2")._probe_interval(10) == 2
+    assert c._probe_interval(10_000, 128) == 4
+    assert c._probe_interval(100_000, 128) == 1
+    assert Cleaner(probe_every=0)._probe_interval(10_000, 128) == 0
+    assert Cleaner(probe_every="2")._probe_interval(10, 32) == 2
     from labelclean.errors import LabelcleanError
 
     with pytest.raises(LabelcleanError, match="probe_every"):
-        Cleaner(probe_every="often")._probe_interval(10)
+        Cleaner(probe_every="often")._probe_interval(10, 32)
 
 
 def test_order_parameters_and_phases_land_in_history(noisy_folder):
@@ -280,7 +281,7 @@ def test_cli_run_with_the_aum_suspicion(noisy_folder, tmp_path):
     out = tmp_path / "aum"
     args = ["run", str(root), "--out", str(out), "--model", "mlp:64", "--epochs", "12",
             "--patience", "4", "--lr", "0.02", "--batch-size", "32", "--probe-every", "0",
-            "--suspicion", "aum"]
+            "--suspicion", "aum", "--min-steps", "100"]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     run = json.loads((out / "run.json").read_text())

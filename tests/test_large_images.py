@@ -111,7 +111,8 @@ def test_cli_run_on_memory_mapped_images(tmp_path):
     write_folder(root, x, given)
     before = tree_digest(root)
     args = ["run", str(root), "--out", str(out), "--cache", str(cache), "--max-memory",
-            "0.000001", "--model", "mlp:32", "--epochs", "4", "--probe-every", "0"]
+            "0.000001", "--model", "mlp:32", "--epochs", "4", "--probe-every", "0",
+            "--min-steps", "0"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     run = json.loads((out / "run.json").read_text())
