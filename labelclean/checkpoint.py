@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from ._io import atomic_write, write_json
 from .errors import LabelcleanError
@@ -70,8 +70,12 @@ def save_checkpoint(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    atomic_write(folder / WEIGHTS, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    write_json(folder / CONFIG, {**config, "weights_sha256": _sha256(folder / WEIGHTS)})
+    # Serialised in memory and written by Python: a write error (a full disk)
+    # surfaces as the OSError the CLI reports in one line, and the checksum is
+    # that of the bytes meant to be on disk, not of whatever reached it.
+    blob = save(tensors, metadata={"format": "pt"})
+    atomic_write(folder / WEIGHTS, lambda tmp: Path(tmp).write_bytes(blob))
+    write_json(folder / CONFIG, {**config, "weights_sha256": hashlib.sha256(blob).hexdigest()})
     return folder
 
 

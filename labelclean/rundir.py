@@ -52,7 +52,7 @@ from .errors import LabelcleanError
 MARKER = ".labelclean-run"
 FORMAT = "labelclean-output"
 #: What a folder of each kind is called in messages ("holds no labelclean run").
-KINDS = {"run": "labelclean run", "apply": "labelclean output"}
+KINDS = {"run": "labelclean run", "apply": "labelclean output", "demo": "labelclean demo"}
 _STAGE, _OLD = "stage", "old"
 
 
@@ -361,13 +361,28 @@ def _walk_files(folder: Path) -> Iterable[Path]:
                 yield base / name
 
 
+def clear(folder: str | os.PathLike) -> None:
+    """Delete, in place, the files of ``folder``'s manifest that are still as
+    labelclean wrote them, then the marker; everything else stays. For outputs
+    rewritten in place (the demo) rather than swapped."""
+    folder = Path(folder)
+    _remove_ours(folder, folder, None, read_marker(folder) or {})
+    (folder / MARKER).unlink(missing_ok=True)
+
+
+def mark(folder: str | os.PathLike, kind: str, *, complete: bool,
+         files: Iterable[str] = ()) -> None:
+    """Write ``folder``'s marker with a manifest of ``files`` (relative paths)."""
+    folder = Path(folder)
+    manifest = {rel: fingerprint(folder / rel) for rel in sorted(files)}
+    write_json(folder / MARKER, _marker(kind, uuid.uuid4().hex, complete=complete,
+                                        files=manifest))
+
+
 def _retire(old: Path, new: Path) -> None:
     """Empty a replaced output: the user's files (and labelclean's, if edited
     since) move to ``new``; labelclean's untouched files are deleted."""
-    marker = read_marker(old) or {}
-    files = marker.get("files", {})
-    ours_dirs = {p for rel in files for p in Path(rel).parents if str(p) != "."}
-    _retire_dir(old, old, new, files, ours_dirs)
+    _remove_ours(old, old, new, read_marker(old) or {})
     (old / MARKER).unlink(missing_ok=True)
     try:
         old.rmdir()
@@ -375,7 +390,11 @@ def _retire(old: Path, new: Path) -> None:
         pass  # cannot happen unless a file appeared meanwhile: leave it, never delete it
 
 
-def _retire_dir(root: Path, folder: Path, new: Path, files: dict, ours_dirs: set) -> None:
+def _remove_ours(root: Path, folder: Path, new: Path | None, marker: dict) -> None:
+    """Delete under ``folder`` the manifest files still as written; move every
+    other file and folder to the same place under ``new`` (None: leave them)."""
+    files = marker.get("files", {})
+    ours_dirs = {p for rel in files for p in Path(rel).parents if str(p) != "."}
     for child in sorted(folder.iterdir()):
         rel = child.relative_to(root)
         key = rel.as_posix()
@@ -383,16 +402,16 @@ def _retire_dir(root: Path, folder: Path, new: Path, files: dict, ours_dirs: set
             continue
         if child.is_dir() and not child.is_symlink():
             if rel in ours_dirs:
-                _retire_dir(root, child, new, files, ours_dirs)
+                _remove_ours(root, child, new, marker)
                 try:
                     child.rmdir()
                 except OSError:
-                    pass
-            else:
+                    pass  # the user's files are still in it
+            elif new is not None:
                 _carry(child, new / rel)  # a folder the user made
         elif key in files and fingerprint(child) == files[key]:
             child.unlink()
-        else:
+        elif new is not None:
             _carry(child, new / rel)
 
 

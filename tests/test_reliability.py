@@ -569,3 +569,46 @@ def test_an_interrupted_swap_is_undone_by_the_next_command(tmp_path, previous, i
     (tmp_path / "empty").mkdir()
     one_line_error(cli(*run_args(tmp_path / "empty", out, "--overwrite")))
     assert tree_digest(out) == before and stale_siblings(out) == []
+
+
+# ----------------------------------------------------------------------------- demo and bench
+
+
+def _small_digits(root: Path, noise: float, seed: int, size: int = 32) -> pd.DataFrame:
+    """A stand-in for the demo's 1,797 digits: 48 images in the same layout."""
+    x, y, given, mask = synthetic_images(48, 3, noise, seed=seed)
+    rel = write_folder(root, x, given)
+    return pd.DataFrame({"path": rel, "true_label": y, "given_label": given, "is_noisy": mask})
+
+
+def test_demo_overwrite_refuses_a_hand_made_demo_json(tmp_path):
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "demo.json").write_text("{}")  # hand-made: not a demo
+    (proj / "notes.txt").write_text("mine")
+    line = one_line_error(cli("demo", "--out", proj, "--overwrite"))
+    assert "holds no labelclean demo" in line
+    assert sorted(p.name for p in proj.iterdir()) == ["demo.json", "notes.txt"]
+
+
+def test_demo_overwrite_keeps_the_users_files(tmp_path, monkeypatch):
+    import labelclean.demo
+
+    monkeypatch.setattr(labelclean.demo, "write_digits_folder", _small_digits)
+    fast = dict(model="mlp:16", max_epochs=3, patience=1, progress=False)
+    out = tmp_path / "demo"
+    labelclean.demo.run_demo(out, echo=lambda _: None, **fast)
+    (out / "notes.txt").write_text("mine")
+    (out / "data" / "c0" / "mine.txt").write_text("mine too")
+    labelclean.demo.run_demo(out, overwrite=True, echo=lambda _: None, **fast)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "data" / "c0" / "mine.txt").read_text() == "mine too"
+    assert read_marker(out)["complete"] and read_marker(out / "run")["complete"]
+
+
+def test_bench_out_may_not_lie_in_the_data(images):
+    from labelclean.bench import run_bench
+
+    with pytest.raises(LabelcleanError, match="overlaps the input"):
+        run_bench(images, out=images / "bench", seeds=[0], model="mlp:16", max_epochs=2)
+    assert not (images / "bench").exists()
