@@ -612,3 +612,37 @@ def test_bench_out_may_not_lie_in_the_data(images):
     with pytest.raises(LabelcleanError, match="overlaps the input"):
         run_bench(images, out=images / "bench", seeds=[0], model="mlp:16", max_epochs=2)
     assert not (images / "bench").exists()
+
+
+# ----------------------------------------------------------------------------- more catalogue rows
+
+
+def test_ctrl_c_keeps_the_previous_run(tmp_path, previous, images, monkeypatch):
+    import labelclean.training
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(labelclean.training.Trainer, "train_epoch", interrupted)
+    out = copy_run(previous, tmp_path / "out")
+    before = tree_digest(out)
+    r = cli(*run_args(images, out, "--overwrite"))
+    assert r.exit_code == 130 and "labelclean: interrupted" in r.output
+    assert tree_digest(out) == before and stale_siblings(out) == []
+
+
+def test_apply_after_input_images_vanished_is_refused(tmp_path):
+    data = make_folder(tmp_path / "data", seed=7)
+    out = tmp_path / "run"
+    assert cli(*run_args(data, out)).exit_code == 0
+    kept = pd.read_csv(out / "scores.csv", dtype=str, keep_default_na=False)
+    (data / kept.loc[kept["flagged"] == "False", "sample_id"].iloc[0]).unlink()
+    line = one_line_error(cli("apply", out, "--out", tmp_path / "final"))
+    assert "input images are gone since the run" in line
+    assert not (tmp_path / "final").exists()
+
+
+def test_a_checkpoint_without_a_checksum_still_loads(tmp_path):
+    folder = _checkpoint(tmp_path / "ck")
+    _edit_config(folder / CONFIG, weights_sha256=None)  # as written before issue 14
+    assert load_checkpoint(folder).classes == ["a", "b", "c"]
