@@ -110,6 +110,8 @@ def output_forbidden(source, origin: str, files: list | None = None) -> list[Pat
     """The files and folders ``--out`` may not overlap: the input, and for a CSV
     of image paths also the folder its images share (so that a later run over
     that image tree does not pick up labelclean's outputs)."""
+    if origin == "arrays":
+        return []  # in memory: no input on disk to protect
     forbidden = [Path(source)]
     if origin == "paths" and files:
         forbidden += image_roots(files)
@@ -119,7 +121,9 @@ def output_forbidden(source, origin: str, files: list | None = None) -> list[Pat
 def image_roots(files: list) -> list[Path]:
     """The deepest folder every image lies in; when that is the filesystem root
     (images spread over unrelated trees), each image's folder instead."""
-    parents = sorted({str(Path(f).resolve().parent) for f in files})
+    # resolve() once per folder, not per image: a CSV may list millions
+    folders = {os.path.dirname(os.path.abspath(f)) for f in files}
+    parents = sorted({str(Path(d).resolve()) for d in folders})
     common = Path(os.path.commonpath(parents))
     if common != Path(common.anchor):
         return [common]
@@ -327,8 +331,7 @@ def _clone(src: Path, target: Path) -> bool:
         with open(src, "rb") as s, open(target, "wb") as t:
             fcntl.ioctl(t.fileno(), _FICLONE, s.fileno())
         return True
-    except OSError:
-        target.unlink(missing_ok=True)
+    except OSError:  # not supported here (ext4, tmpfs, across filesystems): copy bytes
         return False
 
 
