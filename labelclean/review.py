@@ -56,6 +56,7 @@ from .export import (
     SCORES_FILE,
     check_scores,
     guard_formulas,
+    output_forbidden,
     place_file,
     unguard_cell,
 )
@@ -171,7 +172,7 @@ def apply_review(
         )
     # Validation is over; from here on, only writing (beside `out`, then swapped in).
     with rundir.begin(out_path, kind="apply", overwrite=overwrite,
-                      inputs=[run.source, run.root]) as staging:
+                      inputs=[run.root, *_input_footprint(run)]) as staging:
         folder = staging.path
         if run.origin == "folder":
             _write_tree(plan, folder / "cleaned", link)
@@ -375,6 +376,17 @@ def _whole_number(text: str) -> int | None:
 def _some(classes: list[str], limit: int = 12) -> str:
     shown = ", ".join(classes[:limit])
     return shown + (f", … {len(classes) - limit} more" if len(classes) > limit else "")
+
+
+def _input_footprint(run: RunInfo) -> list[Path]:
+    """What ``out`` may not overlap: the input and, for a CSV of image paths,
+    the folder its images share (as for ``labelclean run``)."""
+    from .sources import listed_images
+
+    if run.origin != "paths":
+        return [run.source]
+    path_column = run.run.get("params", {}).get("path_column", "path")
+    return output_forbidden(run.source, "paths", listed_images(run.source, "paths", path_column))
 
 
 def _check_review_outside(review: Path, out: Path) -> None:

@@ -465,14 +465,29 @@ def test_apply_on_a_corrupt_run_json_is_one_line(tmp_path, previous):
 # ----------------------------------------------------------------------------- 10
 
 
-def test_out_inside_the_image_tree_of_a_path_csv_is_refused(tmp_path, images):
-    lists = tmp_path / "lists"
+def _path_csv_over(images: Path, lists: Path) -> Path:
+    """``lists/l.csv`` listing the images of ``images`` as ``../…`` paths."""
     lists.mkdir()
     paths = sorted(images.rglob("*.png"))
     pd.DataFrame({"path": [os.path.relpath(p, lists) for p in paths],
                   "label": [p.parent.name for p in paths]}).to_csv(lists / "l.csv", index=False)
+    return lists / "l.csv"
+
+
+def test_out_inside_the_image_tree_of_a_path_csv_is_refused(tmp_path, images):
+    csv = _path_csv_over(images, tmp_path / "lists")
     out = images / "figures"
-    line = one_line_error(cli(*run_args(lists / "l.csv", out)))
+    line = one_line_error(cli(*run_args(csv, out)))
+    assert "overlaps the input" in line
+    assert not out.exists()
+
+
+def test_apply_out_inside_the_image_tree_of_a_path_csv_is_refused(tmp_path, images):
+    csv = _path_csv_over(images, tmp_path / "lists")
+    run = tmp_path / "run"
+    assert cli(*run_args(csv, run)).exit_code == 0
+    out = images / "c0" / "final"
+    line = one_line_error(cli("apply", run, "--out", out))
     assert "overlaps the input" in line
     assert not out.exists()
 
