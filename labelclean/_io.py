@@ -23,10 +23,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    # mkstemp makes the file 0600; give it the mode a plain open() would.
-    os.chmod(tmp, 0o666 & ~_umask())
     try:
         write(tmp)
+        # mkstemp makes the file 0600, and some writers (safetensors) replace
+        # it with a new 0600 file: give the result the mode a plain open() would.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -27,6 +27,7 @@ Per seed it reports
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +41,7 @@ from .cleaner import Cleaner, CleanResult, _input_statistics
 from .errors import LabelcleanError
 from .models import create_model, default_model
 from .noise import NOISE_KINDS, inject_noise, precision_recall_f1
+from .rundir import check_overlap
 from .sources import Dataset
 from .training import TrainConfig, Trainer
 
@@ -164,6 +166,8 @@ def run_bench(
             )
     out_dir = None if out is None else Path(out)
     if out_dir is not None:
+        # bench.csv and the flags must not land in the data they measure
+        check_overlap(out_dir, [p for p in (data, test) if isinstance(p, (str, os.PathLike))])
         out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in seeds:

@@ -8,6 +8,7 @@ normalisation (which also lives in the weights as buffers), so
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from ._io import atomic_write, write_json
 from .errors import LabelcleanError
@@ -61,12 +62,20 @@ class Checkpoint:
 def save_checkpoint(
     folder: str | os.PathLike, state_dict: dict, config: dict
 ) -> Path:
-    """Write ``model.safetensors`` and ``model.json`` into ``folder`` atomically."""
+    """Write ``model.safetensors`` and ``model.json`` into ``folder`` atomically.
+
+    ``model.json`` records the weights' sha256 (``weights_sha256``), so that a
+    damaged or altered weights file is refused on loading instead of being used.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    atomic_write(folder / WEIGHTS, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    write_json(folder / CONFIG, config)
+    # Serialised in memory and written by Python: a write error (a full disk)
+    # surfaces as the OSError the CLI reports in one line, and the checksum is
+    # that of the bytes meant to be on disk, not of whatever reached it.
+    blob = save(tensors, metadata={"format": "pt"})
+    atomic_write(folder / WEIGHTS, lambda tmp: Path(tmp).write_bytes(blob))
+    write_json(folder / CONFIG, {**config, "weights_sha256": hashlib.sha256(blob).hexdigest()})
     return folder
 
 
@@ -79,20 +88,68 @@ def load_checkpoint(folder: str | os.PathLike, device: str = "cpu") -> Checkpoin
         The checkpoint folder, or a run's ``--out`` folder containing one.
     device:
         Where to put the model.
+
+    Raises
+    ------
+    LabelcleanError
+        For a missing, unreadable, altered (checksum) or mismatched checkpoint.
     """
     folder = Path(folder)
     if (folder / "checkpoint" / CONFIG).is_file():
         folder = folder / "checkpoint"
     if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
         raise LabelcleanError(f"no checkpoint in {folder} (expected {CONFIG} and {WEIGHTS})")
-    config = json.loads((folder / CONFIG).read_text())
-    shape = tuple(config["input_shape"])
-    stat_shape = (shape[0], 1, 1) if len(shape) == 3 else shape
-    model = create_model(
-        config["model"], shape, len(config["classes"]),
-        torch.tensor(config["mean"]).reshape(stat_shape),
-        torch.tensor(config["std"]).reshape(stat_shape),
-    )
-    model.load_state_dict(load_file(folder / WEIGHTS))
+    config = _read_config(folder / CONFIG)
+    expected = config.get("weights_sha256")
+    if expected is not None and _sha256(folder / WEIGHTS) != expected:
+        raise LabelcleanError(
+            f"{folder / WEIGHTS} does not match the checksum in {CONFIG}: "
+            "the weights were damaged or replaced"
+        )
+    try:
+        shape = tuple(config["input_shape"])
+        stat_shape = (shape[0], 1, 1) if len(shape) == 3 else shape
+        model = create_model(
+            config["model"], shape, len(config["classes"]),
+            torch.tensor(config["mean"]).reshape(stat_shape),
+            torch.tensor(config["std"]).reshape(stat_shape),
+        )
+    except LabelcleanError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        raise LabelcleanError(f"{folder / CONFIG} is damaged: {_first_line(e)}") from None
+    try:
+        weights = load_file(folder / WEIGHTS)
+    except Exception as e:  # noqa: BLE001 - SafetensorError, OSError, ...: all one thing here
+        raise LabelcleanError(f"cannot read {folder / WEIGHTS}: {_first_line(e)}") from None
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise LabelcleanError(
+            f"{folder / WEIGHTS} does not fit the model in {CONFIG}: {_first_line(e)}"
+        ) from None
     model.to(device).eval()
     return Checkpoint(model=model, classes=list(config["classes"]), config=config)
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise LabelcleanError(f"cannot read {path}: {_first_line(e)}") from None
+    if not isinstance(config, dict):
+        raise LabelcleanError(f"{path} is damaged: not a JSON object")
+    return config
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -165,7 +165,7 @@ class CleanResult:
         return self.n_flagged / max(1, len(self.scores))
 
     def export(
-        self, out: str | os.PathLike, *, link: str = "hardlink", overwrite: bool = False
+        self, out: str | os.PathLike, *, link: str = "copy", overwrite: bool = False
     ) -> Path:
         """Write the cleaned dataset, ``flagged_samples.csv`` and the rest under ``out``.
 

@@ -28,12 +28,24 @@ class _Group(click.Group):
         except LabelcleanError as e:
             click.echo(f"labelclean: error: {e}", err=True)
             sys.exit(2)
-        except (PermissionError, IsADirectoryError, FileExistsError) as e:
-            click.echo(f"labelclean: error: {e.strerror}: {e.filename}", err=True)
+        except OSError as e:
+            # A full disk (ENOSPC), a read-only filesystem (EROFS), a permission
+            # problem...: the user's to fix, so one line, not a traceback.
+            click.echo(f"labelclean: error: {_os_error_line(e)}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("labelclean: interrupted", err=True)
             sys.exit(130)
+
+
+def _os_error_line(e: OSError) -> str:
+    what = e.strerror or str(e) or type(e).__name__
+    return f"{what}: {e.filename}" if e.filename else what
+
+
+_LINK_HELP = ("How cleaned/ refers to the input images: copy (copy-on-write clones where the "
+              "filesystem supports them), or hardlink/symlink, which share the input's files: "
+              "editing an image in cleaned/ then edits your original.")
 
 
 @click.group(cls=_Group, context_settings=_SETTINGS)
@@ -136,9 +148,10 @@ def training_options(f):
               help="Folder for every output (must be empty or absent).")
 @click.option("--val", type=click.Path(path_type=Path), default=None,
               help="Validation data with trusted labels (same formats).")
-@click.option("--link", type=click.Choice(["hardlink", "symlink", "copy"]), default="hardlink",
-              show_default=True, help="How the cleaned image tree refers to the images.")
-@click.option("--overwrite", is_flag=True, help="Replace a previous run in --out.")
+@click.option("--link", type=click.Choice(["copy", "hardlink", "symlink"]), default="copy",
+              show_default=True, help=_LINK_HELP)
+@click.option("--overwrite", is_flag=True, help="Replace a previous run in --out (only the "
+              "files labelclean wrote there go, once the new run is complete).")
 @training_options
 def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, **kw) -> None:
     """Train on DATA, find phase II, and write the cleaned dataset to --out.
@@ -146,20 +159,31 @@ def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, **k
     DATA is an image folder (root/<class>/<image>), a CSV of path,label, or a
     CSV of numeric features plus a label column.
     """
+    from . import rundir
     from .cleaner import Cleaner
-    from .export import prepare_output_dir
+    from .export import export_result, image_roots
+    from .sources import listed_images
 
     inputs = [data] + ([val] if val else [])
+    for path in inputs:  # before --out is touched
+        if not path.exists():
+            raise LabelcleanError(f"input not found: {path}")
     cache = kw.get("cache")
     if cache is not None and (out.resolve() == cache.resolve()
                               or out.resolve() in cache.resolve().parents):
         raise LabelcleanError(f"--cache {cache} lies inside --out {out}; put it elsewhere")
-    prepare_output_dir(out, overwrite=overwrite, inputs=[p for p in inputs if p.exists()])
-    cleaner = Cleaner(progress=True, **kw)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", WithheldWarning)  # said below, in full
-        result = cleaner.fit(data, val=val)
-    result.export(out, link=link, overwrite=True)
+    forbidden = list(inputs)
+    for path in inputs:
+        images = listed_images(path, kw["kind"], kw["path_column"])
+        forbidden += image_roots(images) if images else []
+    # The staging folder beside --out is opened before training: an unwritable
+    # place fails now, not after an hour of it.
+    staging = rundir.begin(out, kind="run", overwrite=overwrite, inputs=forbidden)
+    with staging:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", WithheldWarning)  # said below, in full
+            result = Cleaner(progress=True, **kw).fit(data, val=val)
+        export_result(result, out, link=link, staging=staging)
     print_summary(result, out)
     if result.verdict.withheld:
         click.echo(withheld_paragraph(result.verdict), err=True)
@@ -246,9 +270,10 @@ def report_command(run_dir: Path) -> None:
               help="Edited copy of flagged_samples.csv [default: the run's own].")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Folder for the final dataset (must be empty or absent).")
-@click.option("--link", type=click.Choice(["hardlink", "symlink", "copy"]), default="hardlink",
-              show_default=True, help="How the cleaned image tree refers to the images.")
-@click.option("--overwrite", is_flag=True, help="Replace a previous apply output in --out.")
+@click.option("--link", type=click.Choice(["copy", "hardlink", "symlink"]), default="copy",
+              show_default=True, help=_LINK_HELP)
+@click.option("--overwrite", is_flag=True, help="Replace a previous apply output in --out "
+              "(only the files labelclean wrote there go).")
 def apply_command(
     run_dir: Path, review: Path | None, out: Path, link: str, overwrite: bool
 ) -> None:

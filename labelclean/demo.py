@@ -10,7 +10,6 @@ lr 0.02) rather than the default CNN; pass ``model=...`` to change that.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,11 +17,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from . import rundir
 from ._io import write_csv, write_json
 from .errors import LabelcleanError
 from .noise import inject_noise, precision_recall_f1
 
-MARKER = "demo.json"
+SUMMARY = "demo.json"
 
 
 def write_digits_folder(
@@ -61,16 +61,17 @@ def run_demo(
     from .cli import print_summary
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise LabelcleanError(f"--out {out} is not empty; pass --overwrite to replace it")
-        if not (out / MARKER).is_file():
-            raise LabelcleanError(
-                f"--out {out} is not empty and holds no demo; refusing to delete it"
-            )
-        shutil.rmtree(out)
+    if out.exists() and not out.is_dir():
+        raise LabelcleanError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        # Recognised by labelclean's marker, not by a file name anyone can
+        # create; only the files the last demo wrote are deleted.
+        rundir.check_replaceable(out, kind="demo", overwrite=overwrite)
+        rundir.clear(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / MARKER, {"status": "started", "noise": noise, "seed": seed})
+    theirs = set(rundir.manifest_of(out))  # what the user keeps here
+    rundir.mark(out, "demo", complete=False)
+    write_json(out / SUMMARY, {"status": "started", "noise": noise, "seed": seed})
     echo(f"writing 1797 digits with {noise:.0%} wrong labels to {out / 'data'}")
     truth = write_digits_folder(out / "data", noise, seed)
     write_csv(out / "truth.csv", truth)
@@ -83,7 +84,7 @@ def run_demo(
     cleaner_kwargs.setdefault("batch_size", 32)
     cleaner_kwargs.setdefault("lr", 0.02)
     result = Cleaner(**cleaner_kwargs).fit(out / "data", noise_mask=_mask_in_order(truth))
-    result.export(out / "run")
+    result.export(out / "run", overwrite=True)  # run/ keeps its own marker
     print_summary(result, out / "run")
     flags = result.scores.sort_values("index")["flagged"].to_numpy()
     mask = _mask_in_order(truth)
@@ -93,7 +94,10 @@ def run_demo(
         f"  ({int(mask.sum())} labels were wrong)"
     )
     summary = {"precision": precision, "recall": recall, "f1": f1, "noise": noise, "seed": seed}
-    write_json(out / MARKER, summary)
+    write_json(out / SUMMARY, summary)
+    ours = [rel for rel in rundir.manifest_of(out)
+            if rel not in theirs and not rel.startswith("run/")]
+    rundir.mark(out, "demo", complete=True, files=ours)
     return summary
 
 

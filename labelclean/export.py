@@ -12,10 +12,14 @@ Layout of an output folder::
     unreadable.csv         images that could not be decoded (only when skipped)
     run.json               parameters, versions, t_c, counts, timings
     report.html, figures/  the report and its figures (see labelclean.report)
+    .labelclean-run        the marker and manifest of the files above (labelclean.rundir)
 
-Every file is written atomically (temporary file, then rename); the cleaned
-image tree is built in a hidden folder and renamed into place. The input is
-only read.
+The whole folder is written as a hidden sibling of ``--out`` and swapped into
+place once complete (:mod:`labelclean.rundir`), so ``--out`` holds either the
+previous complete run or the new one. ``cleaned/`` holds copies (copy-on-write
+clones where the filesystem has them) unless links are asked for. Text cells of
+``flagged_samples.csv`` that a spreadsheet would run as formulas are prefixed
+with ``'`` (:func:`guard_cell`). The input is only read.
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
+from . import rundir
 from ._io import write_csv, write_json, write_npy
 from .checkpoint import save_checkpoint
 from .errors import LabelcleanError
@@ -35,60 +41,36 @@ from .noise import precision_recall_f1
 if TYPE_CHECKING:
     from .cleaner import CleanResult
 
-LINK_MODES = ("hardlink", "symlink", "copy")
+#: How ``cleaned/`` refers to the input images. ``copy`` (the default) makes
+#: copy-on-write clones where the filesystem can (btrfs, XFS, APFS...) and plain
+#: copies elsewhere, so an edit under ``cleaned/`` never reaches the input; the
+#: links share the input's files and are only for users who ask for them.
+LINK_MODES = ("copy", "hardlink", "symlink")
+DEFAULT_LINK = "copy"
+
+# One place for the names of a run folder's files.
 RUN_FILE = "run.json"
-
-
-def prepare_output_dir(
-    out: str | os.PathLike,
-    *,
-    overwrite: bool,
-    inputs: list[str | os.PathLike] = (),
-    markers: tuple[str, ...] = (RUN_FILE,),
-) -> Path:
-    """Check that ``out`` may be written, and empty it when ``overwrite`` allows.
-
-    Refuses an ``out`` that is, contains or lies inside an input; refuses a
-    non-empty ``out`` unless ``overwrite``; and even then only empties a folder
-    that holds a previous labelclean output (one of the ``markers`` files:
-    ``run.json`` by default, ``apply.json`` for ``labelclean apply``), so that a
-    mistyped ``--out`` cannot delete unrelated files.
-    """
-    out = Path(out).resolve()
-    for src in inputs:
-        src = Path(src).resolve()
-        if src.is_dir():
-            clash = out == src or src in out.parents or out in src.parents
-        else:  # a CSV: don't write into its folder, or over it
-            clash = out == src or out == src.parent or out in src.parents
-        if clash:
-            raise LabelcleanError(f"--out {out} overlaps the input {src}; choose another folder")
-    if out.exists() and not out.is_dir():
-        raise LabelcleanError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise LabelcleanError(f"--out {out} is not empty; pass --overwrite to replace it")
-        if not any((out / marker).is_file() for marker in markers):
-            what = "labelclean run" if markers == (RUN_FILE,) else "labelclean output"
-            raise LabelcleanError(
-                f"--out {out} is not empty and holds no {what}; refusing to delete it"
-            )
-        for child in out.iterdir():
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+SCORES_FILE = "scores.csv"
+REVIEW_FILE = "flagged_samples.csv"
+METRICS_FILE = "metrics.csv"
+LOSSES_FILE = "losses.npy"
+MARGINS_FILE = "margins.npy"
+UNREADABLE_FILE = "unreadable.csv"
+CHECKPOINT_DIR = "checkpoint"
+#: Files whose content ``report`` and ``apply`` rely on: checked against the
+#: manifest before use (flagged_samples.csv is meant to be edited, so it is not).
+INTEGRITY_FILES = (RUN_FILE, SCORES_FILE, METRICS_FILE, LOSSES_FILE, MARGINS_FILE,
+                   UNREADABLE_FILE, f"{CHECKPOINT_DIR}/model.json")
 
 
 def export_result(
     result: CleanResult,
     out: str | os.PathLike,
     *,
-    link: str = "hardlink",
+    link: str = DEFAULT_LINK,
     overwrite: bool = False,
     report: bool = True,
+    staging: rundir.Staging | None = None,
 ) -> Path:
     """Write everything a run produced under ``out`` (layout: module docstring).
 
@@ -99,38 +81,128 @@ def export_result(
     out:
         The output folder; must be empty or absent unless ``overwrite``.
     link:
-        How the cleaned image tree refers to the input images: ``"hardlink"``
-        (falls back to copying across filesystems), ``"symlink"`` or ``"copy"``.
+        How the cleaned image tree refers to the input images: ``"copy"``
+        (copy-on-write clones where the filesystem supports them, else copies),
+        ``"hardlink"`` (falls back to copying across filesystems) or
+        ``"symlink"``. With either link an edit in ``cleaned/`` changes the input.
     overwrite:
-        Replace a previous labelclean run in ``out``.
+        Replace a previous labelclean run in ``out``; only the files it wrote
+        are removed, and only once the new run is complete.
     report:
         Also write ``report.html`` and its figures.
+    staging:
+        A staging folder already opened for ``out`` with :func:`rundir.begin`
+        (the CLI opens it before training, to fail early on an unwritable
+        ``out``); by default one is opened here.
     """
     if link not in LINK_MODES:
         raise LabelcleanError(f"--link must be one of {', '.join(LINK_MODES)}")
     data = result.dataset
-    out = prepare_output_dir(out, overwrite=overwrite, inputs=[data.source])
+    if staging is None:
+        staging = rundir.begin(out, kind="run", overwrite=overwrite,
+                               inputs=output_forbidden(data.source, data.origin, data.files))
+    with staging:
+        _write_run(result, staging.path, staging.out, link, report)
+        return staging.commit()
+
+
+def output_forbidden(source, origin: str, files: list | None = None) -> list[Path]:
+    """The files and folders ``--out`` may not overlap: the input, and for a CSV
+    of image paths also the folder its images share (so that a later run over
+    that image tree does not pick up labelclean's outputs)."""
+    if origin == "arrays":
+        return []  # in memory: no input on disk to protect
+    forbidden = [Path(source)]
+    if origin == "paths" and files:
+        forbidden += image_roots(files)
+    return forbidden
+
+
+def image_roots(files: list) -> list[Path]:
+    """The deepest folder every image lies in; when that is the filesystem root
+    (images spread over unrelated trees), each image's folder instead."""
+    # resolve() once per folder, not per image: a CSV may list millions
+    folders = {os.path.dirname(os.path.abspath(f)) for f in files}
+    parents = sorted({str(Path(d).resolve()) for d in folders})
+    common = Path(os.path.commonpath(parents))
+    if common != Path(common.anchor):
+        return [common]
+    return [Path(p) for p in parents]
+
+
+def _write_run(result: CleanResult, folder: Path, out: Path, link: str, report: bool) -> None:
+    """Write the run's files into ``folder``; ``out`` is where they will end up."""
+    data = result.dataset
     keep = ~result.scores.sort_values("index")["flagged"].to_numpy()
-
     if data.origin == "folder":
-        _write_tree(data.files, data.ids, keep, out / "cleaned", link)
+        _write_tree(data.files, data.ids, keep, folder / "cleaned", link)
     else:
-        write_csv(out / "cleaned.csv", _cleaned_table(result, keep, out))
-
-    write_csv(out / "flagged_samples.csv", review_table(result))
-    write_csv(out / "scores.csv", result.scores.drop(columns=["reason"]))
-    write_csv(out / "metrics.csv", result.history)
-    write_npy(out / "losses.npy", result.losses)
-    write_npy(out / "margins.npy", result.margins)
-    save_checkpoint(out / "checkpoint", result.state_dict, result.checkpoint_config)
+        write_csv(folder / "cleaned.csv", _cleaned_table(result, keep, out))
+    write_csv(folder / REVIEW_FILE, guard_formulas(review_table(result)))
+    write_csv(folder / SCORES_FILE, result.scores.drop(columns=["reason"]))
+    write_csv(folder / METRICS_FILE, result.history)
+    write_npy(folder / LOSSES_FILE, result.losses)
+    write_npy(folder / MARGINS_FILE, result.margins)
+    save_checkpoint(folder / CHECKPOINT_DIR, result.state_dict, result.checkpoint_config)
     if len(data.unreadable):
-        write_csv(out / "unreadable.csv", data.unreadable)
-    write_json(out / RUN_FILE, run_summary(result, out))
+        write_csv(folder / UNREADABLE_FILE, data.unreadable)
+    write_json(folder / RUN_FILE, run_summary(result, out))
     if report:
         from .report import write_report
 
-        write_report(out)
-    return out
+        write_report(folder)
+
+
+# ----------------------------------------------------------------------------- CSV guard
+
+#: A cell starting with one of these is run as a formula by spreadsheets.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+GUARD = "'"
+
+
+def guard_cell(value: object) -> object:
+    """Prefix ``'`` to text a spreadsheet would run as a formula (and to text
+    that already starts with ``'``, so :func:`unguard_cell` is exact)."""
+    if isinstance(value, str) and value.startswith((*FORMULA_START, GUARD)):
+        return GUARD + value
+    return value
+
+
+def unguard_cell(value: str) -> str:
+    """Undo :func:`guard_cell` on a cell read back as text."""
+    return value[1:] if value.startswith(GUARD) else value
+
+
+def guard_formulas(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``table`` with every text cell passed through :func:`guard_cell`
+    (numbers stay numbers: ``-0.5`` is not a formula)."""
+    table = table.copy()
+    for column in table.columns:
+        if table[column].dtype == object or pd.api.types.is_string_dtype(table[column]):
+            table[column] = table[column].map(guard_cell)
+    return table
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check_scores(root: Path, run: dict, scores: pd.DataFrame) -> None:
+    """Refuse a ``scores.csv`` that disagrees with ``run.json`` (a truncated or
+    edited file), and any run file that differs from the manifest."""
+    rundir.verify(root, INTEGRITY_FILES)
+    where = root / SCORES_FILE
+    samples, flagged = run.get("samples"), run.get("flagged")
+    if isinstance(samples, int) and len(scores) != samples:
+        raise LabelcleanError(
+            f"{where} has {len(scores)} rows but {RUN_FILE} says {samples} samples; "
+            "the run folder is damaged"
+        )
+    n_flagged = int(np.count_nonzero(scores["flagged"].to_numpy()))
+    if isinstance(flagged, int) and n_flagged != flagged:
+        raise LabelcleanError(
+            f"{where} flags {n_flagged} samples but {RUN_FILE} says {flagged}; "
+            "the run folder is damaged"
+        )
 
 
 def review_table(result: CleanResult) -> pd.DataFrame:
@@ -218,20 +290,18 @@ def _in_phase(result: CleanResult, phase: str) -> bool | None:
 def _write_tree(
     files: list[Path], ids: list[str], keep, dest: Path, link: str
 ) -> None:
-    partial = dest.with_name(f".{dest.name}.partial")
-    if partial.exists():
-        shutil.rmtree(partial)
+    # `dest` is inside a staging folder: a half-built tree is never visible.
+    dest.mkdir(parents=True, exist_ok=True)
     for src, rel, k in zip(files, ids, keep):
         if not k:
             continue
-        target = partial / rel
+        target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        _place_file(Path(src), target, link)
-    partial.mkdir(parents=True, exist_ok=True)
-    os.replace(partial, dest)
+        place_file(Path(src), target, link)
 
 
-def _place_file(src: Path, target: Path, link: str) -> None:
+def place_file(src: Path, target: Path, link: str) -> None:
+    """Make ``target`` refer to ``src`` as ``link`` says (see :data:`LINK_MODES`)."""
     if link == "symlink":
         os.symlink(src.resolve(), target)
         return
@@ -241,7 +311,31 @@ def _place_file(src: Path, target: Path, link: str) -> None:
             return
         except OSError:
             pass  # another filesystem, or links not allowed: copy instead
-    shutil.copy2(src, target)
+    copy_file(src, target)
+
+
+def copy_file(src: Path, target: Path) -> None:
+    """An independent copy of ``src``: a copy-on-write clone where the
+    filesystem supports it (no data copied until one side changes), else bytes."""
+    if not _clone(src, target):
+        shutil.copyfile(src, target)
+    shutil.copystat(src, target)
+
+
+_FICLONE = 0x40049409  # Linux ioctl: share extents copy-on-write (btrfs, XFS, ...)
+
+
+def _clone(src: Path, target: Path) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        return False
+    try:
+        with open(src, "rb") as s, open(target, "wb") as t:
+            fcntl.ioctl(t.fileno(), _FICLONE, s.fileno())
+        return True
+    except OSError:  # not supported here (ext4, tmpfs, across filesystems): copy bytes
+        return False
 
 
 def _cleaned_table(result: CleanResult, keep, out: Path) -> pd.DataFrame:

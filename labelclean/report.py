@@ -43,6 +43,8 @@ import pandas as pd
 from ._io import atomic_write, write_text
 from .decision import LOG_EPS
 from .errors import LabelcleanError
+from .export import check_scores
+from .rundir import update_manifest
 
 REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
@@ -189,7 +191,10 @@ def write_report(run_dir: str | os.PathLike) -> Path:
     figures = write_figures(run, run.root / FIGURES_DIR)
     gallery = gallery_data(run)
     page = render_html(run, figures, gallery)
-    return write_text(run.root / REPORT_FILE, page)
+    path = write_text(run.root / REPORT_FILE, page)
+    # labelclean wrote these: keep the run's manifest current (rundir.update_manifest)
+    update_manifest(run.root, [REPORT_FILE, *(f"{FIGURES_DIR}/{n}.png" for n in FIGURE_NAMES)])
+    return path
 
 
 def load_run(run_dir: str | os.PathLike) -> RunFiles:
@@ -208,6 +213,7 @@ def load_run(run_dir: str | os.PathLike) -> RunFiles:
     text_columns = {c: str for c in ("sample_id", "given_label", "predicted_label")}
     scores = pd.read_csv(scores_file, dtype=text_columns, keep_default_na=False)
     scores["flagged"] = scores["flagged"].astype(str).str.lower().isin(["true", "1"])
+    check_scores(root, run, scores)  # a truncated or edited scores.csv is refused
     metrics_file = root / "metrics.csv"
     metrics = pd.read_csv(metrics_file) if metrics_file.is_file() else pd.DataFrame()
     losses = _read_losses(root / "losses.npy", len(scores))

@@ -24,32 +24,46 @@ Output folder (``out``)::
     cleaned.csv       CSV input: the input CSV's kept rows, new labels in the label column,
                       relative image paths rewritten to stay valid from ``out``
     apply_log.csv     one row per flagged sample: what was done and where it went
-    apply.json        counts and settings (written last: its presence marks a complete output)
+    apply.json        counts and settings
+    .labelclean-run   the marker and manifest (:mod:`labelclean.rundir`)
 
 Everything is validated before anything is written: a malformed edit raises
 :class:`~labelclean.errors.LabelcleanError` naming the row, and ``out`` is then
-untouched. The run folder and the input are only read.
+untouched. The output is built beside ``out`` and swapped in when complete. The
+run folder and the input are only read, and only files the run recorded: every
+sample path is checked to stay inside the run's input, a run folder whose files
+differ from its manifest is refused, and the ``'`` that guards spreadsheet
+formulas in ``flagged_samples.csv`` is removed on reading.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import __version__
+from . import __version__, rundir
 from ._io import write_csv, write_json
 from .errors import LabelcleanError
-from .export import LINK_MODES, RUN_FILE, _place_file, prepare_output_dir
+from .export import (
+    DEFAULT_LINK,
+    LINK_MODES,
+    REVIEW_FILE,
+    RUN_FILE,
+    SCORES_FILE,
+    check_scores,
+    guard_formulas,
+    output_forbidden,
+    place_file,
+    unguard_cell,
+)
 
 APPLY_FILE = "apply.json"
 LOG_FILE = "apply_log.csv"
-REVIEW_FILE = "flagged_samples.csv"
 ACTIONS = ("remove", "keep", "relabel")
 
 
@@ -103,7 +117,7 @@ def apply_review(
     run_dir: str | os.PathLike,
     out: str | os.PathLike,
     review_csv: str | os.PathLike | None = None,
-    link: str = "hardlink",
+    link: str = DEFAULT_LINK,
     overwrite: bool = False,
 ) -> dict:
     """Write the reviewed dataset of a run to ``out`` (layout: module docstring).
@@ -119,9 +133,12 @@ def apply_review(
         An edited copy of ``flagged_samples.csv``; default: the run's own file.
     link:
         How ``cleaned/`` refers to the input images (image folder inputs only):
-        ``"hardlink"`` (copy when impossible), ``"symlink"`` or ``"copy"``.
+        ``"copy"`` (copy-on-write where possible), ``"hardlink"`` (copy when
+        impossible) or ``"symlink"``; with a link, editing ``cleaned/`` edits
+        the input.
     overwrite:
-        Replace a previous apply output in ``out``.
+        Replace a previous apply output in ``out`` (only the files it wrote go,
+        once the new output is complete).
 
     Returns
     -------
@@ -154,18 +171,19 @@ def apply_review(
             f"the run's input was read from {run.origin!r}, not a folder or CSV: "
             "there is no dataset to write"
         )
-    # Validation is over; from here on, only writing.
-    out_path = prepare_output_dir(
-        out_path, overwrite=overwrite, inputs=[run.source, run.root], markers=(APPLY_FILE,)
-    )
-    if run.origin == "folder":
-        _write_tree(plan, out_path / "cleaned", link)
-    else:
-        write_csv(out_path / "cleaned.csv", plan)
-    log = apply_log(run, decisions, plan)
-    write_csv(out_path / LOG_FILE, log)
-    summary = _summary(run, decisions, review_path, review, out_path, link)
-    write_json(out_path / APPLY_FILE, summary)
+    # Validation is over; from here on, only writing (beside `out`, then swapped in).
+    with rundir.begin(out_path, kind="apply", overwrite=overwrite,
+                      inputs=[run.root, *_input_footprint(run)]) as staging:
+        folder = staging.path
+        if run.origin == "folder":
+            _write_tree(plan, folder / "cleaned", link)
+        else:
+            write_csv(folder / "cleaned.csv", plan)
+        log = apply_log(run, decisions, plan)
+        write_csv(folder / LOG_FILE, guard_formulas(log))
+        summary = _summary(run, decisions, review_path, review, staging.out, link)
+        write_json(folder / APPLY_FILE, summary)
+        staging.commit()
     return summary
 
 
@@ -177,22 +195,65 @@ def load_run_info(run_dir: str | os.PathLike) -> RunInfo:
     root = Path(run_dir).resolve()
     if not (root / RUN_FILE).is_file():
         raise LabelcleanError(f"{root} is not a labelclean run: {RUN_FILE} is missing")
-    run = json.loads((root / RUN_FILE).read_text(encoding="utf-8"))
+    run = _read_json_object(root / RUN_FILE)
+    if not isinstance(run.get("input"), dict) or "source" not in run["input"]:
+        raise LabelcleanError(f"{root / RUN_FILE} is damaged: it names no input")
     model_file = root / "checkpoint" / "model.json"
     if model_file.is_file():
-        classes = json.loads(model_file.read_text(encoding="utf-8"))["classes"]
+        classes = _read_json_object(model_file).get("classes", [])
     else:
-        classes = run.get("input", {}).get("classes", [])
-    if not (root / "scores.csv").is_file():
+        classes = run["input"].get("classes", [])
+    if not (root / SCORES_FILE).is_file():
         raise LabelcleanError(f"{root} is not a complete labelclean run: scores.csv is missing")
     text = {"sample_id": str, "given_label": str}
-    scores = pd.read_csv(root / "scores.csv", dtype=text, keep_default_na=False)
-    scores["flagged"] = scores["flagged"].astype(str).str.lower().isin(["true", "1"])
-    samples = scores[["index", "sample_id", "given_label", "flagged", "rank"]]
+    try:
+        scores = pd.read_csv(root / SCORES_FILE, dtype=text, keep_default_na=False)
+        scores["flagged"] = scores["flagged"].astype(str).str.lower().isin(["true", "1"])
+        samples = scores[["index", "sample_id", "given_label", "flagged", "rank"]]
+    except (ValueError, KeyError, pd.errors.ParserError) as e:
+        raise LabelcleanError(f"cannot read {root / SCORES_FILE}: {e}") from None
+    check_scores(root, run, scores)
     samples = samples.sort_values("index").reset_index(drop=True)
     if not np.array_equal(samples["index"].to_numpy(), np.arange(len(samples))):
         raise LabelcleanError(f"{root / 'scores.csv'} is damaged: sample indices are not 0..N-1")
-    return RunInfo(root=root, run=run, classes=[str(c) for c in classes], samples=samples)
+    info = RunInfo(root=root, run=run, classes=[str(c) for c in classes], samples=samples)
+    _check_sample_ids(info)
+    return info
+
+
+def _read_json_object(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise LabelcleanError(f"cannot read {path}: {e}") from None
+    if not isinstance(value, dict):
+        raise LabelcleanError(f"{path} is damaged: not a JSON object")
+    return value
+
+
+def _check_sample_ids(run: RunInfo) -> None:
+    """Every sample of a folder input must be ``<its class>/<file>`` inside the
+    input folder, and every class a plain folder name: an edited ``scores.csv``
+    or ``model.json`` must not make apply read or write outside its folders."""
+    for c in run.classes:
+        if not _is_plain_relative(c) or "/" in c:
+            raise LabelcleanError(f"the run's class {c!r} is not a plain folder name")
+    if run.origin != "folder":
+        return
+    for sample_id, label in zip(run.samples["sample_id"], run.samples["given_label"],
+                                strict=True):
+        if not _is_plain_relative(sample_id) or sample_id.split("/")[0] != label:
+            raise LabelcleanError(
+                f"{run.root / SCORES_FILE} names the sample {sample_id!r}, which is not a "
+                f"file of class {label!r} inside the run's input; refusing to use it"
+            )
+
+
+def _is_plain_relative(path: str) -> bool:
+    """A relative POSIX path with no empty, ``.`` or ``..`` part."""
+    if not path or path.startswith("/") or "\0" in path:
+        return False
+    return all(part not in ("", ".", "..") for part in path.split("/"))
 
 
 def read_review(path: Path, run: RunInfo) -> pd.DataFrame:
@@ -216,6 +277,9 @@ def read_review(path: Path, run: RunInfo) -> pd.DataFrame:
             raise LabelcleanError(
                 f"{path.name} has no {column!r} column (columns: {', '.join(review.columns)})"
             )
+    # Undo the formula guard export wrote (a class named "-1" was written "'-1").
+    for column in review.columns:
+        review[column] = review[column].map(unguard_cell)
     return review
 
 
@@ -315,6 +379,17 @@ def _some(classes: list[str], limit: int = 12) -> str:
     return shown + (f", … {len(classes) - limit} more" if len(classes) > limit else "")
 
 
+def _input_footprint(run: RunInfo) -> list[Path]:
+    """What ``out`` may not overlap: the input and, for a CSV of image paths,
+    the folder its images share (as for ``labelclean run``)."""
+    from .sources import listed_images
+
+    if run.origin != "paths":
+        return [run.source]
+    path_column = run.run.get("params", {}).get("path_column", "path")
+    return output_forbidden(run.source, "paths", listed_images(run.source, "paths", path_column))
+
+
 def _check_review_outside(review: Path, out: Path) -> None:
     # --overwrite empties `out`: it must not hold the user's edited review.
     review = review.resolve()
@@ -390,9 +465,10 @@ def plan_table(run: RunInfo, decisions: dict[int, Decision], out: Path) -> pd.Da
 
     if not run.source.is_file():
         raise LabelcleanError(f"the run's input {run.source} is gone")
-    table = _read_csv(run.source)
     params = run.run.get("params", {})
     label_column = params.get("label_column", "label")
+    path_column = params.get("path_column", "path")
+    table = _read_csv(run.source, text_columns=(label_column, path_column))
     if label_column not in table.columns:
         raise LabelcleanError(f"{run.source.name} has no label column {label_column!r} any more")
     rows = _table_rows(run, table, params.get("path_column", "path"))
@@ -451,16 +527,13 @@ def _table_rows(run: RunInfo, table: pd.DataFrame, path_column: str) -> np.ndarr
 
 
 def _write_tree(plan: pd.DataFrame, dest: Path, link: str) -> None:
-    """Build the image tree in a hidden folder, then rename it into place."""
-    partial = dest.with_name(f".{dest.name}.partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
+    """Build the image tree of ``plan`` under ``dest``."""
+    # `dest` is inside a staging folder: a half-built tree is never visible.
+    dest.mkdir(parents=True)
     for source, target in zip(plan["source"], plan["target"], strict=True):
-        path = partial / target
+        path = dest / target
         path.parent.mkdir(parents=True, exist_ok=True)
-        _place_file(Path(source), path, link)
-    os.replace(partial, dest)
+        place_file(Path(source), path, link)
 
 
 def apply_log(run: RunInfo, decisions: dict[int, Decision], plan: pd.DataFrame) -> pd.DataFrame:

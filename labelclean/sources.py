@@ -263,7 +263,7 @@ def load_dataset(
         )
     if path.is_dir():
         raise LabelcleanError(f"--kind {kind} needs a CSV file, got a directory: {path}")
-    table = _read_csv(path)
+    table = _read_csv(path, text_columns=(label_column, path_column))
     if kind == "paths":
         return _load_path_csv(
             path, table, path_column, label_column, noise_column, image_size, classes,
@@ -277,10 +277,45 @@ def load_dataset(
 # --------------------------------------------------------------------------- CSV inputs
 
 
-def _read_csv(path: Path, nrows: int | None = None) -> pd.DataFrame:
+def listed_images(
+    source: str | os.PathLike, kind: str = "auto", path_column: str = "path"
+) -> list[Path]:
+    """The image files a CSV of paths lists (resolved against its folder); empty
+    for any other input. Read before training so that ``--out`` can be kept out
+    of the image tree; problems with the CSV are left for :func:`load_dataset`."""
+    path = Path(source)
+    if not path.is_file() or kind not in ("auto", "paths"):
+        return []
+    if kind == "auto" and path.suffix.lower() not in {".csv", ".tsv", ".txt"}:
+        return []
+    try:
+        table = _read_csv(path, text_columns=(path_column,))
+    except LabelcleanError:
+        return []
+    if path_column not in table.columns:
+        return []
+    return [
+        Path(p) if os.path.isabs(p) else path.parent / p
+        for p in table[path_column].astype(str) if p.strip()
+    ]
+
+
+def _read_csv(
+    path: Path, nrows: int | None = None, text_columns: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """Read a CSV input. In ``text_columns`` (labels, paths) only an empty cell
+    is missing: ``NA``, ``None``, ``null``, ``NaN`` or ``n/a`` are class names
+    like any other, kept as written; other columns parse as pandas does."""
     sep = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
-        return pd.read_csv(path, sep=sep, nrows=nrows, keep_default_na=True)
+        table = pd.read_csv(path, sep=sep, nrows=nrows)
+        text = [c for c in text_columns if c in table.columns]
+        if text and len(table):
+            raw = pd.read_csv(path, sep=sep, nrows=nrows, usecols=text, dtype=str,
+                              keep_default_na=False, na_values=[""])
+            for column in text:
+                table[column] = raw[column].astype(object)
+        return table
     except pd.errors.EmptyDataError:
         raise LabelcleanError(f"{path} is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:

@@ -13,6 +13,7 @@ from conftest import FAST, synthetic_images, tree_digest, write_folder
 
 from labelclean import Cleaner, Dataset, load_checkpoint, load_dataset
 from labelclean.cli import main
+from labelclean.rundir import MARKER
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +87,11 @@ def test_export_layout_and_input_untouched(result, noisy_folder, tmp_path):
     kept = {p.relative_to(out / "cleaned").as_posix() for p in (out / "cleaned").rglob("*.png")}
     flagged = set(result.flagged["sample_id"])
     assert kept == set(result.dataset.ids) - flagged
-    # hard links: the cleaned tree shares the input's inodes
+    # copies by default (issue 14): same bytes, not the input's inodes, so an
+    # edit under cleaned/ cannot reach the input
     some = next(iter(kept))
-    assert (out / "cleaned" / some).stat().st_ino == (root / some).stat().st_ino
+    assert (out / "cleaned" / some).stat().st_ino != (root / some).stat().st_ino
+    assert (out / "cleaned" / some).read_bytes() == (root / some).read_bytes()
     review = pd.read_csv(out / "flagged_samples.csv")
     assert list(review.columns[:4]) == ["rank", "path", "index", "given_label"]
     assert {"predicted_label", "predicted_prob", "loss", "p_noisy", "action"} <= set(review)
@@ -97,7 +100,8 @@ def test_export_layout_and_input_untouched(result, noisy_folder, tmp_path):
     assert run["t_c"] == result.t_c and run["flagged"] == result.n_flagged
     assert run["samples"] == 360 and run["environment"]["torch"] == torch.__version__
     assert np.load(out / "losses.npy").shape == result.losses.shape
-    assert not list(out.glob(".*")), "temporary files left behind"
+    assert [p.name for p in out.glob(".*")] == [MARKER], "temporary files left behind"
+    assert not list(out.parent.glob(".*")), "staging folder left behind"
 
 
 def test_export_refuses_nonempty_out_and_overlap(result, noisy_folder, tmp_path):

@@ -190,7 +190,8 @@ def test_cleaner_with_aum_suspicion_flags_the_mislabelled():
 
     x, _, given, mask = synthetic_images(400, num_classes=3, noise_rate=0.3, seed=2)
     res = Cleaner("mlp:32", max_epochs=12, patience=3, probe_every=0, device="cpu",
-                  suspicion="aum", min_steps=100).fit(Dataset.from_arrays(x, given), noise_mask=mask)
+                  suspicion="aum", min_steps=100).fit(Dataset.from_arrays(x, given),
+                                                      noise_mask=mask)
     flags = np.zeros(len(mask), bool)
     flags[res.scores["index"].to_numpy()] = res.scores["flagged"].to_numpy()
     tp = (flags & mask).sum()

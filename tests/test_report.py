@@ -32,6 +32,7 @@ from labelclean.report import (
     suspicion_history,
     write_report,
 )
+from labelclean.rundir import MARKER
 
 CORE_FIGURES = ("accuracy", "separation", "loss_evolution", "loss_histogram")
 
@@ -78,7 +79,9 @@ def read(run: Path) -> tuple[str, dict]:
 
 
 def copy_run(run: Path, dest: Path) -> Path:
-    shutil.copytree(run, dest, symlinks=True)
+    # Without its marker: the tests edit the copy's files by hand, which a run
+    # folder with a manifest would rightly refuse (issue 14; test_reliability.py).
+    shutil.copytree(run, dest, symlinks=True, ignore=shutil.ignore_patterns(MARKER))
     return dest
 
 

@@ -1,0 +1,426 @@
+"""Output folders that labelclean owns: marker, manifest, staging and the swap.
+
+A folder written by ``labelclean run`` or ``labelclean apply`` is recognised by
+its marker file, :data:`MARKER`, never by the name of an ordinary output such as
+``run.json`` (anyone can create one of those). The marker is JSON::
+
+    {"format": "labelclean-output", "kind": "run" | "apply", "id": "<hex>",
+     "complete": true, "labelclean_version": "...",
+     "files": {"<relative path>": "sha256:<hex>" | "symlink:<target>", ...}}
+
+``files`` is the manifest: every file labelclean wrote there. ``--overwrite``
+deletes only those, and only while their content is still what labelclean wrote;
+anything else in the folder (a file the user added, an edited copy of an
+output) is carried over into the new folder.
+
+Writing goes through :func:`begin`, which returns a :class:`Staging`:
+
+1. every check that can fail on the options runs first (overlap with the input,
+   a folder that is not labelclean's);
+2. a hidden sibling ``.<out>.labelclean-stage-<pid>-<hex>`` is created next to
+   ``out`` (same parent, so same filesystem) with a marker saying
+   ``complete: false``. Creating it is the writability probe, done before any
+   training;
+3. everything is written into the staging folder;
+4. :meth:`Staging.commit` writes the manifest, then swaps: the previous output
+   (if any) is renamed to ``.<out>.labelclean-old-<pid>-<hex>``, the staging
+   folder renamed onto ``out``, the user's files moved over from the old
+   folder, and the old folder's manifest files removed.
+
+So until the swap, ``out`` holds the previous complete output untouched, and a
+failed or killed command leaves no visible trace. Whatever a killed command
+left beside ``out`` is put right by the next command on that ``out``
+(:func:`recover`): a stale staging folder is removed, an interrupted swap is
+either undone (the previous output is renamed back) or finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__
+from ._io import write_json
+from .errors import LabelcleanError
+
+MARKER = ".labelclean-run"
+FORMAT = "labelclean-output"
+#: What a folder of each kind is called in messages ("holds no labelclean run").
+KINDS = {"run": "labelclean run", "apply": "labelclean output", "demo": "labelclean demo"}
+_STAGE, _OLD = "stage", "old"
+
+
+# ----------------------------------------------------------------------------- marker
+
+
+def read_marker(folder: str | os.PathLike) -> dict | None:
+    """The marker of a folder labelclean wrote, or None (absent, unreadable, or not ours)."""
+    path = Path(folder) / MARKER
+    try:
+        marker = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict) or marker.get("format") != FORMAT:
+        return None
+    if not isinstance(marker.get("files", {}), dict):
+        return None
+    return marker
+
+
+def fingerprint(path: Path) -> str:
+    """What the manifest records for one file: its sha256, or a symlink's target."""
+    if path.is_symlink():
+        return f"symlink:{os.readlink(path)}"
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return f"sha256:{h.hexdigest()}"
+
+
+def manifest_of(folder: Path) -> dict[str, str]:
+    """Fingerprint every file under ``folder`` except the marker."""
+    files = {}
+    for path in sorted(_walk_files(folder)):
+        rel = path.relative_to(folder).as_posix()
+        if rel != MARKER:
+            files[rel] = fingerprint(path)
+    return files
+
+
+def update_manifest(folder: str | os.PathLike, paths: Iterable[str]) -> None:
+    """Record (or, when gone, forget) the files ``paths`` that labelclean just
+    rewrote in a finished output folder, such as a rebuilt report."""
+    folder = Path(folder)
+    marker = read_marker(folder)
+    if marker is None:
+        return  # not a folder labelclean manages (an old run): nothing to keep current
+    files = dict(marker.get("files", {}))
+    for rel in paths:
+        path = folder / rel
+        if path.is_file() or path.is_symlink():
+            files[rel] = fingerprint(path)
+        else:
+            files.pop(rel, None)
+    write_json(folder / MARKER, {**marker, "files": files})
+
+
+def verify(folder: str | os.PathLike, names: Iterable[str]) -> None:
+    """Raise :class:`LabelcleanError` when one of ``names`` differs from what
+    labelclean wrote (per the folder's manifest). Folders without a marker (runs
+    written before it existed, hand-made fixtures) are not checked."""
+    folder = Path(folder)
+    marker = read_marker(folder)
+    if marker is None:
+        return  # (a staging folder's marker has no manifest yet: nothing to compare)
+    files = marker.get("files", {})
+    for name in names:
+        recorded = files.get(name)
+        if recorded is None:
+            continue
+        path = folder / name
+        if not (path.is_file() or path.is_symlink()):
+            continue  # readers say for themselves whether they can do without it
+        if fingerprint(path) != recorded:
+            raise LabelcleanError(
+                f"{path} was changed after labelclean wrote it (checksum mismatch); "
+                "rerun to get a consistent folder"
+            )
+
+
+# ----------------------------------------------------------------------------- staging
+
+
+@dataclass
+class Staging:
+    """A hidden folder beside ``out`` that becomes ``out`` on :meth:`commit`."""
+
+    out: Path
+    path: Path
+    kind: str
+    id: str
+    created: list[Path] = field(default_factory=list)  # parents of out labelclean made
+
+    def commit(self) -> Path:
+        """Write the manifest, then put the staging folder in place of ``out``."""
+        marker = _marker(self.kind, self.id, complete=True, files=manifest_of(self.path))
+        write_json(self.path / MARKER, marker)
+        if self.out.is_dir() and any(self.out.iterdir()):
+            old = _sibling(self.out, _OLD)
+            _rename(self.out, old)
+            _rename(self.path, self.out)
+            _retire(old, self.out)
+        else:
+            # absent, or an empty folder the user made: renaming onto it replaces it
+            _rename(self.path, self.out)
+        self.created.clear()
+        return self.out
+
+    def abort(self) -> None:
+        """Remove the staging folder and any parent folders this command created."""
+        if self.path.exists():
+            shutil.rmtree(self.path, ignore_errors=True)
+        for folder in reversed(self.created):
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # someone put something there: it is theirs now
+        self.created.clear()
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def begin(
+    out: str | os.PathLike,
+    *,
+    kind: str,
+    overwrite: bool,
+    inputs: Iterable[str | os.PathLike] = (),
+) -> Staging:
+    """Check ``out`` and open a staging folder beside it (see the module docstring).
+
+    Raises :class:`LabelcleanError` when ``out`` overlaps one of ``inputs``,
+    is not empty without ``overwrite``, or is not empty and holds no
+    labelclean output of this ``kind`` (nothing is deleted then); an
+    :class:`OSError` when the place is not writable.
+    """
+    out = Path(out).absolute()
+    out = out.parent.resolve() / out.name  # resolve links above, not `out` itself
+    check_overlap(out, inputs)
+    if out.exists() and not out.is_dir():
+        raise LabelcleanError(f"--out {out} exists and is not a folder")
+    recover(out)
+    check_replaceable(out, kind=kind, overwrite=overwrite)
+    created = _make_parents(out.parent)
+    run_id = uuid.uuid4().hex
+    path = _sibling(out, _STAGE, run_id[:8])
+    try:
+        path.mkdir()
+        write_json(path / MARKER, _marker(kind, run_id, complete=False, files={}))
+        if out.is_dir():
+            _probe(out)  # the swap must be able to move the user's files out of it
+    except BaseException:
+        Staging(out, path, kind, run_id, created).abort()
+        raise
+    return Staging(out, path, kind, run_id, created)
+
+
+def check_overlap(out: Path, inputs: Iterable[str | os.PathLike]) -> None:
+    """Refuse an ``out`` that is, contains or lies inside an input folder, or a
+    CSV input's folder."""
+    out = Path(out).resolve()
+    for src in inputs:
+        src = Path(src).resolve()
+        if src.is_dir():
+            clash = out == src or src in out.parents or out in src.parents
+        else:  # a CSV: don't write into its folder, or over it
+            clash = out == src or out == src.parent or out in src.parents
+        if clash:
+            raise LabelcleanError(f"--out {out} overlaps the input {src}; choose another folder")
+
+
+def check_replaceable(out: Path, *, kind: str, overwrite: bool) -> None:
+    """May a new output of ``kind`` take the place of whatever is at ``out``?"""
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise LabelcleanError(f"--out {out} is not empty; pass --overwrite to replace it")
+    marker = read_marker(out)
+    if marker is None:
+        raise LabelcleanError(
+            f"--out {out} is not empty and holds no {KINDS[kind]} (no {MARKER} marker); "
+            "refusing to delete it"
+        )
+    if marker.get("kind") != kind:
+        raise LabelcleanError(
+            f"--out {out} holds what `labelclean {marker.get('kind')}` wrote, not "
+            f"`labelclean {kind}`; choose another folder"
+        )
+
+
+# ----------------------------------------------------------------------------- recovery
+
+
+def recover(out: Path) -> None:
+    """Put right what a killed labelclean left beside ``out``.
+
+    An interrupted swap is undone when ``out`` is gone (the previous output is
+    renamed back) and finished when the new output is in place; a staging
+    folder is removed. Folders of a labelclean process still running are left
+    alone.
+    """
+    if not out.parent.is_dir():
+        return
+    for role in (_OLD, _STAGE):
+        for sibling in sorted(out.parent.glob(f".{_escape(out.name)}.labelclean-{role}-*")):
+            if _owner_alive(sibling) or read_marker(sibling) is None:
+                continue
+            if role == _STAGE:
+                shutil.rmtree(sibling)  # only labelclean ever wrote into it
+            elif not out.exists():
+                _rename(sibling, out)
+            elif read_marker(out) is not None:
+                _retire(sibling, out)
+
+
+def stale_siblings(out: str | os.PathLike) -> list[Path]:
+    """Hidden staging/old folders beside ``out`` (for tests and diagnostics)."""
+    out = Path(out).absolute()
+    return sorted(out.parent.glob(f".{_escape(out.name)}.labelclean-*"))
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _marker(kind: str, run_id: str, *, complete: bool, files: dict) -> dict:
+    return {
+        "format": FORMAT,
+        "kind": kind,
+        "id": run_id,
+        "complete": complete,
+        "labelclean_version": __version__,
+        "files": files,
+    }
+
+
+def _sibling(out: Path, role: str, tag: str | None = None) -> Path:
+    # The pid tells a later command whether the owner still runs.
+    tag = tag or uuid.uuid4().hex[:8]
+    return out.parent / f".{out.name}.labelclean-{role}-{os.getpid()}-{tag}"
+
+
+def _owner_alive(sibling: Path) -> bool:
+    try:
+        pid = int(sibling.name.rsplit("-", 2)[-2])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def _escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
+
+
+def _rename(src: Path, dst: Path) -> None:
+    # One function so that tests can stop a process between the swap's renames.
+    os.replace(src, dst)
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """``mkdir -p folder``, returning the folders that did not exist (outermost first)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    missing.reverse()
+    for i, f in enumerate(missing):
+        try:
+            f.mkdir()
+        except BaseException:
+            for made in reversed(missing[:i]):
+                made.rmdir()
+            raise
+    return missing
+
+
+def _probe(folder: Path) -> None:
+    probe = folder / f".labelclean-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    with open(probe, "x"):
+        pass
+    probe.unlink()
+
+
+def _walk_files(folder: Path) -> Iterable[Path]:
+    """Every file and symlink under ``folder``, not following links into folders."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        base = Path(dirpath)
+        for name in filenames:
+            yield base / name
+        for name in list(dirnames):
+            if (base / name).is_symlink():
+                dirnames.remove(name)
+                yield base / name
+
+
+def clear(folder: str | os.PathLike) -> None:
+    """Delete, in place, the files of ``folder``'s manifest that are still as
+    labelclean wrote them, then the marker; everything else stays. For outputs
+    rewritten in place (the demo) rather than swapped."""
+    folder = Path(folder)
+    _remove_ours(folder, folder, None, read_marker(folder) or {})
+    (folder / MARKER).unlink(missing_ok=True)
+
+
+def mark(folder: str | os.PathLike, kind: str, *, complete: bool,
+         files: Iterable[str] = ()) -> None:
+    """Write ``folder``'s marker with a manifest of ``files`` (relative paths)."""
+    folder = Path(folder)
+    manifest = {rel: fingerprint(folder / rel) for rel in sorted(files)}
+    write_json(folder / MARKER, _marker(kind, uuid.uuid4().hex, complete=complete,
+                                        files=manifest))
+
+
+def _retire(old: Path, new: Path) -> None:
+    """Empty a replaced output: the user's files (and labelclean's, if edited
+    since) move to ``new``; labelclean's untouched files are deleted."""
+    _remove_ours(old, old, new, read_marker(old) or {})
+    (old / MARKER).unlink(missing_ok=True)
+    try:
+        old.rmdir()
+    except OSError:
+        pass  # cannot happen unless a file appeared meanwhile: leave it, never delete it
+
+
+def _remove_ours(root: Path, folder: Path, new: Path | None, marker: dict) -> None:
+    """Delete under ``folder`` the manifest files still as written; move every
+    other file and folder to the same place under ``new`` (None: leave them)."""
+    files = marker.get("files", {})
+    ours_dirs = {p for rel in files for p in Path(rel).parents if str(p) != "."}
+    for child in sorted(folder.iterdir()):
+        rel = child.relative_to(root)
+        key = rel.as_posix()
+        if key == MARKER:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            if rel in ours_dirs:
+                _remove_ours(root, child, new, marker)
+                try:
+                    child.rmdir()
+                except OSError:
+                    pass  # the user's files are still in it
+            elif new is not None:
+                _carry(child, new / rel)  # a folder the user made
+        elif key in files and fingerprint(child) == files[key]:
+            child.unlink()
+        elif new is not None:
+            _carry(child, new / rel)
+
+
+def _carry(src: Path, dst: Path) -> None:
+    """Move the user's ``src`` to ``dst``, or beside it when the new output has that name."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    target, k = dst, 1
+    while target.exists() or target.is_symlink():
+        tag = ".previous" if k == 1 else f".previous-{k}"
+        target = dst.with_name(f"{dst.stem}{tag}{dst.suffix}")
+        k += 1
+    os.rename(src, target)

@@ -1,0 +1,663 @@
+"""Issue 14, "users' data is sacred": one test (at least) per numbered defect,
+the input-never-changes check, and runs killed at every stage.
+
+Each test is named after the row of docs/reliability.md it backs. Runs are tiny
+(48 images of 16x16, or a few hundred feature rows, an MLP, 3 epochs), so each
+test takes a second or two. A "killed" run is a fork of the test process that
+arms one stage (decoding, training, export, report, the swap) to SIGKILL
+itself, then runs the ``labelclean run`` command: a real kill of a real
+process, without paying for a fresh interpreter's imports.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import synthetic_images, tree_digest, write_folder
+from PIL import Image
+
+from labelclean import Cleaner, load_checkpoint
+from labelclean.checkpoint import CONFIG, WEIGHTS, save_checkpoint
+from labelclean.cli import main
+from labelclean.errors import LabelcleanError
+from labelclean.models import create_model
+from labelclean.review import apply_review
+from labelclean.rundir import MARKER, read_marker, stale_siblings
+from labelclean.sources import load_dataset
+
+FAST = ["--model", "mlp:16", "--epochs", "3", "--patience", "1", "--lr", "0.05",
+        "--batch-size", "16", "--probe-every", "0", "--suspicion", "loss"]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def cli(*args) -> object:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def run_args(data: Path, out: Path, *more) -> list[str]:
+    return ["run", str(data), "--out", str(out), *FAST, *map(str, more)]
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` (links not followed), by relative path."""
+    hashes = {}
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            p = Path(dirpath) / name
+            data = os.readlink(p).encode() if p.is_symlink() else p.read_bytes()
+            hashes[p.relative_to(root).as_posix()] = hashlib.sha256(data).hexdigest()
+    return hashes
+
+
+def one_line_error(result) -> str:
+    """The one error line of a refused command (after any progress bar), exit 2."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower()]
+    assert errors == lines[-1:] and lines[-1].startswith("labelclean: error: "), result.output
+    return lines[-1]
+
+
+def copy_run(run: Path, dest: Path, marker: bool = True) -> Path:
+    ignore = None if marker else shutil.ignore_patterns(MARKER)
+    shutil.copytree(run, dest, symlinks=True, ignore=ignore)
+    return dest
+
+
+def assert_complete_run(out: Path) -> None:
+    marker = read_marker(out)
+    assert marker is not None and marker["complete"] and marker["kind"] == "run"
+    assert (out / "run.json").is_file() and (out / "flagged_samples.csv").is_file()
+    assert stale_siblings(out) == [], "a staging or old folder was left beside --out"
+
+
+# Stages a killed run can die in: the function that SIGKILLs its own process.
+def _die(*_a, **_k):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _arm(stage: str) -> None:
+    import labelclean.export
+    import labelclean.report
+    import labelclean.sources
+    import labelclean.training
+
+    if stage == "decoding":
+        labelclean.sources._decode_all = _die
+    elif stage == "training":
+        labelclean.training.Trainer.train_epoch = _die
+    elif stage == "export":  # after cleaned/ and the CSVs, before the arrays
+        labelclean.export.write_npy = _die
+    elif stage == "report":
+        labelclean.report.render_html = _die
+    elif stage == "swap":  # between moving the old run aside and moving the new one in
+        import labelclean.rundir
+
+        rename, calls = labelclean.rundir._rename, []
+
+        def second_rename_dies(src, dst):
+            calls.append(src)
+            if len(calls) == 2:
+                _die()
+            rename(src, dst)
+
+        labelclean.rundir._rename = second_rename_dies
+    else:
+        raise ValueError(stage)
+
+
+def run_killed(stage: str, args: list[str], timeout: float = 60.0) -> None:
+    """Run the CLI with ``args`` in a forked child that SIGKILLs itself at ``stage``."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            _arm(stage)
+            main(args, standalone_mode=False)
+        finally:
+            os._exit(0)  # reached only if the stage was never hit
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(f"the run armed to die at {stage} hung")
+        time.sleep(0.05)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (
+        f"the run was meant to die at {stage} but exited ({status})"
+    )
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def make_folder(root: Path, n: int = 48, seed: int = 3) -> Path:
+    x, _, given, _ = synthetic_images(n, 3, 0.2, seed=seed)
+    write_folder(root, x, given)
+    return root
+
+
+def make_features(path: Path, classes: list[str], n: int = 240, seed: int = 0) -> Path:
+    """Gaussian clusters, one per class, 15 % of labels wrong."""
+    rng = np.random.default_rng(seed)
+    k = len(classes)
+    truth = np.arange(n) % k
+    given = np.where(rng.random(n) < 0.15, (truth + rng.integers(1, k, n)) % k, truth)
+    x = rng.normal(0, 3, (k, 6))[truth] + rng.normal(0, 1, (n, 6))
+    table = pd.DataFrame(x, columns=[f"f{i}" for i in range(6)])
+    table["label"] = [classes[g] for g in given]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("reliability")
+
+
+@pytest.fixture(scope="module")
+def images(base) -> Path:
+    return make_folder(base / "images")
+
+
+@pytest.fixture(scope="module")
+def features(base) -> Path:
+    return make_features(base / "features" / "table.csv", ["a", "b", "c"])
+
+
+@pytest.fixture(scope="module")
+def previous(base, images) -> Path:
+    """A complete run of ``images``, made once; tests work on copies."""
+    out = base / "previous"
+    r = cli(*run_args(images, out))
+    assert r.exit_code == 0, r.output
+    return out
+
+
+# ----------------------------------------------------------------------------- 1
+
+
+def test_overwrite_refuses_a_folder_with_a_hand_made_run_json(tmp_path, features):
+    proj = tmp_path / "proj"
+    (proj / "src").mkdir(parents=True)
+    (proj / "src" / "code.py").write_text("print('mine')")
+    (proj / "notes.txt").write_text("x")
+    (proj / "run.json").write_text("{}")
+    before = file_hashes(proj)
+    line = one_line_error(cli(*run_args(features, proj, "--overwrite")))
+    assert "holds no labelclean run" in line and "refusing to delete" in line
+    assert file_hashes(proj) == before
+
+
+def test_apply_overwrite_refuses_a_hand_made_apply_json(tmp_path, previous):
+    out = tmp_path / "final"
+    out.mkdir()
+    (out / "apply.json").write_text("{}")
+    (out / "keep.txt").write_text("mine")
+    line = one_line_error(cli("apply", previous, "--out", out, "--overwrite"))
+    assert "holds no labelclean output" in line
+    assert sorted(p.name for p in out.iterdir()) == ["apply.json", "keep.txt"]
+
+
+def test_overwrite_deletes_only_what_labelclean_wrote(tmp_path, previous, images):
+    out = copy_run(previous, tmp_path / "out")
+    (out / "my notes.txt").write_text("mine")
+    (out / "mine" / "deep").mkdir(parents=True)
+    (out / "mine" / "deep" / "a.txt").write_text("mine too")
+    (out / "cleaned" / "extra.txt").write_text("added inside labelclean's tree")
+    edited = (out / "flagged_samples.csv").read_text() + "\n# my edit\n"
+    (out / "flagged_samples.csv").write_text(edited)  # edited in place, as docs allow
+    r = cli(*run_args(images, out, "--overwrite"))
+    assert r.exit_code == 0, r.output
+    assert_complete_run(out)
+    assert (out / "my notes.txt").read_text() == "mine"
+    assert (out / "mine" / "deep" / "a.txt").read_text() == "mine too"
+    assert (out / "cleaned" / "extra.txt").is_file()
+    assert (out / "flagged_samples.previous.csv").read_text() == edited
+    assert "# my edit" not in (out / "flagged_samples.csv").read_text()
+
+
+def test_apply_overwrite_keeps_the_users_files(tmp_path, previous):
+    out = tmp_path / "final"
+    apply_review(previous, out)
+    (out / "mine.txt").write_text("mine")
+    apply_review(previous, out, overwrite=True)
+    assert (out / "mine.txt").read_text() == "mine"
+    assert read_marker(out)["kind"] == "apply"
+    # a run folder is not an apply output, and the other way round
+    with pytest.raises(LabelcleanError, match="not `labelclean apply`"):
+        apply_review(previous, copy_run(previous, tmp_path / "a_run"), overwrite=True)
+
+
+# ----------------------------------------------------------------------------- 2
+
+
+def test_a_failed_overwrite_leaves_the_previous_run(tmp_path, previous, images, features):
+    out = copy_run(previous, tmp_path / "out")
+    before = tree_digest(out)
+    (tmp_path / "empty").mkdir()
+    one_line_error(cli(*run_args(tmp_path / "empty", out, "--overwrite")))  # bad input
+    assert tree_digest(out) == before
+    one_line_error(cli(*run_args(images, out, "--overwrite", "--val", tmp_path / "typo")))
+    assert tree_digest(out) == before
+    # a --val that exists but does not fit fails during loading, after the staging began
+    one_line_error(cli(*run_args(images, out, "--overwrite", "--val", features)))
+    assert tree_digest(out) == before
+    assert stale_siblings(out) == []
+
+
+# ----------------------------------------------------------------------------- 3
+
+
+def test_editing_cleaned_never_reaches_the_input(tmp_path, images):
+    before = file_hashes(images)
+    out = tmp_path / "out"
+    r = cli(*run_args(images, out))
+    assert r.exit_code == 0, r.output
+    for p in (out / "cleaned").rglob("*.png"):
+        Image.open(p).rotate(90).save(p)
+    assert file_hashes(images) == before
+    # links stay available, but only when asked for
+    linked = tmp_path / "linked"
+    r = cli(*run_args(images, linked, "--link", "hardlink"))
+    assert r.exit_code == 0, r.output
+    rel = next((linked / "cleaned").rglob("*.png")).relative_to(linked / "cleaned")
+    assert (linked / "cleaned" / rel).stat().st_ino == (images / rel).stat().st_ino
+
+
+# ----------------------------------------------------------------------------- 4
+
+
+@pytest.mark.parametrize("bad_id", ["../../elsewhere/secret.png", "/etc/hostname",
+                                    "c0/../../elsewhere/secret.png", "c9/00001.png"])
+def test_apply_refuses_sample_paths_outside_the_run(tmp_path, previous, images, bad_id):
+    secret = images.parent.parent / "elsewhere" / "secret.png"
+    secret.parent.mkdir(exist_ok=True)
+    secret.write_bytes(b"secret")
+    for marker in (False, True):
+        run = copy_run(previous, tmp_path / f"run_{marker}", marker=marker)
+        scores = pd.read_csv(run / "scores.csv", dtype=str, keep_default_na=False)
+        kept = scores.index[scores["flagged"] == "False"][0]
+        scores.loc[kept, "sample_id"] = bad_id
+        scores.to_csv(run / "scores.csv", index=False)
+        out = tmp_path / f"final_{marker}"
+        # tampering with the manifest-checked file is caught by its checksum;
+        # without a manifest the path itself is refused
+        match = "checksum" if marker else "not a file of class"
+        with pytest.raises(LabelcleanError, match=match):
+            apply_review(run, out, link="hardlink")
+        assert not out.exists()
+    assert secret.stat().st_nlink == 1
+
+
+# ----------------------------------------------------------------------------- 5
+
+
+@pytest.mark.parametrize("stage", ["export", "report"])
+def test_a_run_killed_while_writing_is_replaced_by_the_same_command(tmp_path, images, stage):
+    out = tmp_path / "out"
+    args = run_args(images, out, "--overwrite")
+    run_killed(stage, args)
+    assert not out.exists()  # nothing half-written is visible
+    assert stale_siblings(out), "the killed run's staging folder should be there"
+    r = cli(*args)
+    assert r.exit_code == 0, r.output
+    assert_complete_run(out)
+
+
+# ----------------------------------------------------------------------------- 6
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_run(tmp_path, previous, images,
+                                                            monkeypatch):
+    import labelclean.export
+
+    def full(path, *_a):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(labelclean.export, "write_npy", full)
+    out = copy_run(previous, tmp_path / "out")
+    before = tree_digest(out)
+    line = one_line_error(cli(*run_args(images, out, "--overwrite")))
+    assert "No space left on device" in line
+    assert tree_digest(out) == before and stale_siblings(out) == []
+
+
+def test_a_read_only_out_fails_before_training(tmp_path, images, monkeypatch):
+    ro = tmp_path / "ro"
+    mkdir = Path.mkdir
+
+    def read_only(self, *a, **k):
+        if self == ro or ro in self.parents:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return mkdir(self, *a, **k)
+
+    def no_training(*_a, **_k):
+        raise AssertionError("training started before --out was known to be writable")
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    monkeypatch.setattr(Cleaner, "fit", no_training)
+    line = one_line_error(cli(*run_args(images, ro / "out")))
+    assert "Read-only file system" in line
+
+
+# ----------------------------------------------------------------------------- 7
+
+
+def test_na_like_labels_in_a_path_csv_are_class_names(tmp_path):
+    names = ["None", "NA", "null", "NaN", "n/a"]
+    x, _, _, _ = synthetic_images(len(names) * 2, 1, 0.0)
+    rows = []
+    (tmp_path / "imgs").mkdir()
+    for i, img in enumerate(x):
+        Image.fromarray(img, "L").save(tmp_path / "imgs" / f"{i}.png")
+        rows.append((f"imgs/{i}.png", names[i % len(names)]))
+    csv = tmp_path / "labels.csv"
+    pd.DataFrame(rows, columns=["path", "label"]).to_csv(csv, index=False)
+    data = load_dataset(csv)
+    assert sorted(data.classes) == sorted(names)
+    # only a truly empty cell is missing
+    csv.write_text(csv.read_text().replace(",NA\n", ",\n", 1))
+    with pytest.raises(LabelcleanError, match="1 rows have no label"):
+        load_dataset(csv)
+
+
+# ----------------------------------------------------------------------------- 8
+
+
+def test_formula_cells_are_neutralised_and_read_back(tmp_path):
+    classes = ["-1", "=1+1", "@x", "+2"]
+    data = make_features(tmp_path / "in" / "f.csv", classes, n=320)
+    result = Cleaner(model="mlp:16", max_epochs=4, patience=2, suspicion="loss",
+                     batch_size=32, probe_every=0).fit(data)
+    assert result.n_flagged > 0
+    run = result.export(tmp_path / "run")
+    raw = pd.read_csv(run / "flagged_samples.csv", dtype=str, keep_default_na=False)
+    for column in ("given_label", "predicted_label", "suggested_label", "action", "reason"):
+        cells = raw[column]
+        assert not cells.str.match(r"^[=+\-@\t\r]").any(), column
+    assert raw["given_label"].str.startswith("'").all()
+    # apply reads its own guard back: a bare relabel takes the (guarded) suggestion
+    raw.loc[0, "action"] = "relabel"
+    raw.loc[1, "action"] = "relabel:-1"
+    raw.loc[2, "action"] = "keep"
+    raw.to_csv(tmp_path / "review.csv", index=False)
+    apply_review(run, tmp_path / "final", review_csv=tmp_path / "review.csv")
+    cleaned = pd.read_csv(tmp_path / "final" / "cleaned.csv", dtype=str, keep_default_na=False)
+    assert set(cleaned["label"]) <= set(classes)
+    log = pd.read_csv(tmp_path / "final" / "apply_log.csv", dtype=str, keep_default_na=False)
+    assert not log["new_label"].str.match(r"^[=+\-@]").any()
+
+
+# ----------------------------------------------------------------------------- 9
+
+
+def _checkpoint(folder: Path) -> Path:
+    shape, k = (4,), 3
+    model = create_model("mlp:8", shape, k, torch.zeros(4), torch.ones(4))
+    config = {"model": "mlp:8", "classes": ["a", "b", "c"], "input_shape": list(shape),
+              "input_kind": "features", "mean": [0.0] * 4, "std": [1.0] * 4}
+    return save_checkpoint(folder, model.state_dict(), config)
+
+
+def _flip_last_byte(p: Path) -> None:
+    data = bytearray(p.read_bytes())
+    data[-1] ^= 0x10
+    p.write_bytes(bytes(data))
+
+
+def _edit_config(p: Path, **changes) -> None:
+    config = json.loads(p.read_text())
+    config.update(changes)
+    p.write_text(json.dumps({k: v for k, v in config.items() if v is not None}))
+
+
+DAMAGE = {
+    "weights missing": lambda f: (f / WEIGHTS).unlink(),
+    "config not JSON": lambda f: (f / CONFIG).write_text("{not json"),
+    "weights truncated": lambda f: (f / WEIGHTS).write_bytes((f / WEIGHTS).read_bytes()[:40]),
+    "a flipped byte": lambda f: _flip_last_byte(f / WEIGHTS),
+    "config key missing": lambda f: _edit_config(f / CONFIG, model=None),
+    "shape mismatch": lambda f: _edit_config(f / CONFIG, input_shape=[5], mean=[0.0] * 5,
+                                             std=[1.0] * 5),
+    "weights of another model": lambda f: (
+        _checkpoint(f.parent / "other"),
+        shutil.copy(f.parent / "other" / WEIGHTS, f / WEIGHTS),
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_checkpoint_is_one_clear_error(tmp_path, damage):
+    folder = _checkpoint(tmp_path / "ck")
+    load_checkpoint(folder)  # intact: loads
+    DAMAGE[damage](folder)
+    with pytest.raises(LabelcleanError) as e:
+        load_checkpoint(folder)
+    assert "\n" not in str(e.value)
+
+
+def test_apply_on_a_corrupt_run_json_is_one_line(tmp_path, previous):
+    run = copy_run(previous, tmp_path / "run")
+    (run / "run.json").write_text('{"input": ')
+    line = one_line_error(cli("apply", run, "--out", tmp_path / "final"))
+    assert "run.json" in line
+
+
+# ----------------------------------------------------------------------------- 10
+
+
+def _path_csv_over(images: Path, lists: Path) -> Path:
+    """``lists/l.csv`` listing the images of ``images`` as ``../…`` paths."""
+    lists.mkdir()
+    paths = sorted(images.rglob("*.png"))
+    pd.DataFrame({"path": [os.path.relpath(p, lists) for p in paths],
+                  "label": [p.parent.name for p in paths]}).to_csv(lists / "l.csv", index=False)
+    return lists / "l.csv"
+
+
+def test_out_inside_the_image_tree_of_a_path_csv_is_refused(tmp_path, images):
+    csv = _path_csv_over(images, tmp_path / "lists")
+    out = images / "figures"
+    line = one_line_error(cli(*run_args(csv, out)))
+    assert "overlaps the input" in line
+    assert not out.exists()
+
+
+def test_apply_out_inside_the_image_tree_of_a_path_csv_is_refused(tmp_path, images):
+    csv = _path_csv_over(images, tmp_path / "lists")
+    run = tmp_path / "run"
+    assert cli(*run_args(csv, run)).exit_code == 0
+    out = images / "c0" / "final"
+    line = one_line_error(cli("apply", run, "--out", out))
+    assert "overlaps the input" in line
+    assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- 11
+
+
+@pytest.mark.parametrize("marker", [True, False], ids=["with-manifest", "without-manifest"])
+def test_report_refuses_a_truncated_scores_csv(tmp_path, previous, marker):
+    run = copy_run(previous, tmp_path / "run", marker=marker)
+    lines = (run / "scores.csv").read_text().splitlines(keepends=True)
+    (run / "scores.csv").write_text("".join(lines[: len(lines) // 2]))
+    line = one_line_error(cli("report", run))
+    assert ("checksum" if marker else "rows but run.json says") in line
+
+
+def test_report_refuses_a_flag_count_that_disagrees(tmp_path, previous):
+    run = copy_run(previous, tmp_path / "run", marker=False)
+    summary = json.loads((run / "run.json").read_text())
+    summary["flagged"] += 5
+    (run / "run.json").write_text(json.dumps(summary))
+    assert "flags" in one_line_error(cli("report", run))
+
+
+# ----------------------------------------------------------------------------- 12
+
+
+def test_weights_have_the_mode_of_every_other_output(previous):
+    mode = 0o666 & ~_umask()
+    for name in ("checkpoint/model.safetensors", "checkpoint/model.json", "run.json",
+                 "scores.csv"):
+        assert (previous / name).stat().st_mode & 0o777 == mode, name
+
+
+def test_a_failed_run_leaves_no_out_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "new" / "sub"
+    one_line_error(cli(*run_args(tmp_path / "empty", out)))
+    assert not (tmp_path / "new").exists()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# ----------------------------------------------------------------------------- the input
+
+
+def test_the_input_is_never_modified(tmp_path):
+    data = make_folder(tmp_path / "data", seed=5)
+    before, digest = file_hashes(data), tree_digest(data)
+    out = tmp_path / "run"
+    assert cli(*run_args(data, out)).exit_code == 0
+    assert cli("apply", out, "--out", tmp_path / "final").exit_code == 0
+    assert cli("report", out).exit_code == 0
+    run_killed("export", run_args(data, out, "--overwrite"))
+    for tree in (out / "cleaned", tmp_path / "final" / "cleaned"):
+        for p in list(tree.rglob("*.png"))[:5]:
+            Image.open(p).rotate(90).save(p)
+    assert file_hashes(data) == before and tree_digest(data) == digest
+
+
+# ----------------------------------------------------------------------------- kills
+
+
+@pytest.mark.parametrize("stage", ["decoding", "training", "export", "report", "swap"])
+def test_a_killed_overwrite_leaves_the_previous_run_or_a_replaceable_one(
+    tmp_path, previous, images, stage
+):
+    out = copy_run(previous, tmp_path / "out")
+    (out / "mine.txt").write_text("mine")
+    before = tree_digest(out)
+    args = run_args(images, out, "--overwrite")
+    run_killed(stage, args)
+    if stage == "swap":
+        # killed between the two renames: the previous run waits beside --out
+        assert not out.exists() and stale_siblings(out)
+    else:
+        assert tree_digest(out) == before
+    r = cli(*args)
+    assert r.exit_code == 0, r.output
+    assert_complete_run(out)
+    assert (out / "mine.txt").read_text() == "mine"
+
+
+def test_an_interrupted_swap_is_undone_by_the_next_command(tmp_path, previous, images):
+    out = copy_run(previous, tmp_path / "out")
+    before = tree_digest(out)
+    run_killed("swap", run_args(images, out, "--overwrite"))
+    # Any later command on this --out first puts the previous run back, even
+    # one that then fails on its own input.
+    (tmp_path / "empty").mkdir()
+    one_line_error(cli(*run_args(tmp_path / "empty", out, "--overwrite")))
+    assert tree_digest(out) == before and stale_siblings(out) == []
+
+
+# ----------------------------------------------------------------------------- demo and bench
+
+
+def _small_digits(root: Path, noise: float, seed: int, size: int = 32) -> pd.DataFrame:
+    """A stand-in for the demo's 1,797 digits: 48 images in the same layout."""
+    x, y, given, mask = synthetic_images(48, 3, noise, seed=seed)
+    rel = write_folder(root, x, given)
+    return pd.DataFrame({"path": rel, "true_label": y, "given_label": given, "is_noisy": mask})
+
+
+def test_demo_overwrite_refuses_a_hand_made_demo_json(tmp_path):
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "demo.json").write_text("{}")  # hand-made: not a demo
+    (proj / "notes.txt").write_text("mine")
+    line = one_line_error(cli("demo", "--out", proj, "--overwrite"))
+    assert "holds no labelclean demo" in line
+    assert sorted(p.name for p in proj.iterdir()) == ["demo.json", "notes.txt"]
+
+
+def test_demo_overwrite_keeps_the_users_files(tmp_path, monkeypatch):
+    import labelclean.demo
+
+    monkeypatch.setattr(labelclean.demo, "write_digits_folder", _small_digits)
+    fast = dict(model="mlp:16", max_epochs=3, patience=1, progress=False)
+    out = tmp_path / "demo"
+    labelclean.demo.run_demo(out, echo=lambda _: None, **fast)
+    (out / "notes.txt").write_text("mine")
+    (out / "data" / "c0" / "mine.txt").write_text("mine too")
+    labelclean.demo.run_demo(out, overwrite=True, echo=lambda _: None, **fast)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "data" / "c0" / "mine.txt").read_text() == "mine too"
+    assert read_marker(out)["complete"] and read_marker(out / "run")["complete"]
+
+
+def test_bench_out_may_not_lie_in_the_data(images):
+    from labelclean.bench import run_bench
+
+    with pytest.raises(LabelcleanError, match="overlaps the input"):
+        run_bench(images, out=images / "bench", seeds=[0], model="mlp:16", max_epochs=2)
+    assert not (images / "bench").exists()
+
+
+# ----------------------------------------------------------------------------- more catalogue rows
+
+
+def test_ctrl_c_keeps_the_previous_run(tmp_path, previous, images, monkeypatch):
+    import labelclean.training
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(labelclean.training.Trainer, "train_epoch", interrupted)
+    out = copy_run(previous, tmp_path / "out")
+    before = tree_digest(out)
+    r = cli(*run_args(images, out, "--overwrite"))
+    assert r.exit_code == 130 and "labelclean: interrupted" in r.output
+    assert tree_digest(out) == before and stale_siblings(out) == []
+
+
+def test_apply_after_input_images_vanished_is_refused(tmp_path):
+    data = make_folder(tmp_path / "data", seed=7)
+    out = tmp_path / "run"
+    assert cli(*run_args(data, out)).exit_code == 0
+    kept = pd.read_csv(out / "scores.csv", dtype=str, keep_default_na=False)
+    (data / kept.loc[kept["flagged"] == "False", "sample_id"].iloc[0]).unlink()
+    line = one_line_error(cli("apply", out, "--out", tmp_path / "final"))
+    assert "input images are gone since the run" in line
+    assert not (tmp_path / "final").exists()
+
+
+def test_a_checkpoint_without_a_checksum_still_loads(tmp_path):
+    folder = _checkpoint(tmp_path / "ck")
+    _edit_config(folder / CONFIG, weights_sha256=None)  # as written before issue 14
+    assert load_checkpoint(folder).classes == ["a", "b", "c"]
