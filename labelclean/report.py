@@ -210,7 +210,8 @@ def load_run(run_dir: str | os.PathLike) -> RunFiles:
     scores_file = root / "scores.csv"
     if not scores_file.is_file():
         raise LabelcleanError(f"{root} is not a complete labelclean run: scores.csv is missing")
-    text_columns = {c: str for c in ("sample_id", "given_label", "predicted_label")}
+    text_columns = {c: str for c in (
+        "sample_id", "given_label", "predicted_label", "suggested_label")}
     scores = pd.read_csv(scores_file, dtype=text_columns, keep_default_na=False)
     scores["flagged"] = scores["flagged"].astype(str).str.lower().isin(["true", "1"])
     check_scores(root, run, scores)  # a truncated or edited scores.csv is refused

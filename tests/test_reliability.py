@@ -37,8 +37,9 @@ from labelclean.review import apply_review
 from labelclean.rundir import MARKER, read_marker, stale_siblings
 from labelclean.sources import load_dataset
 
+# --min-steps 0: these short runs are about the files, not the decision
 FAST = ["--model", "mlp:16", "--epochs", "3", "--patience", "1", "--lr", "0.05",
-        "--batch-size", "16", "--probe-every", "0", "--suspicion", "loss"]
+        "--batch-size", "16", "--probe-every", "0", "--suspicion", "loss", "--min-steps", "0"]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -387,7 +388,7 @@ def test_formula_cells_are_neutralised_and_read_back(tmp_path):
     classes = ["-1", "=1+1", "@x", "+2"]
     data = make_features(tmp_path / "in" / "f.csv", classes, n=320)
     result = Cleaner(model="mlp:16", max_epochs=4, patience=2, suspicion="loss",
-                     batch_size=32, probe_every=0).fit(data)
+                     batch_size=32, probe_every=0, min_steps=0).fit(data)
     assert result.n_flagged > 0
     run = result.export(tmp_path / "run")
     raw = pd.read_csv(run / "flagged_samples.csv", dtype=str, keep_default_na=False)
@@ -610,7 +611,7 @@ def test_demo_overwrite_keeps_the_users_files(tmp_path, monkeypatch):
     import labelclean.demo
 
     monkeypatch.setattr(labelclean.demo, "write_digits_folder", _small_digits)
-    fast = dict(model="mlp:16", max_epochs=3, patience=1, progress=False)
+    fast = dict(model="mlp:16", max_epochs=3, patience=1, progress=False, min_steps=0)
     out = tmp_path / "demo"
     labelclean.demo.run_demo(out, echo=lambda _: None, **fast)
     (out / "notes.txt").write_text("mine")
