@@ -505,6 +505,9 @@ class Cleaner:
             train, at_tc, decision_tc.scores, p_noisy, flags, decision_tc.mixture, t_c,
             self.window, kind=self.suspicion,
         )
+        if verdict.forced:
+            f = scores["flagged"]
+            scores.loc[f, "reason"] = "FORCED (run withheld): " + scores.loc[f, "reason"]
         if verdict.withheld:
             warnings.warn(f"labelclean: {verdict}. Try: {verdict.advice}.", WithheldWarning,
                           stacklevel=2)

@@ -472,14 +472,23 @@ class TcPolicy:
             reasons.append(
                 f"t_c = epoch {decision.epoch} came after too few SGD steps to have learned "
                 f"(at most {self.steps}; learning before deciding takes {self.min_steps})")
-        if decision.noisy and flags.any():
-            share = float(flags.mean())
+        # With the AUM, the rule's flags are judged even without a population:
+        # labels the model ranks below another class on average for most
+        # samples are labels it could not learn (random labels, say), and "no
+        # second population" would wrongly read as "clean".
+        judged = flags if decision.noisy else (
+            np.asarray(decision.scores) > 0 if self.suspicion == "aum" else np.zeros_like(flags))
+        if judged.any():
+            share = float(judged.mean())
             if share > MAX_FLAGGED_SHARE:
-                reasons.append(f"{100 * share:.0f}% of the samples would be flagged")
-            per_class = [(c, float(flags[y == i].mean()), int((y == i).sum()))
+                reasons.append(f"{100 * share:.0f}% of the samples "
+                               + ("would be flagged" if decision.noisy else
+                                  "have their label ranked below another class on average "
+                                  "(AUM < 0)"))
+            per_class = [(c, float(judged[y == i].mean()), int((y == i).sum()))
                          for i, c in enumerate(classes) if (y == i).any()]
             worst = [(c, s, n) for c, s, n in per_class if s > MAX_FLAGGED_SHARE]
-            if worst:
+            if worst and decision.noisy:
                 c, s, n = max(worst, key=lambda t: t[1])
                 emptied = " (the class would be emptied)" if s >= 1 else ""
                 reasons.append(f"{100 * s:.0f}% of class {c!r} ({n} samples) would be "

@@ -1,0 +1,175 @@
+"""Trust (issue 12): learn before deciding, withhold when unsure, explain every flag."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from conftest import synthetic_images, tree_digest, write_folder
+
+from labelclean import Cleaner, Dataset, WithheldWarning
+from labelclean.cli import main
+from labelclean.decision import (
+    MIN_STEPS,
+    WITHHELD_EXIT_STATUS,
+    EpochDecision,
+    TcPolicy,
+)
+from labelclean.mixture import fit_loss_mixture
+from labelclean.noise import precision_recall_f1
+
+#: The 0.3 settings: batch 128, lr 0.1, 30 epochs, patience in epochs only.
+V03 = dict(batch_size=128, lr=0.1, max_epochs=30, min_steps=0, patience_steps=0)
+
+
+@pytest.fixture(scope="module")
+def small_set() -> tuple[Dataset, np.ndarray]:
+    x, _, given, mask = synthetic_images(360, 3, 0.2, seed=1)
+    return Dataset.from_arrays(x, given), mask
+
+
+def _flags(result) -> np.ndarray:
+    return result.scores.sort_values("index")["flagged"].to_numpy()
+
+
+def _steps_at_t_c(result) -> int:
+    h = result.history
+    return int(h["steps"].cumsum()[h["epoch"] == result.t_c].iloc[0])
+
+
+def test_a_small_set_now_learns_before_t_c(small_set):
+    data, mask = small_set
+    old = Cleaner(model="mlp:64", probe_every=0, **V03).fit(data, noise_mask=mask)
+    new = Cleaner(model="mlp:64", probe_every=0).fit(data, noise_mask=mask)
+    # 0.3 decided after a handful of SGD steps (3 an epoch at batch 128)
+    assert _steps_at_t_c(old) < 50
+    # now: batch 32 (12 steps an epoch), no t_c before MIN_STEPS, patience >= 400 steps
+    assert new.params["batch_size"] == 32 and new.params["lr"] == pytest.approx(0.025)
+    assert _steps_at_t_c(new) >= MIN_STEPS
+    assert bool(new.history.loc[new.history.epoch == new.t_c, "ready"].iloc[0])
+    steps_per_epoch = int(new.history["steps"].iloc[0])
+    assert (len(new.history) - new.t_c) * steps_per_epoch >= 400
+    assert new.verdict.status == "flagged"
+    assert precision_recall_f1(_flags(new), mask)[2] >= 0.95
+
+
+def test_the_policy_replays_a_saved_history_to_the_same_t_c(small_set):
+    data, mask = small_set
+    res = Cleaner(model="mlp:64", probe_every=0, max_epochs=60).fit(data)
+    replayed = TcPolicy.replay(res.history, res.losses, res.margins, data.num_classes)
+    assert replayed.t_c == res.t_c
+    assert replayed.steps == int(res.history["steps"].sum())
+    # and a different policy replays to a different decision (the replay is not a copy)
+    other = TcPolicy.replay(res.history, res.losses, res.margins, data.num_classes,
+                            min_steps=0, patience_steps=0)
+    assert other.t_c < res.t_c
+
+
+def test_classes_learned_counts_plurality_per_given_class():
+    y = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    pred = np.array([0, 0, 1, 1, 1, 0, 0, 0, 2])  # class 2: its label is not the plurality
+    assert TcPolicy.classes_learned(pred, y, 3) == 2
+    assert TcPolicy.classes_learned(y, y, 4) == 4  # a class without samples counts as learned
+
+
+def _decision(scores: np.ndarray, flags: np.ndarray, ready=True, learned=2) -> EpochDecision:
+    return EpochDecision(epoch=9, scores=scores, mixture=fit_loss_mixture(scores), noisy=True,
+                         ready=ready, classes_learned=learned, would_flag=flags, is_best=True)
+
+
+def test_a_class_that_would_be_emptied_is_withheld_unless_forced():
+    y = np.repeat([0, 1], 50)
+    flags = np.zeros(100, bool)
+    flags[50:] = True  # every sample of class "b"
+    scores = np.where(flags, 2.0, -2.0) + np.random.default_rng(0).normal(0, 0.1, 100)
+    policy = TcPolicy()
+    verdict, out = policy.verdict(_decision(scores, flags), y, ["a", "b"])
+    assert verdict.withheld and "class 'b'" in verdict.reason and "emptied" in verdict.reason
+    assert not out.any()
+    forced, out = policy.verdict(_decision(scores, flags), y, ["a", "b"], force=True)
+    assert forced.withheld and forced.forced and "forced" in str(forced)
+    np.testing.assert_array_equal(out, flags)
+
+
+def test_an_unlearned_model_is_withheld_and_says_which_classes():
+    y = np.repeat([0, 1, 2], 10)
+    flags = np.zeros(30, bool)
+    flags[:3] = True
+    verdict, out = TcPolicy().verdict(
+        _decision(np.linspace(-1, 1, 30), flags, ready=False, learned=1), y, ["a", "b", "c"])
+    assert verdict.withheld and "2 of 3 classes" in verdict.reason and not out.any()
+
+
+def _cli_args(root, out, *extra):
+    return ["run", str(root), "--out", str(out), "--model", "mlp:64", "--probe-every", "0",
+            *extra]
+
+
+def test_a_withheld_run_exits_3_says_why_and_flags_nothing(noisy_folder, tmp_path):
+    root, _ = noisy_folder
+    before = tree_digest(root)
+    out = tmp_path / "withheld"
+    # a decision demanded after more steps than the run may take: withheld by construction
+    r = CliRunner().invoke(main, _cli_args(root, out, "--epochs", "5", "--min-steps", "100000"))
+    assert r.exit_code == WITHHELD_EXIT_STATUS, r.output
+    assert "withheld: nothing was flagged" in r.output and "Try:" in r.output
+    assert "flagged by class" in r.output
+    run = json.loads((out / "run.json").read_text())
+    assert run["verdict"]["status"] == "withheld" and not run["verdict"]["forced"]
+    assert "too few SGD steps" in run["verdict"]["reason"]
+    assert run["flagged"] == 0 and len(pd.read_csv(out / "flagged_samples.csv")) == 0
+    page = (out / "report.html").read_text()
+    assert "id=verdict-banner" in page and "Withheld: nothing was flagged" in page
+    assert tree_digest(root) == before
+
+
+def test_force_flags_writes_them_marked_as_forced(noisy_folder, tmp_path):
+    root, _ = noisy_folder
+    out = tmp_path / "forced"
+    r = CliRunner().invoke(main, _cli_args(root, out, "--epochs", "8", "--min-steps", "100000",
+                                           "--force-flags"))
+    assert r.exit_code == 0, r.output
+    assert "NOT convincing" in r.output
+    run = json.loads((out / "run.json").read_text())
+    assert run["verdict"]["status"] == "withheld" and run["verdict"]["forced"]
+    flagged = pd.read_csv(out / "flagged_samples.csv")
+    assert len(flagged) > 0 and flagged["reason"].str.startswith("FORCED").all()
+    assert "flags forced" in (out / "report.html").read_text()
+
+
+def test_random_labels_come_back_withheld_with_a_warning():
+    rng = np.random.default_rng(0)
+    x, _, _, _ = synthetic_images(360, 3, 0.0, seed=3)
+    labels = rng.integers(0, 3, len(x))
+    with pytest.warns(WithheldWarning, match="withheld"):
+        res = Cleaner(model="mlp:64", probe_every=0, max_epochs=40).fit(
+            Dataset.from_arrays(x, labels))
+    assert res.verdict.withheld and res.n_flagged == 0
+
+
+def test_every_flagged_row_names_another_class_and_says_why(small_set):
+    data, mask = small_set
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", WithheldWarning)
+        res = Cleaner(model="mlp:64", probe_every=0).fit(data, noise_mask=mask)
+    f = res.flagged
+    assert len(f) > 0
+    assert (f["suggested_label"] != f["given_label"]).all()
+    late = f[f["model_agrees"]]
+    assert late["reason"].str.contains("fitted late").all()
+    assert f.loc[~f["model_agrees"], "reason"].str.contains("model says").all()
+
+
+def test_the_summary_shows_the_flagged_share_per_class(tmp_path):
+    x, _, given, _ = synthetic_images(360, 3, 0.2, seed=4)
+    root = tmp_path / "d"
+    write_folder(root, x, given)
+    r = CliRunner().invoke(main, _cli_args(root, tmp_path / "o"))
+    assert r.exit_code == 0, r.output
+    line = next(s for s in r.output.splitlines() if s.startswith("flagged by class"))
+    assert all(f"c{k} " in line for k in range(3))
+    assert "verdict            flagged" in r.output
