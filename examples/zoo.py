@@ -14,7 +14,8 @@ RGB, 5 classes), ``digits`` (scikit-learn's 1,797 8x8 digits at 32 px),
 ``mnist1000`` / ``mnist4000`` / ``mnist10000`` (``../shared/datasets/mnist.npz``),
 ``cifar10n`` (``../shared/datasets/cifar10n_dev``; its cells are the human
 label sets ``clean``, ``worse``, ``aggre``, ``random1``). Noise cells:
-``clean``, ``sym0.2``, ``sym0.4``, ``pair0.4``.
+``clean``, ``sym0.2``, ``sym0.4``, ``pair0.4``, and ``random`` (every label drawn
+at random: nothing to learn, the run must come back withheld).
 
     python examples/zoo.py shapes:sym0.2 digits:sym0.2 --out bench_out/zoo --threads 2
 """
@@ -76,15 +77,19 @@ def write_cell(dataset: str, cell: str, root: Path) -> tuple[Path, dict[str, boo
         return csv, {str(base / p): bool(g != c)
                      for p, g, c in zip(table["path"], given, table["clean"])}
     x, y, classes = arrays(dataset)
-    kind, rate = NOISE[cell]
-    noisy, mask = inject_noise(y, len(classes), rate, kind, seed=0) if rate else (y, y != y)
+    if cell == "random":  # no learnable signal: every label drawn at random
+        noisy = np.random.default_rng(0).integers(0, len(classes), len(y))
+        mask = noisy != y
+    else:
+        kind, rate = NOISE[cell]
+        noisy, mask = inject_noise(y, len(classes), rate, kind, seed=0) if rate else (y, y != y)
     paths = write_image_folder(root / "data", x, noisy, classes)
     return root / "data", dict(zip(paths, mask.tolist()))
 
 
 def run_labelclean(data: Path, out: Path, threads: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, "-m", "labelclean.cli", "run", str(data), "--out", str(out),
+    cmd = [sys.executable, "-m", "labelclean", "run", str(data), "--out", str(out),
            "--overwrite"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)

@@ -290,8 +290,6 @@ def apply_command(
                f"{s['dataset']} (log: apply_log.csv)")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
 
 
 # ---------------------------------------------------------------- bench (issue 5)
@@ -330,3 +328,7 @@ def bench_command(data: Path, more_seeds: tuple[int, ...], noise: str, rate: flo
     click.echo(format_table(df))
     if out is not None:
         click.echo(f"written {out}/bench.csv")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
