@@ -461,6 +461,8 @@ class Cleaner:
                     f"validation inputs are {val_ds.input_shape}, training inputs "
                     f"{train.input_shape}; pass --image-size to make them agree"
                 )
+        if self.tensorboard_dir is not None:
+            _check_outside_input(self.tensorboard_dir, train)
         if noise_mask is None:
             noise_mask = train.noise_mask
         if noise_mask is not None:
@@ -573,6 +575,8 @@ class Cleaner:
             warnings.warn(f"labelclean: {verdict}. Try: {verdict.advice}.", WithheldWarning,
                           stacklevel=2)
         elapsed = time.perf_counter() - started
+        log.info("t_c = epoch %d of %d trained (%s); %s: %d of %d samples flagged",
+                 t_c, len(rows), stop_reason, verdict, int(scores["flagged"].sum()), len(train))
         return CleanResult(
             dataset=train,
             history=history,
@@ -828,6 +832,20 @@ def _outputs_at(
     into the trainer's model (training is over) for one eval pass."""
     trainer.model.load_state_dict(state)
     return trainer.outputs(embeddings=embeddings)
+
+
+def _check_outside_input(folder: str | os.PathLike, data: Dataset) -> None:
+    """Refuse a ``tensorboard_dir`` inside the input's folders (never write there)."""
+    from .export import output_forbidden
+
+    where = Path(folder).resolve()
+    for src in output_forbidden(data.source, data.origin, data.files):
+        src = Path(src).resolve()
+        root = src if src.is_dir() else src.parent
+        if where == root or root in where.parents:
+            raise LabelcleanError(
+                f"tensorboard_dir {folder} lies inside the input {src}; put it elsewhere"
+            )
 
 
 def log_tensorboard(folder: str | os.PathLike, history: pd.DataFrame, t_c: int) -> Path:

@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 from conftest import FAST
 
-from labelclean import Cleaner
+from labelclean import Cleaner, LabelcleanError
 from labelclean.cleaner import progress_enabled
 from labelclean.cli import main
 from labelclean.export import EMBEDDINGS_FILE, PRED_PROBS_FILE, REVIEW_FILE, unguard_cell
@@ -110,3 +110,10 @@ def test_messages_go_through_logging(noisy_folder, caplog):
         Cleaner(**{**FAST, "max_epochs": 1, "min_steps": 0, "embeddings": False}).fit(root)
     assert any(r.name == "labelclean" and "read 360 samples of 3 classes" in r.getMessage()
                for r in caplog.records)
+
+
+def test_tensorboard_dir_inside_the_input_is_refused(noisy_folder):
+    root, _ = noisy_folder
+    with pytest.raises(LabelcleanError, match="tensorboard_dir .* lies inside the input"):
+        Cleaner(**FAST, tensorboard_dir=root / "tb").fit(root)
+    assert not (root / "tb").exists()
