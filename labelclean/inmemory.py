@@ -52,6 +52,7 @@ from PIL import Image
 from .errors import LabelcleanError
 from .sources import (
     CLASS_ORDER,
+    MAX_NATIVE_SIZE,
     Dataset,
     _cache_dir,
     _label_name,
@@ -256,12 +257,16 @@ def load_torch(
 
 
 def to_pil(image: Any) -> Image.Image:
-    """A PIL image from what datasets yield: PIL, a ``datasets`` ``{"bytes", "path"}``
-    record, a tensor ``(C, H, W)``/``(H, W)`` or an array ``(H, W)``/``(H, W, C)``;
-    float pixels are taken as ``0..1``."""
+    """A PIL image from what datasets yield: PIL, a file path, a ``datasets``
+    ``{"bytes", "path"}`` record, a tensor ``(C, H, W)``/``(H, W)`` or an array
+    ``(H, W)``/``(H, W, C)``; float pixels are taken as ``0..1``."""
     if isinstance(image, Image.Image):
         image.load()
         return image
+    if isinstance(image, (str, os.PathLike)):  # a file path, as an undecoded column holds
+        with Image.open(image) as im:
+            im.load()
+            return im.copy()
     if isinstance(image, dict) and ("bytes" in image or "path" in image):
         import io
 
@@ -304,14 +309,15 @@ def _from_items(
     """Decode ``n`` images from ``images`` (which may fill ``labels`` as it goes)."""
     if image_size is not None and image_size < 8:
         raise LabelcleanError(f"--image-size must be at least 8, got {image_size}")
-    pictures: list[Image.Image | None] = []
+    limit = default_max_memory() if max_memory is None else int(max_memory)
+    decoder = _StreamDecoder(n, image_size, limit)
     reasons: list[str] = []
     for image in images:
         try:
-            pictures.append(to_pil(image))
+            decoder.add(to_pil(image))
             reasons.append("")
         except (OSError, ValueError, TypeError, SyntaxError) as e:
-            pictures.append(None)
+            decoder.add(None)
             reasons.append(_reason(e))
     bad = [(str(i), r) for i, r in enumerate(reasons) if r]
     if bad and not skip_unreadable:
@@ -319,18 +325,10 @@ def _from_items(
             f"{len(bad)} unreadable images in the {what} (first: item {bad[0][0]}: "
             f"{bad[0][1]}); pass skip_unreadable=True to leave them out"
         )
-    keep = np.array([i for i, p in enumerate(pictures) if p is not None], dtype=np.int64)
+    keep = np.array([i for i, r in enumerate(reasons) if not r], dtype=np.int64)
     if not len(keep):
         raise LabelcleanError(f"none of the {n} images in the {what} could be read")
-    target = _target_size([pictures[i].size for i in keep], image_size)
-    limit = default_max_memory() if max_memory is None else int(max_memory)
-    need = 3 * target[0] * target[1] * len(keep)
-    if need > limit:
-        raise LabelcleanError(
-            f"the decoded images need {_size(need)}, more than the {_size(limit)} allowed in "
-            "memory (max_memory); write them to disk and pass a CSV of paths with a cache"
-        )
-    x = stack_images([decode_image(pictures[i], target) for i in keep], target)
+    x = decoder.finish()
     class_names, y, order = _index_labels([labels[i] for i in keep], names, classes, what)
     return Dataset(
         kind="images", x=torch.from_numpy(x), y=y, classes=class_names,
@@ -341,6 +339,57 @@ def _from_items(
         noise_mask=None if noise is None else noise[keep],
         class_order=order,
     )
+
+
+class _StreamDecoder:
+    """Decodes images as they arrive, holding no more than the final array needs.
+
+    The size every image is decoded to follows ``load_dataset``'s rule
+    (:func:`labelclean.sources._target_size`): ``image_size`` when given, else
+    the images' own size while they all share one of at most ``MAX_NATIVE_SIZE``,
+    else ``MAX_NATIVE_SIZE``. Until the rule has settled, images are kept as
+    they came (all the same small size, so no larger than decoded); once it
+    has, every image is decoded straight away, and a set that would not fit in
+    ``limit`` bytes is refused before the rest is read.
+    """
+
+    def __init__(self, n: int, image_size: int | None, limit: int) -> None:
+        self.n, self.limit = n, limit
+        self.target = None if image_size is None else (image_size, image_size)
+        self.items: list[Image.Image | np.ndarray] = []
+        self.sizes: set[tuple[int, int]] = set()
+        if self.target is not None:
+            self._check()
+
+    def add(self, picture: Image.Image | None) -> None:
+        if picture is None:
+            return
+        if self.target is None:
+            self.sizes.add(picture.size)
+            if len(self.sizes) > 1 or max(picture.size) > MAX_NATIVE_SIZE:
+                self._settle(_target_size(list(self.sizes), None))  # MAX_NATIVE_SIZE from now
+        self.items.append(decode_image(picture, self.target) if self.target else picture)
+
+    def finish(self) -> np.ndarray:
+        if self.target is None:
+            self._settle(_target_size(list(self.sizes), None))
+        return stack_images(self.items, self.target)
+
+    def _settle(self, target: tuple[int, int]) -> None:
+        self.target = target
+        self._check()
+        self.items = [decode_image(p, target) if isinstance(p, Image.Image) else p
+                      for p in self.items]
+
+    def _check(self) -> None:
+        w, h = self.target
+        need = 3 * w * h * self.n  # colour is only known once decoded: three channels
+        if need > self.limit:
+            raise LabelcleanError(
+                f"the decoded images need {_size(need)}, more than the {_size(self.limit)} "
+                "allowed in memory (max_memory); write them to disk and pass a CSV of paths "
+                "with a cache, or a smaller image_size"
+            )
 
 
 def _as_int(label: Any) -> int | None:

@@ -20,6 +20,7 @@ from PIL import Image
 
 from labelclean import Cleaner, LabelcleanError, load_checkpoint, load_dataset
 from labelclean.cli import main
+from labelclean.review import apply_review
 from labelclean.sources import split_layout
 
 
@@ -63,6 +64,9 @@ def test_dataframe_gives_the_folder_flags(folder_run, noisy_folder, tmp_path):
     assert list(cleaned.columns) == ["file", "cls", "extra"]
     assert len(cleaned) == 360 - res.n_flagged
     assert all((out / p).resolve().is_file() for p in cleaned["file"])
+    # apply cannot re-read a Python object, and says what to do instead
+    with pytest.raises(LabelcleanError, match="Python object .* apply the review's action"):
+        apply_review(out, tmp_path / "final")
 
 
 def test_dataframe_paths_resolve_against_root_and_features_frame(tmp_path, monkeypatch):
@@ -132,7 +136,7 @@ class PairDataset(torch.utils.data.Dataset):
 
 
 @pytest.mark.parametrize("form", ["pil", "tensor", "float-array"])
-def test_torch_dataset_gives_the_folder_flags(folder_run, form):
+def test_torch_dataset_gives_the_folder_flags(folder_run, form, tmp_path):
     images, names = _images_in_folder_order(folder_run)
     classes = folder_run.dataset.classes
     if form == "tensor":  # (C, H, W) uint8, as torchvision's PILToTensor gives
@@ -143,9 +147,35 @@ def test_torch_dataset_gives_the_folder_flags(folder_run, form):
     res = Cleaner(**FAST).fit(PairDataset(images, labels, classes))
     assert res.dataset.origin == "torch" and res.dataset.classes == classes
     _same_run(res, folder_run)
+    if form == "pil":  # the export lists the kept samples by their index in the object
+        res.export(tmp_path / "run")
+        cleaned = pd.read_csv(tmp_path / "run" / "cleaned.csv")
+        assert list(cleaned.columns) == ["index", "label"]
+        kept = res.scores.sort_values("index").query("~flagged")
+        assert cleaned["index"].tolist() == kept["index"].tolist()
+        assert cleaned["label"].tolist() == kept["given_label"].tolist()
+        run = json.loads((tmp_path / "run" / "run.json").read_text())
+        assert run["input"]["source"] == "<torch object>"
 
 
-def test_torch_dataset_labels_and_cleaned_indices(tmp_path):
+def test_in_memory_images_of_mixed_sizes_follow_the_folder_rule(tmp_path):
+    small = [np.full((16, 16), 9, np.uint8)] * 3
+    assert load_dataset(PairDataset(small, [0, 1, 0])).input_shape == (1, 16, 16)
+    mixed = small + [np.zeros((100, 80, 3), np.uint8), str(tmp_path / "x.png")]
+    Image.new("L", (20, 20), 5).save(tmp_path / "x.png")  # a file path is an image too
+    ds = load_dataset(PairDataset(mixed, [0, 1, 0, 1, 0]))
+    assert ds.input_shape == (1, 64, 64) and len(ds) == 5
+    assert load_dataset(PairDataset(mixed, [0, 1, 0, 1, 0]), image_size=24).input_shape == (
+        1, 24, 24)
+    with pytest.raises(LabelcleanError, match="more than the .* allowed in memory"):
+        load_dataset(PairDataset(mixed, [0, 1, 0, 1, 0]), max_memory=1000)
+    broken = small + [np.zeros((2, 2, 7))]
+    with pytest.raises(LabelcleanError, match="1 unreadable images .* item 3"):
+        load_dataset(PairDataset(broken, [0, 1, 0, 1]))
+    assert len(load_dataset(PairDataset(broken, [0, 1, 0, 1]), skip_unreadable=True)) == 3
+
+
+def test_torch_dataset_labels(tmp_path):
     x, _, y, _ = synthetic_images(60, 3, 0.0)
     ds = load_dataset(PairDataset(list(x), [f"k{v}" for v in y]))  # text labels: lexical
     assert ds.classes == ["k0", "k1", "k2"] and ds.class_order == "lexical"
