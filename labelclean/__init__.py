@@ -6,6 +6,11 @@ networks in the absence or presence of mislabeled data".
 
 __version__ = "0.3.0"
 
+import logging  # noqa: E402
+
+# Messages go to the "labelclean" logger; the application decides where they go.
+logging.getLogger("labelclean").addHandler(logging.NullHandler())
+
 from .checkpoint import Checkpoint, load_checkpoint  # noqa: E402
 from .cleaner import Cleaner, CleanResult  # noqa: E402
 from .decision import Verdict  # noqa: E402

@@ -16,9 +16,11 @@ Example
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import platform
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -42,8 +44,10 @@ from .errors import LabelcleanError, WithheldWarning
 from .mixture import LossMixture
 from .models import create_model, default_model
 from .noise import precision_recall_f1
-from .sources import Dataset, SourceKind, load_dataset
+from .sources import Dataset, SourceKind, load_dataset, split_validation
 from .training import SampleStats, TrainConfig, Trainer
+
+log = logging.getLogger("labelclean")
 
 #: Input statistics are computed from one float copy of up to this many bytes, else in chunks.
 STATS_IN_ONE_GO_BYTES = 256 << 20
@@ -115,6 +119,15 @@ class CleanResult:
         The run's :class:`~labelclean.decision.Verdict`: ``"flagged"``, ``"no
         second population"`` or ``"withheld"`` (nothing flagged, with the
         reason, unless ``force_flags``).
+    pred_probs:
+        ``(N, K)`` float32 softmax probabilities of the model at ``t_c`` (eval
+        mode), rows in sample order (``scores``' ``index``), columns in
+        ``dataset.classes`` order: the ``pred_probs`` cleanlab's ``Datalab``
+        and ``find_label_issues`` take (in-sample, not cross-validated).
+    embeddings:
+        ``(N, D)`` float32 penultimate features of the model at ``t_c``, rows
+        as ``pred_probs`` (``features=`` for Datalab's outlier and near-duplicate
+        checks); None with ``Cleaner(embeddings=False)``.
     """
 
     dataset: Dataset
@@ -134,6 +147,8 @@ class CleanResult:
     val: Dataset | None = None
     second_population: bool | None = None
     verdict: Verdict | None = None
+    pred_probs: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.second_population is None:
@@ -146,8 +161,19 @@ class CleanResult:
 
     @property
     def flagged(self) -> pd.DataFrame:
-        """Flagged samples, most suspicious (highest ``score``) first."""
+        """Flagged samples, most suspicious (highest ``score``) first: the rows of
+        ``scores`` (for the review file's columns, see :meth:`review_frame`)."""
         return self.scores[self.scores["flagged"]].reset_index(drop=True)
+
+    def review_frame(self) -> pd.DataFrame:
+        """The table ``flagged_samples.csv`` holds: the flagged rows with ``path``
+        (or ``row``), ``suggested_label`` and an editable ``action`` column
+        (:func:`labelclean.export.review_table`). Written with ``to_csv(...,
+        index=False)`` it is a review file ``labelclean apply`` reads (cells a
+        spreadsheet would run as formulas are guarded only in the exported file)."""
+        from .export import review_table
+
+        return review_table(self)
 
     @property
     def n_flagged(self) -> int:
@@ -274,8 +300,21 @@ class Cleaner:
         Keep the flags of a run whose verdict is ``"withheld"`` (the verdict is
         then marked as forced everywhere it appears). Off by default: such a
         run flags nothing and says why (:meth:`~labelclean.decision.TcPolicy.verdict`).
+    root:
+        The folder a DataFrame's relative paths resolve against (``load_dataset``).
+    image_column:
+        A Hugging Face dataset's image column (``label_column`` names its labels).
+    embeddings:
+        Also compute ``result.embeddings`` (and ``embeddings.npy``): the
+        penultimate features at ``t_c``, ``N x D`` floats. Turn off for very
+        large sets; ``pred_probs`` are always computed.
+    tensorboard_dir:
+        Write the per-epoch metrics (losses, accuracies, mixture parameters,
+        order parameters when probed) there as TensorBoard scalars, one run
+        folder per fit, once the fit ends (needs the ``tensorboard`` package).
     progress:
-        Show a tqdm progress bar.
+        Show a tqdm progress bar: ``True``, ``False``, or ``"auto"`` (default:
+        when stderr is a terminal).
     """
 
     def __init__(
@@ -313,7 +352,11 @@ class Cleaner:
         probe_batches: int | None = None,
         spectrum: bool = False,
         force_flags: bool = False,
-        progress: bool = False,
+        root: str | os.PathLike | None = None,
+        image_column: str = "image",
+        embeddings: bool = True,
+        tensorboard_dir: str | os.PathLike | None = None,
+        progress: bool | str = "auto",
     ) -> None:
         self.model = model
         self.pretrained = pretrained
@@ -347,6 +390,10 @@ class Cleaner:
         self.probe_batches = probe_batches
         self.spectrum = spectrum
         self.force_flags = force_flags
+        self.root = None if root is None else str(root)
+        self.image_column = image_column
+        self.embeddings = embeddings
+        self.tensorboard_dir = None if tensorboard_dir is None else str(tensorboard_dir)
         self.progress = progress
 
     def get_params(self) -> dict:
@@ -354,12 +401,14 @@ class Cleaner:
 
     # ------------------------------------------------------------------ inputs
 
-    def load(self, data: str | os.PathLike | Dataset, classes: list[str] | None = None) -> Dataset:
-        """Read ``data`` with this cleaner's input settings (a Dataset passes through)."""
+    def load(self, data: str | os.PathLike | Any, classes: list[str] | None = None) -> Dataset:
+        """Read ``data`` with this cleaner's input settings (a Dataset passes through):
+        a path, a DataFrame, a Hugging Face or a torch dataset (``load_dataset``)."""
         if isinstance(data, Dataset):
             return data
         return load_dataset(
             data, self.kind, path_column=self.path_column, label_column=self.label_column,
+            image_column=self.image_column, root=self.root,
             noise_column=self.noise_column, image_size=self.image_size, classes=classes,
             skip_unreadable=self.skip_unreadable, cache=self.cache, max_memory=self.max_memory,
         )
@@ -378,11 +427,14 @@ class Cleaner:
         Parameters
         ----------
         data:
-            An image folder, a CSV of paths or features, or a loaded
+            An image folder (a split root: its ``train/``), a CSV of paths or
+            features, a pandas DataFrame, a Hugging Face ``datasets.Dataset``, a
+            torch ``Dataset`` of ``(image, label)``, or a loaded
             :class:`~labelclean.sources.Dataset`.
         val:
             Optional validation data with trusted labels (same forms): its
             accuracy is reported per epoch; it never influences the decision.
+            Default: a split root's ``val/`` (or ``valid/``), else none.
         noise_mask:
             Optional trusted boolean mask of wrong labels (research and
             benchmarks): the order parameters are then also reported for the
@@ -395,6 +447,12 @@ class Cleaner:
         started = time.perf_counter()
         self._validate()
         train = self.load(data)
+        log.info("read %d samples of %d classes, inputs %s", len(train), train.num_classes,
+                 "x".join(map(str, train.input_shape)))
+        if val is None:
+            val = split_validation(data)
+            if val is not None:
+                log.info("validation set: %s (the split root's)", val)
         val_ds = None
         if val is not None:
             val_ds = self.load(val, classes=train.classes) if not isinstance(val, Dataset) else val
@@ -403,6 +461,8 @@ class Cleaner:
                     f"validation inputs are {val_ds.input_shape}, training inputs "
                     f"{train.input_shape}; pass --image-size to make them agree"
                 )
+        if self.tensorboard_dir is not None:
+            _check_outside_input(self.tensorboard_dir, train)
         if noise_mask is None:
             noise_mask = train.noise_mask
         if noise_mask is not None:
@@ -496,6 +556,9 @@ class Cleaner:
         t_c = int(decision_tc.epoch)
         history = pd.DataFrame(rows)
         history["unstable"] = history["epoch"].isin(policy.detector.unstable_epochs)
+        pred_probs, embeddings = _outputs_at(trainer, state, self.embeddings)
+        if self.tensorboard_dir is not None:
+            log_tensorboard(self.tensorboard_dir, history, t_c)
         phase_boundaries = _label_phases(history, noisy=decision_tc.noisy)
         verdict, flags = policy.verdict(
             decision_tc, train.y, list(train.classes), force=self.force_flags
@@ -512,6 +575,8 @@ class Cleaner:
             warnings.warn(f"labelclean: {verdict}. Try: {verdict.advice}.", WithheldWarning,
                           stacklevel=2)
         elapsed = time.perf_counter() - started
+        log.info("t_c = epoch %d of %d trained (%s); %s: %d of %d samples flagged",
+                 t_c, len(rows), stop_reason, verdict, int(scores["flagged"].sum()), len(train))
         return CleanResult(
             dataset=train,
             history=history,
@@ -528,6 +593,7 @@ class Cleaner:
                 "input_kind": train.kind,
                 "mean": mean.flatten().tolist(),
                 "std": std.flatten().tolist(),
+                "class_order": train.class_order,
                 "epoch": t_c,
                 "labelclean_version": __version__,
                 "inputs": "raw uint8 images (N, C, H, W) at input_shape, or float features",
@@ -548,6 +614,8 @@ class Cleaner:
             val=val_ds,
             second_population=bool(decision_tc.noisy),
             verdict=verdict,
+            pred_probs=pred_probs,
+            embeddings=embeddings,
         )
 
     def train_config(self, n_samples: int, workers: int = 0) -> TrainConfig:
@@ -757,8 +825,84 @@ def _label_phases(history: pd.DataFrame, noisy: bool) -> dict:
     return {k: list(v) for k, v in phase_boundaries(history["phase"], history["epoch"]).items()}
 
 
-def _progress(enabled: bool, total: int):
-    if not enabled:
+def _outputs_at(
+    trainer: Trainer, state: dict, embeddings: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(pred_probs, embeddings)`` of the model at ``t_c``: ``state`` is loaded
+    into the trainer's model (training is over) for one eval pass."""
+    trainer.model.load_state_dict(state)
+    return trainer.outputs(embeddings=embeddings)
+
+
+def _check_outside_input(folder: str | os.PathLike, data: Dataset) -> None:
+    """Refuse a ``tensorboard_dir`` inside the input's folders (never write there)."""
+    from .export import output_forbidden
+
+    where = Path(folder).resolve()
+    for src in output_forbidden(data.source, data.origin, data.files):
+        src = Path(src).resolve()
+        root = src if src.is_dir() else src.parent
+        if where == root or root in where.parents:
+            raise LabelcleanError(
+                f"tensorboard_dir {folder} lies inside the input {src}; put it elsewhere"
+            )
+
+
+def log_tensorboard(folder: str | os.PathLike, history: pd.DataFrame, t_c: int) -> Path:
+    """Write every numeric column of ``history`` as TensorBoard scalars, step =
+    epoch, in a new run folder under ``folder``; returns that run folder.
+
+    Columns are grouped by what they measure (``loss/``, ``accuracy/``,
+    ``mixture/``, ``order/``...), so TensorBoard shows one section each.
+    """
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise LabelcleanError(
+            "tensorboard_dir needs the tensorboard package: pip install 'labelclean[tensorboard]'"
+        ) from None
+    run = Path(folder) / time.strftime("%Y%m%d-%H%M%S")
+    writer = SummaryWriter(log_dir=str(run))
+    try:
+        for row in history.to_dict("records"):
+            step = int(row["epoch"])
+            for name, value in row.items():
+                if name == "epoch" or isinstance(value, str) or value is None:
+                    continue
+                value = float(value)
+                if math.isfinite(value):
+                    writer.add_scalar(f"{_tb_group(name)}/{name}", value, step)
+        writer.add_scalar("decision/t_c", t_c, int(history["epoch"].iloc[-1]))
+    finally:
+        writer.close()
+    log.info("TensorBoard scalars written to %s", run)
+    return run
+
+
+def _tb_group(column: str) -> str:
+    if "loss" in column:
+        return "loss"
+    if "accuracy" in column or column == "classes_learned":
+        return "accuracy"
+    if column in ("m_c", "s_c", "m_w", "s_w", "r", "delta_L", "threshold", "separation",
+                  "bimodal", "n_flagged", "ready", "unstable"):
+        return "mixture"
+    if column.startswith(("seconds", "steps")):
+        return "time"
+    if column.startswith(("true_", "L_c_true", "L_w_true")):
+        return "truth"
+    return "order"
+
+
+def progress_enabled(progress: bool | str) -> bool:
+    """``"auto"``: show progress when stderr is a terminal (not in logs or pipes)."""
+    if progress == "auto":
+        return bool(getattr(sys.stderr, "isatty", lambda: False)())
+    return bool(progress)
+
+
+def _progress(enabled: bool | str, total: int):
+    if not progress_enabled(enabled):
         return None
     from tqdm.auto import tqdm
 

@@ -68,7 +68,7 @@ def training_options(f):
         click.option("--model", default=None, help="timm model name or mlp[:w1,w2] "
                      "[default: regnetx_002 for images, mlp:256,256 for features]"),
         click.option("--pretrained", is_flag=True, help="Start from timm's pretrained weights."),
-        click.option("--epochs", "max_epochs", default="auto", show_default=True,
+        click.option("--max-epochs", "--epochs", "max_epochs", default="auto", show_default=True,
                      callback=_auto_or_int,
                      help="Most epochs to train (auto: 30, or 3,000 SGD steps on small sets)."),
         click.option("--patience", type=int, default=5, show_default=True,
@@ -136,6 +136,13 @@ def training_options(f):
         click.option("--spectrum", is_flag=True, help="Also estimate the noise spectrum's D_s."),
         click.option("--force-flags", is_flag=True,
                      help="Write the flags even when the run is withheld (marked as forced)."),
+        click.option("--embeddings/--no-embeddings", default=True, show_default=True,
+                     help="Write embeddings.npy, the penultimate features at t_c "
+                     "(N x D floats; turn off for very large sets)."),
+        click.option("--tensorboard-dir", "--tensorboard", "tensorboard_dir",
+                     type=click.Path(path_type=Path), default=None,
+                     help="Also log the per-epoch metrics, mixture and order parameters "
+                     "to this TensorBoard folder (needs the tensorboard package)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -182,7 +189,7 @@ def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, **k
     with staging:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", WithheldWarning)  # said below, in full
-            result = Cleaner(progress=True, **kw).fit(data, val=val)
+            result = Cleaner(progress="auto", **kw).fit(data, val=val)
         export_result(result, out, link=link, staging=staging)
     print_summary(result, out)
     if result.verdict.withheld:
@@ -237,7 +244,11 @@ def print_summary(result, out: Path) -> None:
         lines.append(f"val accuracy @t_c  {acc:.4f}")
     seconds, device = result.timing["total_seconds"], result.params["device"]
     lines.append(f"time               {seconds:.1f} s on {device}")
-    lines.append(f"outputs            {out}/ (flagged_samples.csv, report.html, checkpoint/)")
+    if result.dataset.origin == "folder" and Path(result.dataset.source).name == "train":
+        val = f", validated on {result.val.source}" if result.val is not None else ""
+        lines.append(f"trained on         {result.dataset.source}{val}")
+    lines.append(f"outputs            {out}/ (flagged_samples.csv, pred_probs.npy, report.html, "
+                 "checkpoint/)")
     click.echo("\n".join(lines))
 
 

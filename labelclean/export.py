@@ -1,13 +1,18 @@
 """Writing a run's results under ``--out``, and nowhere else.
 
-Layout of an output folder::
+Layout of an output folder (``--out`` is the run folder itself: the cleaned
+image tree is the ``cleaned/`` folder inside it, so ``--out cleaned/`` puts it at
+``cleaned/cleaned/``; name ``--out`` after the run, e.g. ``runs/first``)::
 
     cleaned/               image folder input: <class>/<image> without flagged samples
-    cleaned.csv            CSV input: the CSV without flagged rows
+    cleaned.csv            any other input: the CSV (DataFrame) without flagged rows;
+                           for a Hugging Face or torch dataset, `index,label` of kept samples
     flagged_samples.csv    flagged samples, most suspicious first, with an editable `action`
     scores.csv             every training sample's scores at t_c
     metrics.csv            one row per epoch
     losses.npy, margins.npy  (epochs, N) float32 per-sample loss / margin after every epoch
+    pred_probs.npy         (N, K) float32 softmax probabilities at t_c, rows in sample order
+    embeddings.npy         (N, D) float32 penultimate features at t_c (unless turned off)
     checkpoint/            model.safetensors + model.json at t_c
     unreadable.csv         images that could not be decoded (only when skipped)
     run.json               parameters, versions, t_c, counts, timings
@@ -55,12 +60,17 @@ REVIEW_FILE = "flagged_samples.csv"
 METRICS_FILE = "metrics.csv"
 LOSSES_FILE = "losses.npy"
 MARGINS_FILE = "margins.npy"
+PRED_PROBS_FILE = "pred_probs.npy"
+EMBEDDINGS_FILE = "embeddings.npy"
 UNREADABLE_FILE = "unreadable.csv"
 CHECKPOINT_DIR = "checkpoint"
 #: Files whose content ``report`` and ``apply`` rely on: checked against the
 #: manifest before use (flagged_samples.csv is meant to be edited, so it is not).
 INTEGRITY_FILES = (RUN_FILE, SCORES_FILE, METRICS_FILE, LOSSES_FILE, MARGINS_FILE,
-                   UNREADABLE_FILE, f"{CHECKPOINT_DIR}/model.json")
+                   PRED_PROBS_FILE, EMBEDDINGS_FILE, UNREADABLE_FILE,
+                   f"{CHECKPOINT_DIR}/model.json")
+#: Inputs that are Python objects with no file of their own to protect or re-read.
+OBJECT_ORIGINS = ("arrays", "hf", "torch")
 
 
 def export_result(
@@ -110,8 +120,10 @@ def output_forbidden(source, origin: str, files: list | None = None) -> list[Pat
     """The files and folders ``--out`` may not overlap: the input, and for a CSV
     of image paths also the folder its images share (so that a later run over
     that image tree does not pick up labelclean's outputs)."""
-    if origin == "arrays":
+    if origin in OBJECT_ORIGINS:
         return []  # in memory: no input on disk to protect
+    if origin == "dataframe":  # its `source` may be just the current folder: the images only
+        return image_roots(files) if files else []
     forbidden = [Path(source)]
     if origin == "paths" and files:
         forbidden += image_roots(files)
@@ -143,6 +155,10 @@ def _write_run(result: CleanResult, folder: Path, out: Path, link: str, report: 
     write_csv(folder / METRICS_FILE, result.history)
     write_npy(folder / LOSSES_FILE, result.losses)
     write_npy(folder / MARGINS_FILE, result.margins)
+    if result.pred_probs is not None:
+        write_npy(folder / PRED_PROBS_FILE, result.pred_probs)
+    if result.embeddings is not None:
+        write_npy(folder / EMBEDDINGS_FILE, result.embeddings)
     save_checkpoint(folder / CHECKPOINT_DIR, result.state_dict, result.checkpoint_config)
     if len(data.unreadable):
         write_csv(folder / UNREADABLE_FILE, data.unreadable)
@@ -235,11 +251,14 @@ def run_summary(result: CleanResult, out: Path) -> dict:
     summary = {
         "labelclean_version": result.checkpoint_config["labelclean_version"],
         "input": {
-            "source": str(Path(data.source).resolve()),
+            "source": (f"<{data.origin} object>" if data.origin in OBJECT_ORIGINS
+                       else str(Path(data.source).resolve())),
             "origin": data.origin,
             "kind": data.kind,
             "samples": len(data),
             "classes": list(data.classes),
+            "class_order": data.class_order,
+            "class_to_idx": {c: i for i, c in enumerate(data.classes)},
             "input_shape": list(data.input_shape),
             "unreadable": int(len(data.unreadable)),
         },
@@ -260,8 +279,10 @@ def run_summary(result: CleanResult, out: Path) -> dict:
         "environment": environment(),
         "outputs": {
             "cleaned": "cleaned" if data.origin == "folder" else "cleaned.csv",
-            "flagged": "flagged_samples.csv",
-            "checkpoint": "checkpoint",
+            "flagged": REVIEW_FILE,
+            "checkpoint": CHECKPOINT_DIR,
+            "pred_probs": PRED_PROBS_FILE if result.pred_probs is not None else None,
+            "embeddings": EMBEDDINGS_FILE if result.embeddings is not None else None,
         },
     }
     if result.noise_mask is not None:
@@ -343,11 +364,13 @@ def _cleaned_table(result: CleanResult, keep, out: Path) -> pd.DataFrame:
     table = data.table
     rows = data.rows[keep]
     cleaned = table.iloc[rows].copy()
-    if data.origin == "paths":
-        # Relative paths resolved against the input CSV's folder; rewrite them
-        # relative to the cleaned CSV so they still point at the same images.
+    if data.origin in ("paths", "dataframe"):
+        # Relative paths resolved against the input CSV's folder (a DataFrame's
+        # root); rewrite them relative to the cleaned CSV so they still point at
+        # the same images.
         column = result.params["path_column"]
-        base = Path(data.source).resolve().parent
+        base = Path(data.source).resolve()
+        base = base.parent if data.origin == "paths" else base
         cleaned[column] = [
             p if os.path.isabs(p) else os.path.relpath(base / p, out)
             for p in cleaned[column].astype(str)

@@ -52,6 +52,23 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(self.normalise(x))
 
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features, logits)``: the penultimate features (what the last
+        layer reads) and the logits, from one forward pass.
+
+        timm networks: ``forward_features`` then ``forward_head(pre_logits=True)``
+        (the pooled, pre-classifier vector); an :class:`MLP`: its last hidden layer.
+        """
+        h = self.normalise(x)
+        if isinstance(self.body, MLP):
+            features = self.body.net[:-1](h)
+            return features, self.body.net[-1](features)
+        if hasattr(self.body, "forward_features") and hasattr(self.body, "forward_head"):
+            trunk = self.body.forward_features(h)
+            return (self.body.forward_head(trunk, pre_logits=True),
+                    self.body.forward_head(trunk))
+        raise LabelcleanError(f"cannot take embeddings from a {type(self.body).__name__}")
+
 
 class MLP(nn.Module):
     """Fully connected ReLU network; flattens its input."""

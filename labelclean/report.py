@@ -840,8 +840,8 @@ def image_locator(run: dict) -> Callable[[str], Path | None]:
         return lambda sample_id: None
     if origin == "folder":
         return lambda sample_id: source / sample_id
-    if origin == "paths":
-        base = source.parent
+    if origin in ("paths", "dataframe"):
+        base = source.parent if origin == "paths" else source  # a DataFrame's root
         return lambda sample_id: Path(sample_id) if os.path.isabs(sample_id) else base / sample_id
     return lambda sample_id: None
 

@@ -168,8 +168,9 @@ def apply_review(
         plan = plan_table(run, decisions, out_path)
     else:
         raise LabelcleanError(
-            f"the run's input was read from {run.origin!r}, not a folder or CSV: "
-            "there is no dataset to write"
+            f"the run's input was a Python object ({run.origin!r}), not a folder or CSV, "
+            "so apply cannot re-read it; apply the review's action column to it in Python "
+            "(its index column is each sample's position)"
         )
     # Validation is over; from here on, only writing (beside `out`, then swapped in).
     with rundir.begin(out_path, kind="apply", overwrite=overwrite,

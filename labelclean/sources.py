@@ -10,6 +10,22 @@ Three kinds of input are understood, detected from the path unless forced:
 ``features``
     A CSV of numeric feature columns plus a label column.
 
+Objects already in Python are read through the same :func:`load_dataset`
+(see :mod:`labelclean.inmemory`): a pandas ``DataFrame`` of paths and labels,
+a Hugging Face ``datasets.Dataset`` with an image and a label column, and a
+torch ``Dataset`` yielding ``(image, label)``.
+
+A folder whose only sub-folders are splits (``train/`` plus ``val/``,
+``valid/`` or ``test/``), each holding class folders, is a *split root*
+(:func:`split_layout`): ``train/`` is read as the training data, and
+:meth:`labelclean.Cleaner.fit` takes ``val/`` (or ``valid/``) as the
+validation set when none is given. ``test/`` is never read.
+
+Class names are sorted lexically (``"1" < "10" < "2"``), as torchvision's
+``ImageFolder`` and cleanlab sort them, so class indices agree with their
+``class_to_idx``; labels given as integer indices (a torch or Hugging Face
+dataset) keep their indices.
+
 Images are decoded once, in parallel, into one ``uint8`` tensor of shape
 ``(N, C, H, W)``; training then slices batches out of it instead of touching
 PIL again, which keeps the per-step cost the model's. Grayscale, RGB, RGBA and
@@ -33,12 +49,13 @@ an input is refused with a message that says how much memory it needs.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -46,6 +63,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .errors import LabelcleanError
+
+log = logging.getLogger("labelclean")
 
 #: Share of physical memory the decoded images may take before they are memory-mapped.
 MEMORY_FRACTION = 0.25
@@ -57,6 +76,13 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", 
 MAX_NATIVE_SIZE = 64
 
 SourceKind = Literal["auto", "folder", "paths", "features"]
+
+#: Sub-folder names that make a folder a split root (see :func:`split_layout`).
+TRAIN_SPLIT = "train"
+VAL_SPLITS = ("val", "valid", "validation")
+SPLIT_NAMES = frozenset({TRAIN_SPLIT, *VAL_SPLITS, "test"})
+#: How class names are ordered into indices (recorded in run.json).
+CLASS_ORDER = "lexical"
 
 
 @dataclass
@@ -78,9 +104,11 @@ class Dataset:
         One human-readable identifier per sample: the path relative to the
         folder root (or as written in the CSV), or ``row <i>`` for features.
     origin:
-        ``"folder"``, ``"paths"`` or ``"features"``: how the data was read.
+        ``"folder"``, ``"paths"`` or ``"features"`` (files), ``"dataframe"``,
+        ``"hf"``, ``"torch"`` or ``"arrays"`` (Python objects): how the data was read.
     source:
-        The folder or CSV file the data came from.
+        The folder or CSV file the data came from; for a DataFrame the folder
+        its relative paths resolve against; ``.`` for other objects.
     files:
         Absolute file of every sample (images only).
     rows:
@@ -97,6 +125,11 @@ class Dataset:
     mapped:
         ``x`` is memory-mapped from a decoded-image file in the cache folder
         rather than held in memory (see the module docstring).
+    class_order:
+        How ``classes`` were ordered into indices: ``"lexical"`` (names sorted,
+        :data:`CLASS_ORDER`), ``"given"`` (a ``classes`` list passed in, e.g.
+        the training set's for a validation set) or ``"dataset"`` (integer
+        labels of a Python dataset kept as they were).
     """
 
     kind: Literal["images", "features"]
@@ -114,6 +147,7 @@ class Dataset:
     )
     noise_mask: np.ndarray | None = None
     mapped: bool = False
+    class_order: str = CLASS_ORDER
 
     def __len__(self) -> int:
         return len(self.y)
@@ -145,10 +179,15 @@ class Dataset:
             raise LabelcleanError(f"{len(xt)} inputs but {len(y)} labels")
         if classes is None:
             classes = [str(c) for c in range(int(y.max()) + 1)]
+        names = np.asarray(classes, dtype=object)
         return cls(
             kind=kind, x=xt.contiguous(), y=y, classes=list(classes),
             ids=[str(i) for i in range(len(y))], origin="arrays", source=Path("."),
+            # `index, label`: what an export's cleaned.csv lists for in-memory data
+            rows=np.arange(len(y)), table=pd.DataFrame({"index": np.arange(len(y)),
+                                                        "label": names[y]}),
             noise_mask=None if noise_mask is None else np.asarray(noise_mask, dtype=bool),
+            class_order="given" if classes is not None else "dataset",
         )
 
     @property
@@ -175,15 +214,18 @@ class Dataset:
             table=self.table,
             unreadable=self.unreadable,
             noise_mask=None if self.noise_mask is None else self.noise_mask[index].copy(),
+            class_order=self.class_order,
         )
 
 
 def load_dataset(
-    source: str | os.PathLike,
+    source: str | os.PathLike | Any,
     kind: SourceKind = "auto",
     *,
     path_column: str = "path",
     label_column: str = "label",
+    image_column: str = "image",
+    root: str | os.PathLike | None = None,
     noise_column: str | None = None,
     image_size: int | None = None,
     classes: list[str] | None = None,
@@ -197,12 +239,22 @@ def load_dataset(
     Parameters
     ----------
     source:
-        An image folder, a CSV of paths and labels, or a CSV of features and labels.
+        An image folder (or a split root, whose ``train/`` is read), a CSV of
+        paths and labels, a CSV of features and labels, or a Python object: a
+        pandas ``DataFrame`` of paths and labels, a Hugging Face
+        ``datasets.Dataset``, or a torch ``Dataset`` of ``(image, label)``
+        (:mod:`labelclean.inmemory`).
     kind:
         ``"auto"`` picks ``folder`` for a directory, ``paths`` for a CSV that has
         ``path_column``, and ``features`` for any other CSV.
     path_column, label_column:
-        Column names in a CSV input.
+        Column names in a CSV input or a DataFrame; ``label_column`` also names
+        a Hugging Face dataset's label column.
+    image_column:
+        A Hugging Face dataset's image column.
+    root:
+        The folder a DataFrame's relative paths resolve against (default: the
+        current folder). Other inputs ignore it.
     noise_column:
         Optional CSV column of 0/1 (or true/false) marking labels known to be
         wrong: a trusted indicator for research, reported beside the detector's
@@ -238,9 +290,23 @@ def load_dataset(
     LabelcleanError
         For any problem with the input, with a one-line message.
     """
+    if not isinstance(source, (str, os.PathLike)):
+        from .inmemory import load_object
+
+        return load_object(
+            source, path_column=path_column, label_column=label_column,
+            image_column=image_column, root=root, noise_column=noise_column,
+            image_size=image_size, classes=classes, skip_unreadable=skip_unreadable,
+            workers=workers, cache=cache, max_memory=max_memory,
+        )
     path = Path(source)
     if not path.exists():
         raise LabelcleanError(f"input not found: {path}")
+    if path.is_dir() and kind in ("auto", "folder"):
+        splits = split_layout(path)
+        if splits is not None:
+            log.info("%s is a split root: training on %s", path, splits[TRAIN_SPLIT])
+            path = splits[TRAIN_SPLIT]
     if kind == "auto":
         if path.is_dir():
             kind = "folder"
@@ -272,6 +338,37 @@ def load_dataset(
     if kind == "features":
         return _load_feature_csv(path, table, label_column, noise_column, classes)
     raise LabelcleanError(f"unknown input kind {kind!r}: use auto, folder, paths or features")
+
+
+def split_layout(root: str | os.PathLike) -> dict[str, Path] | None:
+    """The splits of a split root, ``{"train": root/train, "val": root/val, ...}``
+    (keys as the folders are named), or None for an ordinary class folder.
+
+    A split root's visible sub-folders are all split names (``train`` plus
+    ``val``, ``valid``, ``validation`` or ``test``), and each holds class
+    folders rather than images: a dataset whose classes happen to be called
+    ``train`` and ``test`` (images directly inside) is not one.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    subdirs = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    names = {d.name.lower() for d in subdirs}
+    if TRAIN_SPLIT not in names or len(names) < 2 or not names <= SPLIT_NAMES:
+        return None
+    for d in subdirs:
+        children = [c for c in d.iterdir() if not c.name.startswith(".")]
+        if not children or not all(c.is_dir() for c in children):
+            return None
+    return {d.name.lower(): d for d in sorted(subdirs)}
+
+
+def split_validation(root: str | os.PathLike) -> Path | None:
+    """The validation folder of a split root (``val/``, ``valid/`` or ``validation/``)."""
+    splits = split_layout(root) if isinstance(root, (str, os.PathLike)) else None
+    if not splits:
+        return None
+    return next((splits[v] for v in VAL_SPLITS if v in splits), None)
 
 
 # --------------------------------------------------------------------------- CSV inputs
@@ -367,7 +464,14 @@ def _load_path_csv(
     workers: int | None,
     cache: Path | None = None,
     max_memory: int | None = None,
+    *,
+    base: Path | None = None,
+    origin: str = "paths",
+    source: Path | None = None,
 ) -> Dataset:
+    """Images listed in ``table``. ``path`` names the table in messages; relative
+    paths resolve against ``base`` (default: ``path``'s folder); ``source`` is
+    what the dataset records it came from (default: ``path``)."""
     if path_column not in table.columns:
         raise LabelcleanError(f"{path.name} has no path column {path_column!r}; pass --path-column")
     if len(table) == 0:
@@ -377,7 +481,7 @@ def _load_path_csv(
     if raw.isna().any():
         row = int(np.flatnonzero(raw.isna().to_numpy())[0])
         raise LabelcleanError(f"{path.name}: empty path in data row {row + 1}")
-    base = path.parent
+    base = path.parent if base is None else base
     files = [(base / p) if not os.path.isabs(p) else Path(p) for p in raw.astype(str)]
     missing = [str(p) for p, f in zip(raw.astype(str), files) if not f.is_file()]
     if missing:
@@ -386,7 +490,7 @@ def _load_path_csv(
         )
     noise = _noise_column(table, noise_column, path)
     return _load_images(
-        files, list(labels), list(raw.astype(str)), "paths", path, table,
+        files, list(labels), list(raw.astype(str)), origin, source or path, table,
         np.arange(len(table)), noise=noise, image_size=image_size, classes=classes,
         skip_unreadable=skip_unreadable, workers=workers, cache=cache, max_memory=max_memory,
     )
@@ -422,6 +526,7 @@ def _load_feature_csv(
         kind="features", x=torch.tensor(x), y=y, classes=class_names,
         ids=[f"row {i}" for i in range(len(table))], origin="features", source=path,
         rows=np.arange(len(table)), table=table, noise_mask=noise,
+        class_order=CLASS_ORDER if classes is None else "given",
     )
 
 
@@ -431,7 +536,7 @@ def _load_feature_csv(
 def _scan_folder(root: Path) -> tuple[list[Path], list[str]]:
     class_dirs = sorted(
         (d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")),
-        key=lambda d: _natural_key(d.name),
+        key=lambda d: class_sort_key(d.name),
     )
     if not class_dirs:
         raise LabelcleanError(f"{root} has no class sub-folders (expected root/<class>/<image>)")
@@ -536,6 +641,7 @@ def _load_images(
         unreadable=pd.DataFrame({"path": [b[0] for b in bad], "reason": [b[1] for b in bad]}),
         noise_mask=None if noise is None else noise[keep],
         mapped=mapped,
+        class_order=CLASS_ORDER if classes is None else "given",
     )
 
 
@@ -579,15 +685,21 @@ def _decode_all(
         )
     reasons = [d if isinstance(d, str) else "" for d in decoded]
     keep = np.array([i for i, d in enumerate(decoded) if not isinstance(d, str)], dtype=np.int64)
-    arrays = [decoded[i] for i in keep]
+    return stack_images([decoded[i] for i in keep], (w, h)), keep, reasons
+
+
+def stack_images(arrays: list[np.ndarray], target: tuple[int, int]) -> np.ndarray:
+    """Decoded images (from :func:`decode_image`) as one ``(n, C, H, W)`` uint8
+    array: one channel when all are grayscale, else three."""
+    w, h = target
     if not arrays:
-        return np.zeros((0, 1, h, w), np.uint8), keep, reasons
+        return np.zeros((0, 1, h, w), np.uint8)
     if all(a.ndim == 2 for a in arrays):
         x = np.stack(arrays)[:, None]
     else:
         x = np.stack([np.repeat(a[..., None], 3, -1) if a.ndim == 2 else a for a in arrays])
         x = x.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(x), keep, reasons
+    return np.ascontiguousarray(x)
 
 
 # --------------------------------------------------------------------------- decode cache
@@ -769,12 +881,19 @@ def _decode(file: Path, size: tuple[int, int] | str, target: tuple[int, int]) ->
     try:
         with Image.open(file) as im:
             im.load()
-            im = _to_l_or_rgb(im)
-            if im.size != target:
-                im = im.resize(target, Image.Resampling.BILINEAR)
-            return np.asarray(im, dtype=np.uint8)
+            return decode_image(im, target)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         return _reason(e)
+
+
+def decode_image(im: Image.Image, target: tuple[int, int]) -> np.ndarray:
+    """A loaded PIL image as ``uint8`` at ``target`` (width, height): 2-D for
+    grayscale, ``(H, W, 3)`` for colour. Every input kind decodes through here,
+    so the same picture gives the same pixels whatever it was read from."""
+    im = _to_l_or_rgb(im)
+    if im.size != target:
+        im = im.resize(target, Image.Resampling.BILINEAR)
+    return np.asarray(im, dtype=np.uint8)
 
 
 def _to_l_or_rgb(im: Image.Image) -> Image.Image:
@@ -810,13 +929,26 @@ def _label_name(v: object) -> str:
 
 
 def _natural_key(s: str) -> list:
+    """``"c2" < "c10"``: for listing names in messages, not for class indices."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+def class_sort_key(name: str) -> str:
+    """The order class names get their indices in (:data:`CLASS_ORDER`): plain
+    lexical order, as torchvision's ``ImageFolder`` (``sorted(entry.name)``) and
+    cleanlab use, so ``"10"`` comes before ``"2"`` and the indices match theirs."""
+    return name
+
+
+def sorted_classes(names) -> list[str]:
+    """Distinct class names in index order (:func:`class_sort_key`)."""
+    return sorted(set(names), key=class_sort_key)
 
 
 def _class_list(labels: pd.Series, classes: list[str] | None, source: Path) -> list[str]:
     if classes is not None:
         return list(classes)
-    found = sorted(set(labels.map(_label_name)), key=_natural_key)
+    found = sorted_classes(labels.map(_label_name))
     if len(found) < 2:
         raise LabelcleanError(f"{source.name} has a single class ({found[0]}); need two")
     return found

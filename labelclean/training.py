@@ -357,6 +357,28 @@ class Trainer:
         """
         return torch.cat([torch.softmax(lg, 1).cpu() for _, lg in self._logits(x)]).numpy()
 
+    @torch.no_grad()
+    def outputs(self, embeddings: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(pred_probs, embeddings)`` of the training data at the current
+        weights, rows in sample order, both float32: softmax probabilities
+        ``(N, classes)`` and penultimate features ``(N, D)`` (None without
+        ``embeddings``). One eval-mode pass, batched as :meth:`evaluate`; it
+        runs the uncompiled model, whose ``embed`` is not part of the compiled
+        forward."""
+        self.model.eval()
+        batches = list(torch.arange(len(self.x)).split(self.config.eval_batch_size))
+        probs, feats = [], []
+        for xb in self._batches(self.x, batches):
+            with self._autocast():
+                if embeddings:
+                    f, logits = self.model.embed(xb)
+                    feats.append(f.float().flatten(1).cpu())
+                else:
+                    logits = self.model(xb)
+            probs.append(torch.softmax(logits.float(), 1).cpu())
+        pred_probs = torch.cat(probs).numpy().astype(np.float32)
+        return pred_probs, torch.cat(feats).numpy().astype(np.float32) if embeddings else None
+
     def _logits(self, x: torch.Tensor):
         """Eval-mode float32 logits of ``x`` in order, as ``(start, logits)`` per
         batch of ``eval_batch_size`` (callers hold ``torch.no_grad``)."""
