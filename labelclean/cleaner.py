@@ -45,7 +45,7 @@ from .mixture import LossMixture
 from .models import create_model, default_model
 from .noise import precision_recall_f1
 from .sources import Dataset, SourceKind, load_dataset, split_validation
-from .training import SampleStats, TrainConfig, Trainer
+from .training import SampleStats, TrainConfig, Trainer, epoch_order
 
 log = logging.getLogger("labelclean")
 
@@ -497,9 +497,15 @@ class Cleaner:
         bar = _progress(self.progress, config.max_epochs)
         stop_reason = f"reached max_epochs={config.max_epochs}"
         for _ in range(config.max_epochs):
-            stats = trainer.train_epoch(record=self.loss_pass == "train")
+            # the first epoch's training pass is recorded too: its predictions of
+            # samples not yet trained on are the run's held-out evidence
+            first = trainer.epoch == 0
+            stats = trainer.train_epoch(record=self.loss_pass == "train" or first)
             t0 = time.perf_counter()
-            samples = stats.samples if stats.samples is not None else trainer.evaluate()
+            if first:
+                policy.first_visits(stats.samples.pred, train.y,
+                                    epoch_order(config.seed, 0, len(train)).numpy())
+            samples = stats.samples if self.loss_pass == "train" else trainer.evaluate()
             losses.append(samples.loss)
             margins.append(samples.margin)
             learned = policy.classes_learned(samples.pred, train.y, train.num_classes)
@@ -511,6 +517,7 @@ class Cleaner:
             row: dict[str, Any] = {
                 "epoch": stats.epoch,
                 "steps": stats.steps,
+                **(policy.first_visit_record() if first else {}),
                 "train_loss": stats.train_loss,
                 "train_accuracy": stats.train_accuracy,
                 "eval_loss": float(samples.loss.mean()),

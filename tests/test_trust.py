@@ -151,6 +151,22 @@ def test_random_labels_come_back_withheld_with_a_warning():
     assert res.verdict.withheld and res.n_flagged == 0
 
 
+def test_images_of_pure_noise_come_back_withheld_though_the_model_memorises_them():
+    # An MLP fits 360 noise images perfectly within a few epochs, so no second
+    # population ever shows; only the first epoch's held-out predictions,
+    # at chance, show that nothing was learnable.
+    x, _, given, _ = synthetic_images(360, 3, 0.2, seed=5)
+    noise = np.random.default_rng(1).integers(0, 256, x.shape).astype(np.uint8)
+    with pytest.warns(WithheldWarning):
+        res = Cleaner(model="mlp:64", probe_every=0, max_epochs=40).fit(
+            Dataset.from_arrays(noise, given))
+    assert res.history["eval_accuracy"].iloc[-1] > 0.95  # memorised
+    assert res.verdict.withheld and "no evidence that the labels can be learned" in str(
+        res.verdict)
+    fv = res.history.iloc[0]
+    assert abs(fv["first_visit_accuracy"] - fv["first_visit_chance"]) < 0.1
+
+
 def test_every_flagged_row_names_another_class_and_says_why(small_set):
     data, mask = small_set
     with warnings.catch_warnings():
