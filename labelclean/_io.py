@@ -66,6 +66,22 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
     return atomic_write(path, _w)
 
 
+def read_json_object(path: str | os.PathLike) -> dict:
+    """A JSON object from ``path``; anything else (missing, unreadable, not JSON,
+    not an object) is one :class:`~labelclean.errors.LabelcleanError` line."""
+    from .errors import LabelcleanError
+
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LabelcleanError(f"cannot read {path}: {first}") from None
+    if not isinstance(value, dict):
+        raise LabelcleanError(f"{path} is damaged: not a JSON object")
+    return value
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, np.generic):
         return o.item()

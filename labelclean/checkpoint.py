@@ -9,7 +9,6 @@ normalisation (which also lives in the weights as buffers), so
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
-from ._io import atomic_write, write_json
+from ._io import atomic_write, read_json_object, write_json
 from .errors import LabelcleanError
 from .models import Classifier, create_model
 
@@ -99,7 +98,7 @@ def load_checkpoint(folder: str | os.PathLike, device: str = "cpu") -> Checkpoin
         folder = folder / "checkpoint"
     if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
         raise LabelcleanError(f"no checkpoint in {folder} (expected {CONFIG} and {WEIGHTS})")
-    config = _read_config(folder / CONFIG)
+    config = read_json_object(folder / CONFIG)
     expected = config.get("weights_sha256")
     if expected is not None and _sha256(folder / WEIGHTS) != expected:
         raise LabelcleanError(
@@ -130,16 +129,6 @@ def load_checkpoint(folder: str | os.PathLike, device: str = "cpu") -> Checkpoin
         ) from None
     model.to(device).eval()
     return Checkpoint(model=model, classes=list(config["classes"]), config=config)
-
-
-def _read_config(path: Path) -> dict:
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise LabelcleanError(f"cannot read {path}: {_first_line(e)}") from None
-    if not isinstance(config, dict):
-        raise LabelcleanError(f"{path} is damaged: not a JSON object")
-    return config
 
 
 def _sha256(path: Path) -> str:

@@ -38,7 +38,6 @@ formulas in ``flagged_samples.csv`` is removed on reading.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__, rundir
-from ._io import write_csv, write_json
+from ._io import read_json_object, write_csv, write_json
 from .errors import LabelcleanError
 from .export import (
     DEFAULT_LINK,
@@ -196,12 +195,12 @@ def load_run_info(run_dir: str | os.PathLike) -> RunInfo:
     root = Path(run_dir).resolve()
     if not (root / RUN_FILE).is_file():
         raise LabelcleanError(f"{root} is not a labelclean run: {RUN_FILE} is missing")
-    run = _read_json_object(root / RUN_FILE)
+    run = read_json_object(root / RUN_FILE)
     if not isinstance(run.get("input"), dict) or "source" not in run["input"]:
         raise LabelcleanError(f"{root / RUN_FILE} is damaged: it names no input")
     model_file = root / "checkpoint" / "model.json"
     if model_file.is_file():
-        classes = _read_json_object(model_file).get("classes", [])
+        classes = read_json_object(model_file).get("classes", [])
     else:
         classes = run["input"].get("classes", [])
     if not (root / SCORES_FILE).is_file():
@@ -220,16 +219,6 @@ def load_run_info(run_dir: str | os.PathLike) -> RunInfo:
     info = RunInfo(root=root, run=run, classes=[str(c) for c in classes], samples=samples)
     _check_sample_ids(info)
     return info
-
-
-def _read_json_object(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise LabelcleanError(f"cannot read {path}: {e}") from None
-    if not isinstance(value, dict):
-        raise LabelcleanError(f"{path} is damaged: not a JSON object")
-    return value
 
 
 def _check_sample_ids(run: RunInfo) -> None:
