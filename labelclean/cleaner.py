@@ -504,7 +504,7 @@ class Cleaner:
             t0 = time.perf_counter()
             if first:
                 policy.first_visits(stats.samples.pred, train.y,
-                                    epoch_order(config.seed, 0, len(train)).numpy())
+                                    epoch_order(config.seed, 0, len(train)).numpy(), stats.steps)
             samples = stats.samples if self.loss_pass == "train" else trainer.evaluate()
             losses.append(samples.loss)
             margins.append(samples.margin)

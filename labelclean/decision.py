@@ -259,6 +259,10 @@ MAX_FLAGGED_SHARE = 0.5
 #: the model predicts the given labels of samples it had not yet trained on
 #: this many standard errors above chance.
 FIRST_VISIT_Z = 3.0
+#: ... and only when the first epoch took at least this many SGD steps: after
+#: one or two steps no model predicts anything yet (300 samples at batch 128),
+#: and the test is then inconclusive rather than a reason to withhold.
+FIRST_VISIT_MIN_STEPS = 10
 
 VERDICTS = ("flagged", "no second population", "withheld")
 #: The exit status of ``labelclean run`` for a withheld run (docs/usage.md).
@@ -367,7 +371,9 @@ class TcPolicy:
 
     # ------------------------------------------------------------ per epoch
 
-    def first_visits(self, pred: np.ndarray, y: np.ndarray, order: np.ndarray) -> None:
+    def first_visits(
+        self, pred: np.ndarray, y: np.ndarray, order: np.ndarray, steps: int
+    ) -> None:
         """Held-out evidence that the labels can be learned at all.
 
         ``pred`` are the first epoch's training-pass predictions and ``order``
@@ -378,14 +384,17 @@ class TcPolicy:
         a model memorises but cannot predict (random labels, images of noise)
         score at chance here and pass the learned-majority test later, by
         memorising (2,000 MNIST images with random labels: every class "learned"
-        at epoch 16, at 39 % training accuracy).
+        at epoch 16, at 39 % training accuracy). ``steps`` is the first epoch's
+        number of SGD steps (below :data:`FIRST_VISIT_MIN_STEPS` the test is
+        inconclusive).
         """
         late = np.asarray(order)[len(order) // 2 :]
         y = np.asarray(y)
         hits = float(np.mean(np.asarray(pred)[late] == y[late]))
         chance = float(np.bincount(y).max() / len(y))
         se = math.sqrt(max(chance * (1 - chance), 1e-12) / max(1, len(late)))
-        self.first_visit = {"accuracy": hits, "chance": chance, "z": (hits - chance) / se}
+        self.first_visit = {"accuracy": hits, "chance": chance, "z": (hits - chance) / se,
+                            "steps": float(steps)}
 
     def first_visit_record(self) -> dict[str, float]:
         """The first-visit test as history columns (``TcPolicy.replay`` reads them back)."""
@@ -507,7 +516,7 @@ class TcPolicy:
                   "--force-flags writes the flags anyway, marked as forced")
         reasons = []
         fv = self.first_visit
-        if fv is not None and fv["z"] < FIRST_VISIT_Z:
+        if fv is not None and fv["steps"] >= FIRST_VISIT_MIN_STEPS and fv["z"] < FIRST_VISIT_Z:
             reasons.append(
                 f"no evidence that the labels can be learned: in its first epoch the model "
                 f"predicted the given labels of samples it had not yet trained on "
@@ -570,7 +579,7 @@ class TcPolicy:
         first = history.iloc[0]
         if "first_visit_z" in history and np.isfinite(first["first_visit_z"]):
             policy.first_visit = {k: float(first[f"first_visit_{k}"])
-                                  for k in ("accuracy", "chance", "z")}
+                                  for k in ("accuracy", "chance", "z", "steps")}
         for i, row in enumerate(history.itertuples(index=False)):
             policy.observe(int(row.epoch), int(row.steps), float(row.train_loss), losses[i],
                            margins[i], classes_learned=int(row.classes_learned),
