@@ -573,7 +573,7 @@ class Cleaner:
         p_noisy = decision_tc.mixture.posterior(decision_tc.scores)
         scores = _scores_frame(
             train, at_tc, decision_tc.scores, p_noisy, flags, decision_tc.mixture, t_c,
-            self.window, kind=self.suspicion,
+            self.window, kind=self.suspicion, aum_start=policy.aum_start or 1,
         )
         if verdict.forced:
             f = scores["flagged"]
@@ -767,6 +767,7 @@ def _truth_metrics(flags: np.ndarray, losses: np.ndarray, noise_mask: np.ndarray
 def _scores_frame(
     data: Dataset, s: SampleStats, suspicion: np.ndarray, p_noisy: np.ndarray,
     flags: np.ndarray, mixture: LossMixture, t_c: int, window: int, kind: str = "loss",
+    aum_start: int = 1,
 ) -> pd.DataFrame:
     """One row per sample at ``t_c``, flagged first, each flagged row with its ``reason``.
 
@@ -803,7 +804,7 @@ def _scores_frame(
     f = df["flagged"].to_numpy()
     span = f"epochs {max(1, t_c - window + 1)}-{t_c}" if window > 1 else f"epoch {t_c}"
     if kind == "aum":
-        span = f"epochs 1-{t_c}"
+        span = f"epochs {aum_start}-{t_c}"
     what = {"aum": "mean margin {m:.2f} over {span} < 0 (label ranked below another class "
                    "on average); ",
             "loss": "mean loss {s:.2f} over {span} > l_c {t:.2f}; ",

@@ -91,7 +91,8 @@ def training_options(f):
         click.option("--suspicion", type=click.Choice(["aum", "loss", "logloss"]),
                      default="aum", show_default=True,
                      help="Per-sample score the flags are read from: minus the mean margin "
-                     "over epochs 1..t (AUM < 0 flagged), the windowed loss (the paper's, "
+                     "over epochs since every class was learned (AUM < 0 flagged), the "
+                     "windowed loss (the paper's, "
                      "flagged above l_c) or its log. See docs/phases.md."),
         click.option("--window", type=int, default=3, show_default=True,
                      help="Average each sample's loss over this many epochs (1: the paper)."),
