@@ -7,7 +7,12 @@ and flags without the truth. Nothing but the evaluation uses the mask.
 
     python examples/tc_rules.py bench_out/tc/mlp30-30_*.npz --csv bench_out/tc/rules_mlp30.csv
 
-Rules (``RULES``): ``paper`` (single-epoch loss, global argmax of ``delta_L``),
+The library's own rule is replayed, never re-implemented: ``default`` feeds each
+saved run through :meth:`labelclean.decision.TcPolicy.replay` (the object
+``Cleaner.fit`` uses) and scores the flags of its verdict, withheld runs
+flagging nothing. The other rules are the earlier candidates, kept as
+recorded baselines for the comparison:
+``paper`` (single-epoch loss, global argmax of ``delta_L``),
 ``v0`` (the 0.1.0 default: 3-epoch mean loss, online peak of Ashman's D,
 patience 5), ``logloss`` (3-epoch mean log-loss, online peak of the mixture's
 expected F1), ``aum`` (t_c = online peak of the AUM mixture's expected F1;
@@ -25,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from labelclean import mixture as mixmod
-from labelclean.decision import suspicion_scores
+from labelclean.decision import TcPolicy, suspicion_scores
 from labelclean.mixture import fit_loss_mixture
 from labelclean.noise import precision_recall_f1
 
@@ -106,6 +111,31 @@ def per_epoch(path: Path, source: str = "eval", every: int = 1) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def replay_default(path: Path, every: int = 1, batch_size: int = 128) -> dict:
+    """The library's ``t_c`` policy on one saved run (eval-pass measurements).
+
+    The saved runs hold no step counts: each epoch counts ``ceil(N / batch_size)``
+    steps (tc_sweep.py trains at batch 128). ``classes_learned`` comes from the
+    saved eval-pass predictions, as in ``Cleaner.fit``.
+    """
+    d = np.load(path)
+    L, M = d["losses"].astype(np.float32), d["margins"].astype(np.float32)
+    preds, given = d["preds"].astype(np.int64), d["given"].astype(np.int64)
+    L, M, preds = L[every - 1 :: every], M[every - 1 :: every], preds[every - 1 :: every]
+    k = int(max(given.max(), preds.max())) + 1
+    steps = every * math.ceil(len(given) / batch_size)
+    history = pd.DataFrame({
+        "epoch": np.arange(1, len(L) + 1) * every,
+        "steps": steps,
+        "train_loss": d["train_loss"][every - 1 :: every],
+        "classes_learned": [TcPolicy.classes_learned(p, given, k) for p in preds],
+    })
+    policy = TcPolicy.replay(history, L, M, k)
+    verdict, flags = policy.verdict(policy.best, given, [str(c) for c in range(k)])
+    return {"t_c": int(policy.t_c), "f1": prf(flags, d["mask"]),
+            "flagged": float(flags.mean()), "verdict": verdict.status}
+
+
 def warm_peak(values, noisy, train_loss, patience: int = 5, min_epoch: int = 1,
               min_gain: float = 0.0) -> int:
     """The 0.2 detector: online peak whose patience starts at the first noisy epoch.
@@ -167,7 +197,8 @@ def setting_of(run: str) -> tuple[str, str]:
     return (m.group(1) + m.group(5), f"{m.group(2)} {m.group(3)}") if m else (run, "")
 
 
-def report(df: pd.DataFrame) -> pd.DataFrame:
+def report(df: pd.DataFrame, defaults: dict[str, dict] | None = None) -> pd.DataFrame:
+    """One row per run and rule; ``defaults`` maps a run to :func:`replay_default`'s result."""
     rows = []
     df = df.copy()
     df["aum0_gated_f1"] = [
@@ -200,6 +231,12 @@ def report(df: pd.DataFrame) -> pd.DataFrame:
                          "rule_oracle_epoch": int(g.epoch[g[col].idxmax()]),
                          "paper_oracle": oracle,
                          "paper_oracle_epoch": int(g.epoch[g.loss1_f1.idxmax()])})
+        if defaults and run in defaults:
+            r = defaults[run]
+            rows.append({"model": model, "setting": setting, "run": run, "rule": "default",
+                         "t_c": r["t_c"], "f1": r["f1"], "flagged": r["flagged"],
+                         "verdict": r["verdict"], "paper_oracle": oracle,
+                         "paper_oracle_epoch": int(g.epoch[g.loss1_f1.idxmax()])})
     return pd.DataFrame(rows)
 
 
@@ -223,7 +260,9 @@ def main() -> None:
                    if run_name(p, args.source, args.every) not in set(old.run)]
     df = pd.concat(parts, ignore_index=True)
     df.to_csv(args.csv, index=False)
-    rep = report(df)
+    defaults = ({run_name(p, args.source, args.every): replay_default(p, args.every)
+                 for p in args.runs} if args.source == "eval" else {})
+    rep = report(df, defaults)
     if args.report:
         rep.to_csv(args.report, index=False)
     rep["gap"] = rep.paper_oracle - rep.f1

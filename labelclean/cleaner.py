@@ -42,10 +42,10 @@ from .decision import (
 )
 from .errors import LabelcleanError, WithheldWarning
 from .mixture import LossMixture
-from .models import create_model, default_model
+from .models import create_model, default_augment, default_model
 from .noise import precision_recall_f1
 from .sources import Dataset, SourceKind, load_dataset, split_validation
-from .training import SampleStats, TrainConfig, Trainer, epoch_order
+from .training import AUGMENTATIONS, SampleStats, TrainConfig, Trainer, epoch_order
 
 log = logging.getLogger("labelclean")
 
@@ -224,13 +224,18 @@ class Cleaner:
     Parameters
     ----------
     model:
-        A timm model name (images) or ``"mlp[:w1,w2,...]"``. ``None`` picks
-        :data:`~labelclean.models.DEFAULT_IMAGE_MODEL` for images and an MLP
-        for feature tables.
+        A timm model name (images), ``"cnn[:w1,w2,...]"`` (small images) or
+        ``"mlp[:w1,w2,...]"``. ``None`` picks
+        :data:`~labelclean.models.DEFAULT_RGB_MODEL` for colour images,
+        :data:`~labelclean.models.DEFAULT_IMAGE_MODEL` for single-channel
+        images and an MLP for feature tables.
     pretrained:
         Start from timm's pretrained weights (downloads them once).
     lr, momentum, weight_decay, batch_size, seed, augment, device, amp:
         SGD and training settings; see :class:`~labelclean.training.TrainConfig`.
+        ``augment="auto"`` (default) translates and mirrors colour images
+        (:data:`~labelclean.models.DEFAULT_RGB_AUGMENT`) and leaves other inputs
+        alone.
         ``device="auto"`` uses CUDA when present (fp32, channels-last);
         ``amp=True`` adds bf16 autocast there.
     lr, batch_size:
@@ -333,7 +338,7 @@ class Cleaner:
         seed: int = 0,
         device: str = "auto",
         amp: bool | None = None,
-        augment: str = "none",
+        augment: str = "auto",
         score: str = "separation",
         window: int = 3,
         suspicion: str = "aum",
@@ -474,11 +479,12 @@ class Cleaner:
         if len(train) < 10:
             raise LabelcleanError(f"only {len(train)} samples: too few to learn from")
 
-        config = self.train_config(len(train), workers=self._workers(train))
+        config = self.train_config(len(train), workers=self._workers(train),
+                                   input_shape=train.input_shape, kind=train.kind)
         policy = TcPolicy(suspicion=self.suspicion, score=self.score, window=self.window,
                           patience=self.patience, seed=self.seed, min_steps=self.min_steps,
                           patience_steps=self.patience_steps)
-        model_name = self.model or default_model(train.kind)
+        model_name = self.model or default_model(train.kind, train.input_shape)
         torch.manual_seed(self.seed)
         mean, std = _input_statistics(train.x)
         model = create_model(
@@ -607,7 +613,7 @@ class Cleaner:
             },
             params={**self.get_params(), "model": model_name, "device": str(trainer.device),
                     "batch_size": config.batch_size, "lr": config.lr,
-                    "max_epochs": config.max_epochs},
+                    "max_epochs": config.max_epochs, "augment": config.augment},
             timing={
                 "total_seconds": elapsed,
                 "train_seconds": float(history["seconds_train"].sum()),
@@ -625,9 +631,18 @@ class Cleaner:
             embeddings=embeddings,
         )
 
-    def train_config(self, n_samples: int, workers: int = 0) -> TrainConfig:
+    def train_config(
+        self,
+        n_samples: int,
+        workers: int = 0,
+        *,
+        input_shape: tuple[int, ...] = (),
+        kind: str = "images",
+    ) -> TrainConfig:
         """The SGD settings for ``n_samples`` training samples, ``"auto"`` values resolved
-        (batch size, learning rate and epoch budget; see the class docstring)."""
+        (batch size, learning rate, epoch budget, and the augmentation for inputs of
+        ``kind`` and ``input_shape``; see the class docstring)."""
+        augment = default_augment(kind, input_shape) if self.augment == "auto" else self.augment
         batch_size = auto_batch_size(n_samples) if self.batch_size == "auto" else self.batch_size
         lr = self.lr if self.lr is not None else BASE_LR * batch_size / BASE_BATCH_SIZE
         steps_per_epoch = max(1, n_samples // int(batch_size))
@@ -638,7 +653,7 @@ class Cleaner:
         return TrainConfig(
             lr=lr, momentum=self.momentum, weight_decay=self.weight_decay,
             batch_size=int(batch_size), max_epochs=int(max_epochs), seed=self.seed,
-            augment=self.augment, device=self.device, amp=self.amp, workers=workers,
+            augment=augment, device=self.device, amp=self.amp, workers=workers,
             compile=self.compile,
         )
 
@@ -656,6 +671,11 @@ class Cleaner:
             raise LabelcleanError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
         if self.window < 1:
             raise LabelcleanError(f"window must be at least 1, got {self.window}")
+        if self.augment != "auto" and self.augment not in AUGMENTATIONS:
+            raise LabelcleanError(
+                f"augment must be 'auto' or one of {', '.join(AUGMENTATIONS)}, "
+                f"got {self.augment!r}"
+            )
         for name in ("batch_size", "max_epochs"):
             value = getattr(self, name)
             if value != "auto" and (not isinstance(value, int) or value <= 0):

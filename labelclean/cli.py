@@ -84,8 +84,10 @@ def training_options(f):
         click.option("--weight-decay", type=float, default=5e-4, show_default=True),
         click.option("--batch-size", default="auto", show_default=True, callback=_auto_or_int,
                      help="Minibatch size (auto: about 50 steps an epoch, 32 to 128)."),
-        click.option("--augment", type=click.Choice(["none", "shift", "shift-flip"]),
-                     default="none", show_default=True),
+        click.option("--augment", type=click.Choice(["auto", "none", "shift", "shift-flip"]),
+                     default="auto", show_default=True,
+                     help="Training augmentation (auto: shift-flip for colour images, none "
+                     "otherwise); losses and margins always come from un-augmented images."),
         click.option("--score", type=click.Choice(["delta_L", "separation"]), default="separation",
                      show_default=True, help="What the phase-II detector maximises."),
         click.option("--suspicion", type=click.Choice(["aum", "loss", "logloss"]),

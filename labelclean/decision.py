@@ -368,6 +368,8 @@ class TcPolicy:
         self.aum_start: int | None = None
         self._stable_losses: list[np.ndarray] = []
         self._fallback = self._established = False
+        #: The :class:`EpochDecision` of the current ``t_c`` (what :meth:`verdict` reads).
+        self.best: EpochDecision | None = None
 
     # ------------------------------------------------------------ per epoch
 
@@ -470,8 +472,11 @@ class TcPolicy:
         would_flag, _ = flag_samples(mixture, scores, self.suspicion, noisy)
         is_best = self.detector.update(epoch, train_loss, mixture, eval_loss, noisy=noisy,
                                        ready=ready)
-        return EpochDecision(epoch, scores, mixture, noisy, ready, classes_learned,
-                             would_flag, is_best)
+        decision = EpochDecision(epoch, scores, mixture, noisy, ready, classes_learned,
+                                 would_flag, is_best)
+        if is_best:
+            self.best = decision
+        return decision
 
     @property
     def t_c(self) -> int | None:

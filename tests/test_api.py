@@ -117,3 +117,28 @@ def test_tensorboard_dir_inside_the_input_is_refused(noisy_folder):
     with pytest.raises(LabelcleanError, match="tensorboard_dir .* lies inside the input"):
         Cleaner(**FAST, tensorboard_dir=root / "tb").fit(root)
     assert not (root / "tb").exists()
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 8, 8)])
+def test_small_cnn_takes_any_small_image_and_embeds(shape):
+    model = create_model("cnn:8,16", shape, 4, torch.zeros(shape[0], 1, 1),
+                         torch.ones(shape[0], 1, 1))
+    model.eval()
+    x = torch.randint(0, 255, (5, *shape), dtype=torch.uint8)
+    with torch.no_grad():
+        features, logits = model.embed(x)
+        np.testing.assert_allclose(logits, model(x), atol=1e-5)
+    assert features.shape == (5, 16) and logits.shape == (5, 4)
+
+
+def test_colour_images_default_to_the_small_cnn_with_shift_flip():
+    from labelclean.models import DEFAULT_RGB_AUGMENT, DEFAULT_RGB_MODEL, default_model
+
+    assert default_model("images", (3, 32, 32)) == DEFAULT_RGB_MODEL
+    assert default_model("images", (1, 28, 28)) != DEFAULT_RGB_MODEL
+    cfg = Cleaner().train_config(1000, input_shape=(3, 32, 32), kind="images")
+    assert cfg.augment == DEFAULT_RGB_AUGMENT
+    assert Cleaner().train_config(1000, input_shape=(1, 28, 28)).augment == "none"
+    assert Cleaner(augment="none").train_config(1000, input_shape=(3, 32, 32)).augment == "none"
+    with pytest.raises(LabelcleanError, match="cnn"):
+        create_model("cnn:0", (3, 32, 32), 4, torch.zeros(3, 1, 1), torch.ones(3, 1, 1))
