@@ -610,7 +610,7 @@ class Cleaner:
             scores.loc[f, "reason"] = "FORCED (run withheld): " + scores.loc[f, "reason"]
         if verdict.withheld:
             warnings.warn(f"labelclean: {verdict}. Try: {verdict.advice}.", WithheldWarning,
-                          stacklevel=2)
+                          stacklevel=3)  # the caller of fit, not fit
         elapsed = time.perf_counter() - started
         log.info("t_c = epoch %d of %d trained (%s); %s: %d of %d samples flagged",
                  t_c, len(rows), stop_reason, verdict, int(scores["flagged"].sum()), len(train))

@@ -139,8 +139,14 @@ def setup(device: str) -> tuple[Dist, str]:
         where, backend = torch.device("cpu"), "gloo"
     owns = not dist.is_initialized()
     if owns:
-        # The timeout is what ends a rank whose peer died without torchrun noticing.
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds()))
+        try:
+            # The timeout is what ends a rank whose peer died without torchrun noticing.
+            dist.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds()))
+        except (ValueError, RuntimeError) as e:  # a launch without MASTER_ADDR, no rendezvous
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise LabelcleanError(
+                f"rank {rank} could not join the {backend} process group: {first}"
+            ) from None
     elif dist.get_world_size() != world:
         raise LabelcleanError(
             f"the process group has {dist.get_world_size()} ranks, WORLD_SIZE says {world}"

@@ -25,6 +25,7 @@ from labelclean import distributed
 from labelclean.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
+TIMEOUT = distributed.TIMEOUT_ENV
 
 
 # ------------------------------------------------------------------ pure helpers
@@ -58,6 +59,27 @@ def test_torchrun_command_drops_nproc_only():
     assert cmd[-6:] == ["labelclean", "run", "d.csv", "--out", "o", "--seed", "1"][-6:]
     assert "--nproc-per-node=3" in cmd and "--standalone" in cmd
     assert "--nproc" not in cmd and "--nproc=3" not in cmd
+
+
+@pytest.mark.parametrize(
+    ("extra", "env", "message"),
+    [
+        (["--nproc", "2"], {"WORLD_SIZE": "2", "RANK": "0"}, "leave it out under torchrun"),
+        (["--device", "cuda:1"], {"WORLD_SIZE": "2", "RANK": "0"}, "each rank takes cuda"),
+        ([], {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": ""}, "could not join"),
+        ([], {"WORLD_SIZE": "2", "RANK": "0", TIMEOUT: "soon"}, "positive number"),
+    ],
+)
+def test_bad_distributed_launches_are_one_line(tmp_path, monkeypatch, extra, env, message):
+    _features(tmp_path / "feats.csv", n=60)
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    res = CliRunner().invoke(main, ["run", str(tmp_path / "feats.csv"), "--out",
+                                    str(tmp_path / "out"), "--device", "cpu", *extra])
+    assert res.exit_code == 2, res.output
+    assert message in res.output and len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------ collectives
