@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .decision import (
     MIN_STEPS,
     PATIENCE_STEPS,
@@ -426,7 +426,7 @@ class Cleaner:
         val: str | os.PathLike | Dataset | None = None,
         *,
         noise_mask: np.ndarray | None = None,
-    ) -> CleanResult:
+    ) -> CleanResult | None:
         """Train, observe every epoch, choose ``t_c`` and flag samples.
 
         Parameters
@@ -448,10 +448,29 @@ class Cleaner:
         Returns
         -------
         CleanResult
+            Launched by ``torchrun`` over several processes (docs/distributed.md),
+            the ranks share the training and rank 0 alone decides: it returns the
+            result, the other ranks None.
         """
-        started = time.perf_counter()
         self._validate()
-        train = self.load(data)
+        dist, device = distributed.setup(self.device)
+        try:
+            return self._fit(data, val, noise_mask, dist, device)
+        finally:
+            distributed.teardown(dist)
+
+    def _fit(
+        self,
+        data: str | os.PathLike | Dataset,
+        val: str | os.PathLike | Dataset | None,
+        noise_mask: np.ndarray | None,
+        dist: distributed.Dist,
+        device: str,
+    ) -> CleanResult | None:
+        started = time.perf_counter()
+        # With a decode cache each node decodes once and its other ranks read it.
+        once = self.cache is not None
+        train = distributed.node_first(dist, lambda: self.load(data)) if once else self.load(data)
         log.info("read %d samples of %d classes, inputs %s", len(train), train.num_classes,
                  "x".join(map(str, train.input_shape)))
         if val is None:
@@ -460,7 +479,10 @@ class Cleaner:
                 log.info("validation set: %s (the split root's)", val)
         val_ds = None
         if val is not None:
-            val_ds = self.load(val, classes=train.classes) if not isinstance(val, Dataset) else val
+            val_ds = val if isinstance(val, Dataset) else (
+                distributed.node_first(dist, lambda: self.load(val, classes=train.classes))
+                if once else self.load(val, classes=train.classes)
+            )
             if val_ds.input_shape != train.input_shape:
                 raise LabelcleanError(
                     f"validation inputs are {val_ds.input_shape}, training inputs "
@@ -481,6 +503,7 @@ class Cleaner:
 
         config = self.train_config(len(train), workers=self._workers(train),
                                    input_shape=train.input_shape, kind=train.kind)
+        config.device = device
         policy = TcPolicy(suspicion=self.suspicion, score=self.score, window=self.window,
                           patience=self.patience, seed=self.seed, min_steps=self.min_steps,
                           patience_steps=self.patience_steps)
@@ -491,7 +514,7 @@ class Cleaner:
             model_name, train.input_shape, train.num_classes, mean, std,
             pretrained=self.pretrained,
         )
-        trainer = Trainer(model, train.x, train.y, config)
+        trainer = Trainer(model, train.x, train.y, config, dist=dist)
         val_y = None if val_ds is None else val_ds.y
         val_x = None if val_ds is None else trainer.place(val_ds.x)
 
@@ -500,7 +523,7 @@ class Cleaner:
         losses: list[np.ndarray] = []
         margins: list[np.ndarray] = []
         best: tuple[dict, SampleStats, EpochDecision] | None = None
-        bar = _progress(self.progress, config.max_epochs)
+        bar = _progress(self.progress, config.max_epochs) if dist.is_main else None
         stop_reason = f"reached max_epochs={config.max_epochs}"
         for _ in range(config.max_epochs):
             # the first epoch's training pass is recorded too: its predictions of
@@ -508,10 +531,16 @@ class Cleaner:
             first = trainer.epoch == 0
             stats = trainer.train_epoch(record=self.loss_pass == "train" or first)
             t0 = time.perf_counter()
+            samples = stats.samples if self.loss_pass == "train" else trainer.evaluate()
+            v = None if val_ds is None else trainer.evaluate(val_x, val_y)
+            if not dist.is_main:
+                # rank 0 alone fits, decides and probes; the others follow its stop
+                if distributed.stop_together(dist, False):
+                    break
+                continue
             if first:
                 policy.first_visits(stats.samples.pred, train.y,
                                     epoch_order(config.seed, 0, len(train)).numpy(), stats.steps)
-            samples = stats.samples if self.loss_pass == "train" else trainer.evaluate()
             losses.append(samples.loss)
             margins.append(samples.margin)
             learned = policy.classes_learned(samples.pred, train.y, train.num_classes)
@@ -531,8 +560,7 @@ class Cleaner:
                 "classes_learned": learned,
                 "ready": decision.ready,
             }
-            if val_ds is not None:
-                v = trainer.evaluate(val_x, val_y)
+            if v is not None:
                 row["val_accuracy"] = float((v.pred == val_y).mean())
             row.update(
                 {
@@ -557,11 +585,13 @@ class Cleaner:
                     loss=f"{stats.train_loss:.3f}", acc=f"{row['eval_accuracy']:.2f}",
                     flag=row["n_flagged"], t_c=policy.t_c,
                 )
-            if policy.should_stop:
+            if distributed.stop_together(dist, policy.should_stop):
                 stop_reason = policy.stop_reason
                 break
         if bar is not None:
             bar.close()
+        if not dist.is_main:
+            return None
         if best is None:  # every epoch was unstable: fall back to the last one
             best = (_cpu_copy(trainer.model.state_dict()), samples, decision)
             policy.detector.best_epoch = rows[-1]["epoch"]
@@ -586,7 +616,7 @@ class Cleaner:
             scores.loc[f, "reason"] = "FORCED (run withheld): " + scores.loc[f, "reason"]
         if verdict.withheld:
             warnings.warn(f"labelclean: {verdict}. Try: {verdict.advice}.", WithheldWarning,
-                          stacklevel=2)
+                          stacklevel=3)  # the caller of fit, not fit
         elapsed = time.perf_counter() - started
         log.info("t_c = epoch %d of %d trained (%s); %s: %d of %d samples flagged",
                  t_c, len(rows), stop_reason, verdict, int(scores["flagged"].sum()), len(train))
@@ -613,7 +643,8 @@ class Cleaner:
             },
             params={**self.get_params(), "model": model_name, "device": str(trainer.device),
                     "batch_size": config.batch_size, "lr": config.lr,
-                    "max_epochs": config.max_epochs, "augment": config.augment},
+                    "max_epochs": config.max_epochs, "augment": config.augment,
+                    **({"world_size": dist.world_size} if dist.enabled else {})},
             timing={
                 "total_seconds": elapsed,
                 "train_seconds": float(history["seconds_train"].sum()),

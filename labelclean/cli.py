@@ -22,6 +22,11 @@ _SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 class _Group(click.Group):
     """Turns LabelcleanError (and a few OS errors) into one line and exit 2."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # the command line as given, for `run --nproc` to hand on to torchrun
+        ctx.meta["labelclean.args"] = list(args)
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -162,14 +167,18 @@ def training_options(f):
               show_default=True, help=_LINK_HELP)
 @click.option("--overwrite", is_flag=True, help="Replace a previous run in --out (only the "
               "files labelclean wrote there go, once the new run is complete).")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train with this many processes on this machine (torchrun --standalone; "
+              "one per GPU, gloo on CPUs). See docs/distributed.md.")
 @training_options
-def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, **kw) -> None:
+def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, nproc: int,
+        **kw) -> None:
     """Train on DATA, find phase II, and write the cleaned dataset to --out.
 
     DATA is an image folder (root/<class>/<image>), a CSV of path,label, or a
     CSV of numeric features plus a label column.
     """
-    from . import rundir
+    from . import distributed, rundir
     from .cleaner import Cleaner
     from .export import export_result, image_roots
     from .sources import listed_images
@@ -182,6 +191,17 @@ def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, **k
     if cache is not None and (out.resolve() == cache.resolve()
                               or out.resolve() in cache.resolve().parents):
         raise LabelcleanError(f"--cache {cache} lies inside --out {out}; put it elsewhere")
+    if nproc > 1:
+        if distributed.launched():
+            raise LabelcleanError("--nproc starts torchrun itself; leave it out under torchrun")
+        args = click.get_current_context().meta.get("labelclean.args")
+        if not args:
+            raise LabelcleanError("--nproc needs the command line (run it from a shell)")
+        sys.exit(distributed.relaunch(nproc, args))
+    if not distributed.is_main_process():
+        # Another rank of a torchrun job: it trains its share; rank 0 writes --out.
+        Cleaner(progress=False, **kw).fit(data, val=val)
+        return
     forbidden = list(inputs)
     for path in inputs:
         images = listed_images(path, kw["kind"], kw["path_column"])

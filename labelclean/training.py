@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from . import distributed
+from .distributed import SINGLE, Dist
 from .errors import LabelcleanError
 
 AUGMENTATIONS = ("none", "shift", "shift-flip")
@@ -151,12 +153,25 @@ class Trainer:
         quarter of the free device memory, else batches are copied per step.
     config:
         A :class:`TrainConfig`.
+    dist:
+        This process's place in a distributed run (:mod:`labelclean.distributed`):
+        each rank then trains on its stride of every global minibatch through
+        DistributedDataParallel and evaluates its block of samples, and every
+        per-sample table is gathered whole on every rank. ``config.device``
+        must then be this rank's device.
     """
 
     def __init__(
-        self, model: nn.Module, x: torch.Tensor, y: np.ndarray, config: TrainConfig
+        self, model: nn.Module, x: torch.Tensor, y: np.ndarray, config: TrainConfig,
+        dist: Dist = SINGLE,
     ) -> None:
         self.config = config
+        self.dist = dist
+        if dist.enabled and min(config.batch_size, len(y) // 2) < dist.world_size:
+            raise LabelcleanError(
+                f"batch size {config.batch_size} with {len(y)} samples is too small to "
+                f"share among {dist.world_size} processes"
+            )
         self.device = resolve_device(config.device)
         # bf16 autocast is opt-in: with it regnetx_002 did not learn at all on an
         # H100 (loss stuck at ln 10, plain loop alike; docs/performance.md), and
@@ -178,6 +193,17 @@ class Trainer:
                 self.forward = torch.compile(self.model)
             except RuntimeError as e:  # e.g. a Python version dynamo does not support yet
                 raise LabelcleanError(f"--compile is not available here: {e}") from None
+        # Training steps go through DDP (gradients averaged over the ranks); the
+        # per-sample passes do not: each rank evaluates its own block, and DDP's
+        # forward would broadcast buffers, a collective those passes must not need.
+        self.step_forward = self.forward
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ddp = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+            self.step_forward = torch.compile(ddp) if config.compile else ddp
         self.x = self.place(x)
         self.y = torch.as_tensor(np.array(y, dtype=np.int64)).to(self.device)
         self.optimizer = torch.optim.SGD(
@@ -252,22 +278,30 @@ class Trainer:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yield xb
 
-    def _augment(self, xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def _augment(
+        self, xb: torch.Tensor, gen: torch.Generator, global_size: int | None = None
+    ) -> torch.Tensor:
+        """Random shifts (and flips) of ``xb``. In a distributed run the draws are
+        made for the whole global batch (``global_size``) and each rank keeps its
+        stride, so every sample gets the shift it gets in the one-process run."""
         mode = self.config.augment
         if mode == "none" or xb.dim() != 4:
             return xb
         b, _, h, w = xb.shape
+        draws, mine = b, slice(None)
+        if self.dist.enabled and global_size is not None:
+            draws, mine = global_size, slice(self.dist.rank, None, self.dist.world_size)
         p = self.config.shift_pixels
         padded = F.pad(xb, (p, p, p, p))
-        oy = torch.randint(0, 2 * p + 1, (b,), generator=gen).to(xb.device)
-        ox = torch.randint(0, 2 * p + 1, (b,), generator=gen).to(xb.device)
+        oy = torch.randint(0, 2 * p + 1, (draws,), generator=gen)[mine].to(xb.device)
+        ox = torch.randint(0, 2 * p + 1, (draws,), generator=gen)[mine].to(xb.device)
         rows = (oy[:, None] + torch.arange(h, device=xb.device))[:, None, :, None]
         cols = (ox[:, None] + torch.arange(w, device=xb.device))[:, None, None, :]
         bidx = torch.arange(b, device=xb.device)[:, None, None, None]
         cidx = torch.arange(xb.shape[1], device=xb.device)[None, :, None, None]
         out = padded[bidx, cidx, rows, cols]
         if mode == "shift-flip":
-            flip = (torch.rand(b, generator=gen) < 0.5).to(xb.device)
+            flip = (torch.rand(draws, generator=gen)[mine] < 0.5).to(xb.device)
             out = torch.where(flip[:, None, None, None], out.flip(-1), out)
         return out
 
@@ -289,6 +323,7 @@ class Trainer:
         start = time.perf_counter()
         cfg = self.config
         n = len(self.y)
+        world = self.dist.world_size
         order = epoch_order(cfg.seed, self.epoch, n)
         gen = torch.Generator().manual_seed(cfg.seed * 7_919 + self.epoch)
         self.model.train()
@@ -296,28 +331,47 @@ class Trainer:
         total_correct = torch.zeros((), device=self.device, dtype=torch.long)
         steps = 0
         per_sample = torch.full((n, 6), float("nan"), device=self.device) if record else None
-        sizes = [len(b) for b in order.split(cfg.batch_size)]
-        if len(sizes) > 1 and sizes[-1] == 1:
-            # a batch of one breaks batch norm: fold it into the one before
-            sizes[-2:] = [sizes[-2] + 1]
+        sizes = distributed.batch_sizes(n, cfg.batch_size, world)
+        global_sizes = sizes
+        if self.dist.enabled:
+            # This rank's share of each global minibatch: the same samples meet
+            # the same weights as in the one-process run, only split over ranks.
+            parts = [b[self.dist.rank :: world] for b in order.split(sizes)]
+            order, sizes = torch.cat(parts), [len(b) for b in parts]
         # One host-to-device copy of the order per epoch, not one per step.
         batches = list(order.split(sizes))
         order_dev = order.to(self.device).split(sizes)
         batches_x = self._batches(self.x, batches, order_dev)
-        for xb, idx_dev in zip(batches_x, order_dev, strict=True):
-            xb = self._augment(xb, gen)
+        for xb, idx_dev, global_size in zip(batches_x, order_dev, global_sizes, strict=True):
+            xb = self._augment(xb, gen, global_size)
             yb = self.y[idx_dev]
             with self._autocast():
-                logits = self.forward(xb)
-                loss = F.cross_entropy(logits, yb)
+                logits = self.step_forward(xb)
+                if self.dist.enabled:
+                    # DDP divides the summed gradients by the world size: scaled
+                    # so, the step is the gradient of the global batch's mean
+                    # loss even when the ranks' shares differ in size.
+                    loss_sum = F.cross_entropy(logits, yb, reduction="sum")
+                    loss = loss_sum * (world / global_size)
+                else:
+                    loss = F.cross_entropy(logits, yb)
             if per_sample is not None:
                 per_sample[idx_dev] = _per_sample(logits.detach().float(), yb)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            total_loss += loss.detach().float() * len(yb)
+            if self.dist.enabled:
+                total_loss += loss_sum.detach().float()
+            else:
+                total_loss += loss.detach().float() * len(yb)
             total_correct += (logits.detach().argmax(1) == yb).sum()
             steps += 1
+        if self.dist.enabled:
+            totals = torch.stack([total_loss.double(), total_correct.double()])
+            distributed.all_reduce_sum(self.dist, totals)
+            total_loss, total_correct = totals[0], totals[1]
+            if per_sample is not None:
+                per_sample = distributed.gather_rows(self.dist, per_sample[order], order, n)
         seen = n
         mean_loss = float(total_loss) / seen
         if not math.isfinite(mean_loss):
@@ -339,12 +393,21 @@ class Trainer:
         """Per-sample loss and prediction at the current weights.
 
         Eval mode (batch-norm running statistics, no dropout), no augmentation,
-        large batches, no autograd: one forward pass per sample.
+        large batches, no autograd: one forward pass per sample. In a
+        distributed run each rank measures its block and every rank gets all rows.
         """
         x = self.x if x is None else x
         yt = self.y if y is None else torch.as_tensor(np.array(y, dtype=np.int64)).to(
             self.device
         )
+        if self.dist.enabled:
+            lo, hi = distributed.shard_bounds(len(x), self.dist.rank, self.dist.world_size)
+            parts = [_per_sample(logits, yt[lo + s : lo + s + len(logits)])
+                     for s, logits in self._logits(x[lo:hi])]
+            mine = torch.cat(parts) if parts else torch.zeros((0, 6), device=self.device)
+            return _sample_stats(
+                distributed.gather_rows(self.dist, mine, torch.arange(lo, hi), len(x))
+            )
         parts = [_per_sample(logits, yt[s : s + len(logits)]) for s, logits in self._logits(x)]
         return _sample_stats(torch.cat(parts))
 
