@@ -23,7 +23,7 @@ import platform
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 
 from . import __version__, distributed
+from . import resume as resume_mod
 from .decision import (
     MIN_STEPS,
     PATIENCE_STEPS,
@@ -426,6 +427,8 @@ class Cleaner:
         val: str | os.PathLike | Dataset | None = None,
         *,
         noise_mask: np.ndarray | None = None,
+        state_dir: str | os.PathLike | None = None,
+        resume: bool = False,
     ) -> CleanResult | None:
         """Train, observe every epoch, choose ``t_c`` and flag samples.
 
@@ -444,6 +447,15 @@ class Cleaner:
             Optional trusted boolean mask of wrong labels (research and
             benchmarks): the order parameters are then also reported for the
             true split. It never influences the decision.
+        state_dir:
+            A folder to write the run's whole state to after every epoch
+            (:mod:`labelclean.resume`; it must lie outside the input). ``labelclean
+            run`` keeps it beside ``--out`` until the run is complete.
+        resume:
+            Continue from the state in ``state_dir`` (a run killed at any moment):
+            the result equals that of the uninterrupted run on the same device and
+            thread count. Refused when the state was made with other settings or
+            data; without a state there, the run starts from its first epoch.
 
         Returns
         -------
@@ -452,10 +464,17 @@ class Cleaner:
             the ranks share the training and rank 0 alone decides: it returns the
             result, the other ranks None.
         """
-        self._validate()
+        self.validate()
+        if resume and state_dir is None:
+            raise LabelcleanError("resume needs the state_dir the run saved its state to")
         dist, device = distributed.setup(self.device)
         try:
-            return self._fit(data, val, noise_mask, dist, device)
+            if resume and dist.enabled:
+                raise LabelcleanError(
+                    "resuming a run of several processes is not supported yet; resume it "
+                    "in one process (without --nproc or torchrun)")
+            return self._fit(data, val, noise_mask, dist, device,
+                             None if state_dir is None else Path(state_dir), resume)
         finally:
             distributed.teardown(dist)
 
@@ -466,6 +485,8 @@ class Cleaner:
         noise_mask: np.ndarray | None,
         dist: distributed.Dist,
         device: str,
+        state_dir: Path | None = None,
+        resume: bool = False,
     ) -> CleanResult | None:
         started = time.perf_counter()
         # With a decode cache each node decodes once and its other ranks read it.
@@ -490,6 +511,12 @@ class Cleaner:
                 )
         if self.tensorboard_dir is not None:
             _check_outside_input(self.tensorboard_dir, train)
+        if state_dir is not None:
+            from .export import output_forbidden
+            from .rundir import check_overlap
+
+            check_overlap(state_dir, output_forbidden(train.source, train.origin, train.files),
+                          "state_dir")
         if noise_mask is None:
             noise_mask = train.noise_mask
         if noise_mask is not None:
@@ -519,13 +546,17 @@ class Cleaner:
         val_x = None if val_ds is None else trainer.place(val_ds.x)
 
         probe_every = self._probe_interval(len(train), config.batch_size)
-        rows: list[dict] = []
-        losses: list[np.ndarray] = []
-        margins: list[np.ndarray] = []
-        best: tuple[dict, SampleStats, EpochDecision] | None = None
+        run = _RunState(stop_reason=f"reached max_epochs={config.max_epochs}")
+        saver = None
+        if state_dir is not None and dist.is_main:
+            saver = _StateSaver(state_dir, self._resume_settings(),
+                                resume_mod.data_fingerprint(train.ids, train.y, train.classes))
+            if resume:
+                saver.restore(run, trainer, policy)
         bar = _progress(self.progress, config.max_epochs) if dist.is_main else None
-        stop_reason = f"reached max_epochs={config.max_epochs}"
-        for _ in range(config.max_epochs):
+        if bar is not None and trainer.epoch:
+            bar.update(trainer.epoch)
+        while not run.done and trainer.epoch < config.max_epochs:
             # the first epoch's training pass is recorded too: its predictions of
             # samples not yet trained on are the run's held-out evidence
             first = trainer.epoch == 0
@@ -541,8 +572,8 @@ class Cleaner:
             if first:
                 policy.first_visits(stats.samples.pred, train.y,
                                     epoch_order(config.seed, 0, len(train)).numpy(), stats.steps)
-            losses.append(samples.loss)
-            margins.append(samples.margin)
+            run.losses.append(samples.loss)
+            run.margins.append(samples.margin)
             learned = policy.classes_learned(samples.pred, train.y, train.num_classes)
             decision = policy.observe(
                 stats.epoch, stats.steps, stats.train_loss, samples.loss, samples.margin,
@@ -576,23 +607,31 @@ class Cleaner:
                 row.update(self._probe(trainer, mixture, decision.scores, noise_mask))
             row["seconds_train"] = stats.seconds
             row["seconds_observe"] = time.perf_counter() - t0
-            rows.append(row)
+            run.rows.append(row)
             if decision.is_best:
-                best = (_cpu_copy(trainer.model.state_dict()), samples, decision)
+                run.best = (_cpu_copy(trainer.model.state_dict()), samples, decision)
+            run.last = (samples, decision)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(
                     loss=f"{stats.train_loss:.3f}", acc=f"{row['eval_accuracy']:.2f}",
                     flag=row["n_flagged"], t_c=policy.t_c,
                 )
-            if distributed.stop_together(dist, policy.should_stop):
-                stop_reason = policy.stop_reason
-                break
+            stop = distributed.stop_together(dist, policy.should_stop)
+            if stop:
+                run.stop_reason = policy.stop_reason
+            run.done = stop or trainer.epoch >= config.max_epochs
+            if saver is not None:
+                run.seconds = run.seconds_before + time.perf_counter() - started
+                saver.save(run, trainer, policy)
         if bar is not None:
             bar.close()
         if not dist.is_main:
             return None
+        rows, losses, margins, stop_reason = run.rows, run.losses, run.margins, run.stop_reason
+        best = run.best
         if best is None:  # every epoch was unstable: fall back to the last one
+            samples, decision = run.last
             best = (_cpu_copy(trainer.model.state_dict()), samples, decision)
             policy.detector.best_epoch = rows[-1]["epoch"]
         state, at_tc, decision_tc = best
@@ -617,7 +656,7 @@ class Cleaner:
         if verdict.withheld:
             warnings.warn(f"labelclean: {verdict}. Try: {verdict.advice}.", WithheldWarning,
                           stacklevel=3)  # the caller of fit, not fit
-        elapsed = time.perf_counter() - started
+        elapsed = run.seconds_before + time.perf_counter() - started
         log.info("t_c = epoch %d of %d trained (%s); %s: %d of %d samples flagged",
                  t_c, len(rows), stop_reason, verdict, int(scores["flagged"].sum()), len(train))
         return CleanResult(
@@ -688,8 +727,14 @@ class Cleaner:
             compile=self.compile,
         )
 
-    def _validate(self) -> None:
-        """Settings that can be checked before any data is read."""
+    def _resume_settings(self) -> dict:
+        """The settings a resumed run must share with the run it continues."""
+        return {k: (str(v) if isinstance(v, os.PathLike) else v)
+                for k, v in self.get_params().items()}
+
+    def validate(self) -> None:
+        """Check every setting that can be checked before any data is read; raise
+        :class:`~labelclean.errors.LabelcleanError` for the first bad one."""
         if self.loss_pass not in ("eval", "train"):
             raise LabelcleanError(f"loss_pass must be 'eval' or 'train', got {self.loss_pass!r}")
         if self.suspicion not in SUSPICIONS:
@@ -772,6 +817,101 @@ class Cleaner:
             )
             out.update({f"{k}_true": truth[k] for k in SPLIT_KEYS if k in truth})
         return out
+
+
+# ---------------------------------------------------------------------- run state
+
+
+@dataclass
+class _RunState:
+    """What the training loop accumulates besides the trainer and the policy."""
+
+    stop_reason: str
+    rows: list[dict] = field(default_factory=list)
+    losses: list[np.ndarray] = field(default_factory=list)
+    margins: list[np.ndarray] = field(default_factory=list)
+    #: ``(weights, samples, decision)`` of the candidate ``t_c``.
+    best: tuple[dict, SampleStats, EpochDecision] | None = None
+    #: ``(samples, decision)`` of the latest epoch (the fallback when no epoch is best).
+    last: tuple[SampleStats, EpochDecision] | None = None
+    #: Training has ended (the policy stopped it); a resumed run goes straight to the end.
+    done: bool = False
+    #: Seconds the run had taken before it was resumed.
+    seconds_before: float = 0.0
+    seconds: float = 0.0
+
+
+class _StateSaver:
+    """Writes the run's state after each epoch and reads it back (:mod:`labelclean.resume`)."""
+
+    def __init__(self, folder: Path, settings: dict, fingerprint: str) -> None:
+        self.folder = folder
+        self.settings = settings
+        self.fingerprint = fingerprint
+
+    def save(self, run: _RunState, trainer: Trainer, policy: TcPolicy) -> None:
+        epoch = trainer.epoch
+        # the epoch's samples first: a kill between the two writes leaves a state
+        # that does not count them yet, and they are rewritten on resume
+        resume_mod.save_samples(self.folder, epoch, run.losses[-1], run.margins[-1])
+        best = None
+        if run.best is not None:
+            weights, samples, decision = run.best
+            best = {"weights": weights, "samples": asdict(samples),
+                    "decision": decision.to_dict()}
+        last = None
+        if run.best is None and run.last is not None:  # only the fallback needs it
+            last = {"samples": asdict(run.last[0]), "decision": run.last[1].to_dict()}
+        resume_mod.save_state(self.folder, {
+            "settings": self.settings,
+            "data": self.fingerprint,
+            "epoch": epoch,
+            "trainer": trainer.state_dict(),
+            "rng": _rng_state(),
+            "policy": policy.state_dict(),
+            "rows": run.rows,
+            "best": best,
+            "last": last,
+            "done": run.done,
+            "stop_reason": run.stop_reason,
+            "seconds": run.seconds,
+        })
+
+    def restore(self, run: _RunState, trainer: Trainer, policy: TcPolicy) -> None:
+        state = resume_mod.load_state(self.folder)
+        if state is None:
+            log.info("no saved state in %s: the run starts from its first epoch", self.folder)
+            return
+        resume_mod.check_compatible(state, self.settings, self.fingerprint, self.folder)
+        trainer.load_state_dict(state["trainer"])
+        _set_rng_state(state["rng"])
+        policy.load_state_dict(state["policy"])
+        run.rows = state["rows"]
+        run.losses, run.margins = resume_mod.load_samples(self.folder, int(state["epoch"]))
+        if state["best"] is not None:
+            best = state["best"]
+            run.best = (best["weights"], SampleStats(**best["samples"]),
+                        EpochDecision.from_dict(best["decision"]))
+        if state["last"] is not None:
+            run.last = (SampleStats(**state["last"]["samples"]),
+                        EpochDecision.from_dict(state["last"]["decision"]))
+        run.done = bool(state["done"])
+        run.stop_reason = state["stop_reason"]
+        run.seconds_before = float(state["seconds"])
+        log.info("resumed after epoch %d from %s", trainer.epoch, self.folder)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # ---------------------------------------------------------------------- helpers

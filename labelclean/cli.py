@@ -170,9 +170,12 @@ def training_options(f):
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train with this many processes on this machine (torchrun --standalone; "
               "one per GPU, gloo on CPUs). See docs/distributed.md.")
+@click.option("--resume", is_flag=True, help="Continue the run a crash or kill interrupted "
+              "in --out (same DATA and options), from the last finished epoch; without one, "
+              "start afresh.")
 @training_options
 def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, nproc: int,
-        **kw) -> None:
+        resume: bool, **kw) -> None:
     """Train on DATA, find phase II, and write the cleaned dataset to --out.
 
     DATA is an image folder (root/<class>/<image>), a CSV of path,label, or a
@@ -183,6 +186,9 @@ def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, npr
     from .export import export_result, image_roots
     from .sources import listed_images
 
+    Cleaner(**kw).validate()  # every setting, before any input is read
+    if resume and (nproc > 1 or distributed.launched()):
+        raise LabelcleanError("--resume continues a run in one process; leave out --nproc")
     inputs = [data] + ([val] if val else [])
     for path in inputs:  # before --out is touched
         if not path.exists():
@@ -208,11 +214,13 @@ def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, npr
         forbidden += image_roots(images) if images else []
     # The staging folder beside --out is opened before training: an unwritable
     # place fails now, not after an hour of it.
-    staging = rundir.begin(out, kind="run", overwrite=overwrite, inputs=forbidden)
+    staging = rundir.begin(out, kind="run", overwrite=overwrite, inputs=forbidden,
+                           resume=resume)
     with staging:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", WithheldWarning)  # said below, in full
-            result = Cleaner(progress="auto", **kw).fit(data, val=val)
+            result = Cleaner(progress="auto", **kw).fit(
+                data, val=val, state_dir=staging.state_dir, resume=resume)
         export_result(result, out, link=link, staging=staging)
     print_summary(result, out)
     if result.verdict.withheld:
