@@ -25,7 +25,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,7 @@ from . import resume as resume_mod
 from .decision import (
     MIN_STEPS,
     PATIENCE_STEPS,
+    SCORES,
     SUSPICIONS,
     EpochDecision,
     TcPolicy,
@@ -46,7 +47,14 @@ from .mixture import LossMixture
 from .models import create_model, default_augment, default_model
 from .noise import precision_recall_f1
 from .sources import Dataset, SourceKind, load_dataset, split_validation
-from .training import AUGMENTATIONS, SampleStats, TrainConfig, Trainer, epoch_order
+from .training import (
+    AUGMENTATIONS,
+    SampleStats,
+    TrainConfig,
+    Trainer,
+    epoch_order,
+    resolve_device,
+)
 
 log = logging.getLogger("labelclean")
 
@@ -79,6 +87,9 @@ def auto_batch_size(n: int) -> int:
     lo, hi = AUTO_BATCH_BOUNDS
     target = max(1.0, n / AUTO_STEPS_PER_EPOCH)
     return int(min(hi, max(lo, 2 ** round(math.log2(target)))))
+
+#: Where the per-sample losses and margins come from (``Cleaner(loss_pass=...)``).
+LOSS_PASSES = ("eval", "train")
 
 #: Order parameters that depend on the clean / mislabelled split (eqs 11-15).
 SPLIT_KEYS = ("A_c", "A_w", "A_0c", "A_0w", "R_cw", "R_ac", "R_aw", "rho")
@@ -735,35 +746,37 @@ class Cleaner:
     def validate(self) -> None:
         """Check every setting that can be checked before any data is read; raise
         :class:`~labelclean.errors.LabelcleanError` for the first bad one."""
-        if self.loss_pass not in ("eval", "train"):
-            raise LabelcleanError(f"loss_pass must be 'eval' or 'train', got {self.loss_pass!r}")
-        if self.suspicion not in SUSPICIONS:
-            raise LabelcleanError(
-                f"suspicion must be one of {', '.join(SUSPICIONS)}, got {self.suspicion!r}"
-            )
-        from .decision import SCORES
-
-        if self.score not in SCORES:
-            raise LabelcleanError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
-        if self.window < 1:
-            raise LabelcleanError(f"window must be at least 1, got {self.window}")
-        if self.augment != "auto" and self.augment not in AUGMENTATIONS:
-            raise LabelcleanError(
-                f"augment must be 'auto' or one of {', '.join(AUGMENTATIONS)}, "
-                f"got {self.augment!r}"
-            )
+        _choice("loss_pass", self.loss_pass, LOSS_PASSES)
+        _choice("suspicion", self.suspicion, SUSPICIONS)
+        _choice("score", self.score, SCORES)
+        _choice("augment", self.augment, ("auto", *AUGMENTATIONS))
+        _choice("kind", self.kind, get_args(SourceKind))
+        _integer("window", self.window, 1)
+        _integer("patience", self.patience, 1)
+        _integer("min_steps", self.min_steps, 0)
+        _integer("patience_steps", self.patience_steps, 0)
+        _integer("seed", self.seed, None)
         for name in ("batch_size", "max_epochs"):
-            value = getattr(self, name)
-            if value != "auto" and (not isinstance(value, int) or value <= 0):
-                raise LabelcleanError(f"{name} must be 'auto' or a positive integer, got {value!r}")
-        if self.lr is not None and not self.lr > 0:
-            raise LabelcleanError(f"lr must be positive, got {self.lr}")
-        if self.patience < 1:
-            raise LabelcleanError(f"patience must be at least 1, got {self.patience}")
-        for name in ("min_steps", "patience_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise LabelcleanError(f"{name} must be an integer >= 0, got {value!r}")
+            if getattr(self, name) != "auto":
+                _integer(name, getattr(self, name), 1, "'auto' or ")
+        if self.workers != "auto":
+            _integer("workers", _as_int(self.workers), 0, "'auto' or ")
+        if self.probe_every != "auto":
+            _integer("probe_every", _as_int(self.probe_every), 0, "'auto' or ")
+        for name in ("probe_batches", "image_size", "max_memory"):
+            if getattr(self, name) is not None:
+                _integer(name, getattr(self, name), 1, "None or ")
+        if self.lr is not None and not (_is_number(self.lr) and self.lr > 0):
+            raise LabelcleanError(f"lr must be positive, got {self.lr!r}")
+        if not (_is_number(self.momentum) and 0 <= self.momentum < 1):
+            raise LabelcleanError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not (_is_number(self.weight_decay) and self.weight_decay >= 0):
+            raise LabelcleanError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not isinstance(self.device, str):
+            raise LabelcleanError(f"device must be a string, got {self.device!r}")
+        resolve_device(self.device)
+        if self.progress not in (True, False, "auto"):
+            raise LabelcleanError(f"progress must be True, False or 'auto', got {self.progress!r}")
 
     def _workers(self, data: Dataset) -> int:
         if self.workers == "auto":
@@ -817,6 +830,37 @@ class Cleaner:
             )
             out.update({f"{k}_true": truth[k] for k in SPLIT_KEYS if k in truth})
         return out
+
+
+# ---------------------------------------------------------------------- validation
+
+
+def _choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise LabelcleanError(f"{name} must be one of {', '.join(map(str, choices))}, "
+                              f"got {value!r}")
+
+
+def _as_int(value: Any) -> Any:
+    """``"2"`` (as the command line passes ``--workers``) as 2; anything else unchanged."""
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _integer(name: str, value: Any, minimum: int | None, alternatives: str = "") -> None:
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if not ok or (minimum is not None and value < minimum):
+        bound = "an integer" if minimum is None else f"an integer >= {minimum}"
+        raise LabelcleanError(f"{name} must be {alternatives}{bound}, got {value!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and \
+        math.isfinite(value)
 
 
 # ---------------------------------------------------------------------- run state

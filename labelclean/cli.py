@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .decision import MIN_STEPS, PATIENCE_STEPS, WITHHELD_EXIT_STATUS
+from .decision import MIN_STEPS, PATIENCE_STEPS, SCORES, SUSPICIONS, WITHHELD_EXIT_STATUS
 from .errors import LabelcleanError, WithheldWarning
 
 _SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -69,6 +69,9 @@ def _auto_or_int(ctx: click.Context, param: click.Parameter, value: str | int) -
 
 
 def training_options(f):
+    """The options of every setting of :class:`~labelclean.Cleaner`, each named as its
+    keyword (``--max-epochs`` sets ``max_epochs``); their defaults are the keywords'
+    (tests/test_config.py fails when the two drift apart)."""
     options = [
         click.option("--model", default=None, help="timm model name or mlp[:w1,w2] "
                      "[default: regnetx_002 for images, mlp:256,256 for features]"),
@@ -93,9 +96,9 @@ def training_options(f):
                      default="auto", show_default=True,
                      help="Training augmentation (auto: shift-flip for colour images, none "
                      "otherwise); losses and margins always come from un-augmented images."),
-        click.option("--score", type=click.Choice(["delta_L", "separation"]), default="separation",
+        click.option("--score", type=click.Choice(SCORES), default="separation",
                      show_default=True, help="What the phase-II detector maximises."),
-        click.option("--suspicion", type=click.Choice(["aum", "loss", "logloss"]),
+        click.option("--suspicion", type=click.Choice(SUSPICIONS),
                      default="aum", show_default=True,
                      help="Per-sample score the flags are read from: minus the mean margin "
                      "over epochs since every class was learned (AUM < 0 flagged), the "
@@ -128,7 +131,7 @@ def training_options(f):
                      help="GiB the decoded images may take in memory [default: a quarter "
                      "of RAM]; larger inputs are decoded once into --cache and "
                      "memory-mapped."),
-        click.option("--workers", default="auto", show_default=True,
+        click.option("--workers", default="auto", show_default=True, callback=_auto_or_int,
                      help="DataLoader processes gathering batches of memory-mapped images "
                      "(auto: 0 in memory, up to 4 mapped)."),
         click.option("--compile", is_flag=True,
@@ -136,7 +139,7 @@ def training_options(f):
         click.option("--skip-unreadable", is_flag=True,
                      help="Leave undecodable images out (listed in the report) "
                      "instead of stopping."),
-        click.option("--probe-every", default="auto", show_default=True,
+        click.option("--probe-every", default="auto", show_default=True, callback=_auto_or_int,
                      help="Estimate order parameters every N epochs (0: off; auto: as often "
                      "as keeps the probe under 10% of training time)."),
         click.option("--probe-batches", type=int, default=None,
