@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import platform
 import sys
 import time
 import warnings
@@ -44,7 +43,7 @@ from .decision import (
 )
 from .errors import LabelcleanError, WithheldWarning
 from .mixture import LossMixture
-from .models import create_model, default_augment, default_model
+from .models import create_model, default_augment, default_model, input_statistics
 from .noise import precision_recall_f1
 from .sources import Dataset, SourceKind, load_dataset, split_validation
 from .training import (
@@ -58,8 +57,6 @@ from .training import (
 
 log = logging.getLogger("labelclean")
 
-#: Input statistics are computed from one float copy of up to this many bytes, else in chunks.
-STATS_IN_ONE_GO_BYTES = 256 << 20
 #: Share of training time the order-parameter probe may take with ``probe_every="auto"``.
 PROBE_BUDGET = 0.10
 #: Training steps one probe with the split costs, per sampled minibatch (measured;
@@ -91,8 +88,6 @@ def auto_batch_size(n: int) -> int:
 #: Where the per-sample losses and margins come from (``Cleaner(loss_pass=...)``).
 LOSS_PASSES = ("eval", "train")
 
-#: Order parameters that depend on the clean / mislabelled split (eqs 11-15).
-SPLIT_KEYS = ("A_c", "A_w", "A_0c", "A_0w", "R_cw", "R_ac", "R_aw", "rho")
 
 
 @dataclass
@@ -539,7 +534,7 @@ class Cleaner:
         if len(train) < 10:
             raise LabelcleanError(f"only {len(train)} samples: too few to learn from")
 
-        config = self.train_config(len(train), workers=self._workers(train),
+        config = self.train_config(len(train), workers=self.resolved_workers(train),
                                    input_shape=train.input_shape, kind=train.kind)
         config.device = device
         policy = TcPolicy(suspicion=self.suspicion, score=self.score, window=self.window,
@@ -547,7 +542,7 @@ class Cleaner:
                           patience_steps=self.patience_steps)
         model_name = self.model or default_model(train.kind, train.input_shape)
         torch.manual_seed(self.seed)
-        mean, std = _input_statistics(train.x)
+        mean, std = input_statistics(train.x)
         model = create_model(
             model_name, train.input_shape, train.num_classes, mean, std,
             pretrained=self.pretrained,
@@ -778,7 +773,8 @@ class Cleaner:
         if self.progress not in (True, False, "auto"):
             raise LabelcleanError(f"progress must be True, False or 'auto', got {self.progress!r}")
 
-    def _workers(self, data: Dataset) -> int:
+    def resolved_workers(self, data: Dataset) -> int:
+        """``workers`` for ``data``, ``"auto"`` resolved (see the class docstring)."""
         if self.workers == "auto":
             return min(4, os.cpu_count() or 1) if data.mapped else 0
         try:
@@ -811,7 +807,7 @@ class Cleaner:
         suspicion: np.ndarray,
         noise_mask: np.ndarray | None,
     ) -> dict[str, float]:
-        from .order_parameters import probe_order_parameters
+        from .order_parameters import SPLIT_KEYS, probe_order_parameters
 
         kwargs: dict[str, Any] = {
             "batch_size": trainer.config.batch_size, "spectrum": self.spectrum
@@ -963,30 +959,6 @@ def _set_rng_state(state: dict) -> None:
 
 def _cpu_copy(state: dict) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
-
-
-def _input_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel (images) or per-feature mean and std, in the input's units."""
-    if x.dim() == 4:
-        n = min(len(x), 20_000)
-        if n * x[0].numel() * 4 <= STATS_IN_ONE_GO_BYTES:
-            xs = x[:n].float()
-            mean = xs.mean(dim=(0, 2, 3)).reshape(-1, 1, 1)
-            std = xs.std(dim=(0, 2, 3)).reshape(-1, 1, 1)
-        else:  # large (e.g. memory-mapped) images: never one float copy of them all
-            s1 = torch.zeros(x.shape[1], dtype=torch.float64)
-            s2 = torch.zeros_like(s1)
-            for s in range(0, n, 256):
-                xs = x[s : min(n, s + 256)].double()
-                s1 += xs.sum(dim=(0, 2, 3))
-                s2 += xs.square().sum(dim=(0, 2, 3))
-            count = n * x.shape[2] * x.shape[3]
-            m = s1 / count
-            mean = m.float().reshape(-1, 1, 1)
-            std = ((s2 - count * m * m) / (count - 1)).clamp_min(0).sqrt().float().reshape(-1, 1, 1)
-    else:
-        mean, std = x.float().mean(0), x.float().std(0)
-    return mean, torch.where(std > 0, std, torch.ones_like(std))
 
 
 def _truth_metrics(flags: np.ndarray, losses: np.ndarray, noise_mask: np.ndarray) -> dict:
@@ -1150,21 +1122,3 @@ def _progress(enabled: bool | str, total: int):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="labelclean", unit="epoch", leave=False)
-
-
-def environment() -> dict:
-    """Library versions, for run.json."""
-    import sklearn
-    import timm
-
-    return {
-        "labelclean": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "scikit-learn": sklearn.__version__,
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-        "platform": platform.platform(),
-        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
-    }

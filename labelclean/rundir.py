@@ -53,6 +53,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from . import __version__
 from ._io import write_json
 from .errors import LabelcleanError
@@ -61,6 +64,22 @@ MARKER = ".labelclean-run"
 FORMAT = "labelclean-output"
 #: What a folder of each kind is called in messages ("holds no labelclean run").
 KINDS = {"run": "labelclean run", "apply": "labelclean output", "demo": "labelclean demo"}
+# One place for the names of a run folder's files (labelclean.export writes them).
+RUN_FILE = "run.json"
+SCORES_FILE = "scores.csv"
+REVIEW_FILE = "flagged_samples.csv"
+METRICS_FILE = "metrics.csv"
+LOSSES_FILE = "losses.npy"
+MARGINS_FILE = "margins.npy"
+PRED_PROBS_FILE = "pred_probs.npy"
+EMBEDDINGS_FILE = "embeddings.npy"
+UNREADABLE_FILE = "unreadable.csv"
+CHECKPOINT_DIR = "checkpoint"
+#: Files whose content ``report`` and ``apply`` rely on: checked against the
+#: manifest before use (flagged_samples.csv is meant to be edited, so it is not).
+INTEGRITY_FILES = (RUN_FILE, SCORES_FILE, METRICS_FILE, LOSSES_FILE, MARGINS_FILE,
+                   PRED_PROBS_FILE, EMBEDDINGS_FILE, UNREADABLE_FILE,
+                   f"{CHECKPOINT_DIR}/model.json")
 _STAGE, _OLD = "stage", "old"
 #: The staging folder's sub-folder holding a run's resume state (never committed).
 RESUME_DIR = "resume"
@@ -142,6 +161,26 @@ def verify(folder: str | os.PathLike, names: Iterable[str]) -> None:
                 f"{path} was changed after labelclean wrote it (checksum mismatch); "
                 "rerun to get a consistent folder"
             )
+
+
+def check_scores(root: Path, run: dict, scores: pd.DataFrame) -> None:
+    """Refuse a ``scores.csv`` that disagrees with ``run.json`` (a truncated or
+    edited file), and any run file that differs from the manifest."""
+    verify(root, INTEGRITY_FILES)
+    where = root / SCORES_FILE
+    samples, flagged = run.get("samples"), run.get("flagged")
+    if isinstance(samples, int) and len(scores) != samples:
+        raise LabelcleanError(
+            f"{where} has {len(scores)} rows but {RUN_FILE} says {samples} samples; "
+            "the run folder is damaged"
+        )
+    n_flagged = int(np.count_nonzero(scores["flagged"].to_numpy()))
+    if isinstance(flagged, int) and n_flagged != flagged:
+        raise LabelcleanError(
+            f"{where} flags {n_flagged} samples but {RUN_FILE} says {flagged}; "
+            "the run folder is damaged"
+        )
+
 
 
 # ----------------------------------------------------------------------------- staging
