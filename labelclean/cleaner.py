@@ -52,7 +52,6 @@ from .training import (
     TrainConfig,
     Trainer,
     epoch_order,
-    resolve_device,
 )
 
 log = logging.getLogger("labelclean")
@@ -758,9 +757,13 @@ class Cleaner:
             _integer("workers", _as_int(self.workers), 0, "'auto' or ")
         if self.probe_every != "auto":
             _integer("probe_every", _as_int(self.probe_every), 0, "'auto' or ")
-        for name in ("probe_batches", "image_size", "max_memory"):
+        for name in ("probe_batches", "image_size"):
             if getattr(self, name) is not None:
                 _integer(name, getattr(self, name), 1, "None or ")
+        if self.max_memory is not None and not (_is_number(self.max_memory)
+                                                and self.max_memory > 0):
+            raise LabelcleanError(f"max_memory must be None or a positive number of bytes, "
+                                  f"got {self.max_memory!r}")
         if self.lr is not None and not (_is_number(self.lr) and self.lr > 0):
             raise LabelcleanError(f"lr must be positive, got {self.lr!r}")
         if not (_is_number(self.momentum) and 0 <= self.momentum < 1):
@@ -769,7 +772,13 @@ class Cleaner:
             raise LabelcleanError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if not isinstance(self.device, str):
             raise LabelcleanError(f"device must be a string, got {self.device!r}")
-        resolve_device(self.device)
+        if self.device != "auto":
+            # its syntax only: whether it is there (and what "cuda" means under
+            # torchrun) is distributed.setup's and the trainer's to say
+            try:
+                torch.device(self.device)
+            except RuntimeError:
+                raise LabelcleanError(f"unknown device {self.device!r}") from None
         if self.progress not in (True, False, "auto"):
             raise LabelcleanError(f"progress must be True, False or 'auto', got {self.progress!r}")
 

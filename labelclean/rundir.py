@@ -195,6 +195,10 @@ class Staging:
     kind: str
     id: str
     created: list[Path] = field(default_factory=list)  # parents of out labelclean made
+    #: Adopted from a killed run (``begin(resume=True)``): a failure keeps it, and
+    #: its saved state, for the next ``--resume`` (a mistyped option must not cost
+    #: the hours already trained).
+    resumed: bool = False
 
     @property
     def state_dir(self) -> Path:
@@ -220,7 +224,10 @@ class Staging:
         return self.out
 
     def abort(self) -> None:
-        """Remove the staging folder and any parent folders this command created."""
+        """Remove the staging folder and any parent folders this command created
+        (a resumed staging folder stays, for the next resume)."""
+        if self.resumed:
+            return
         if self.path.exists():
             shutil.rmtree(self.path, ignore_errors=True)
         for folder in reversed(self.created):
@@ -282,7 +289,7 @@ def begin(
     except BaseException:
         Staging(out, path, kind, run_id, created).abort()
         raise
-    return Staging(out, path, kind, run_id, created)
+    return Staging(out, path, kind, run_id, created, resumed=left is not None)
 
 
 def check_overlap(out: Path, inputs: Iterable[str | os.PathLike], what: str = "--out") -> None:

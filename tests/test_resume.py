@@ -163,6 +163,16 @@ def test_a_run_killed_during_export_resumes_without_training(noisy_csv, uninterr
     assert (staging / "flagged_samples.csv").exists()  # the export had begun
     assert load_state(staging / RESUME_DIR)["done"]
 
+    # other options are refused in one line, and the saved state survives the refusal
+    wrong = start(tmp_path, noisy_csv, out, "--resume", "--window", "2")
+    _, stderr = wrong.communicate(timeout=300)
+    assert wrong.returncode == 2
+    assert stderr.strip().splitlines()[-1].startswith(
+        "labelclean: error: cannot resume the run in"), stderr
+    assert "window (3 then, 2 now)" in stderr
+    [staging] = stale_siblings(out)
+    assert load_state(staging / RESUME_DIR)["done"]
+
     finish(start(tmp_path, noisy_csv, out, "--resume"))
     assert steps_run(tmp_path, out) == 0
     assert_same_run(whole, out)
