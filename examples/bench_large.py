@@ -27,8 +27,7 @@ import torch
 from PIL import Image
 
 from labelclean import load_dataset
-from labelclean.cleaner import _input_statistics
-from labelclean.models import DEFAULT_IMAGE_MODEL, create_model
+from labelclean.models import DEFAULT_IMAGE_MODEL, create_model, input_statistics
 from labelclean.training import TrainConfig, Trainer
 
 
@@ -69,7 +68,7 @@ def main() -> None:
     again, t_again = timed(lambda: load_dataset(data, image_size=size, cache=cache, max_memory=1))
     assert mapped.mapped and again.mapped and torch.equal(mem.x, mapped.x)
 
-    mean, std = _input_statistics(mem.x)
+    mean, std = input_statistics(mem.x)
     trainers = {}
     for name, ds, workers in (("in_memory", mem, 0), ("mapped", again, 0),
                               (f"mapped_{args.workers}_workers", again, args.workers)):

@@ -36,9 +36,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from labelclean.cleaner import Cleaner, _input_statistics
+from labelclean.cleaner import Cleaner
 from labelclean.mixture import fit_loss_mixture
-from labelclean.models import create_model
+from labelclean.models import create_model, input_statistics
 from labelclean.noise import inject_noise
 from labelclean.order_parameters import probe_order_parameters
 from labelclean.training import TrainConfig, Trainer, resolve_device
@@ -126,7 +126,7 @@ def compare(x: torch.Tensor, y: np.ndarray, model_name: str, epochs: int, batch_
             device: torch.device, compiled: bool = False) -> dict:
     """Seconds per epoch of (a), (a'), (b), (c), (d), (e) on the same data; see the module doc."""
     n = len(y)
-    mean, std = _input_statistics(x)
+    mean, std = input_statistics(x)
     torch.manual_seed(0)
     build = lambda: create_model(model_name, tuple(x.shape[1:]), 10, mean, std)  # noqa: E731
     cuda = device.type == "cuda"
@@ -269,7 +269,7 @@ def main() -> None:
         rows = []
         for n in args.scaling:
             x, y = mnist(n, path=args.mnist)
-            mean, std = _input_statistics(x)
+            mean, std = input_statistics(x)
             t = Trainer(create_model(args.model, (1, 28, 28), 10, mean, std), x, y,
                         TrainConfig(batch_size=args.batch_size, lr=0.1, device=str(device)))
             secs = []

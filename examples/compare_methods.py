@@ -39,8 +39,7 @@ import torch
 
 from labelclean import Cleaner, Dataset
 from labelclean.bench import aligned, auroc, prf
-from labelclean.cleaner import _input_statistics
-from labelclean.models import create_model
+from labelclean.models import create_model, input_statistics
 from labelclean.noise import inject_noise
 from labelclean.training import TrainConfig, Trainer
 
@@ -63,7 +62,7 @@ def cv_pred_probs(x: torch.Tensor, y: np.ndarray, model: str, config: TrainConfi
     for k, (tr, te) in enumerate(skf.split(np.zeros(len(y)), y)):
         torch.manual_seed(seed * 100 + k)
         xt = x[torch.as_tensor(tr)]
-        mean, std = _input_statistics(xt)
+        mean, std = input_statistics(xt)
         net = create_model(model, tuple(x.shape[1:]), probs.shape[1], mean, std)
         trainer = Trainer(net, xt, y[tr], config)
         for _ in range(config.max_epochs):

@@ -22,9 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from labelclean.cleaner import _input_statistics
 from labelclean.mixture import fit_loss_mixture
-from labelclean.models import create_model
+from labelclean.models import create_model, input_statistics
 from labelclean.order_parameters import probe_order_parameters
 from labelclean.training import TrainConfig, Trainer, resolve_device
 
@@ -62,7 +61,7 @@ def main() -> None:
     x = torch.from_numpy(d["x_train"][: args.n][:, None].copy())
     y = d["y_train"][: args.n].astype(np.int64)
     xt, yt = torch.from_numpy(d["x_test"][:, None].copy()), d["y_test"].astype(np.int64)
-    mean, std = _input_statistics(x)
+    mean, std = input_statistics(x)
     rows = []
     for amp in (False, True):
         for cl in (False, True):
@@ -105,7 +104,7 @@ def main() -> None:
         g = torch.Generator().manual_seed(0)
         xr = torch.randint(0, 256, (args.rgb, 3, 32, 32), dtype=torch.uint8, generator=g)
         yr = torch.randint(0, 10, (args.rgb,), generator=g).numpy()
-        mr, sr = _input_statistics(xr)
+        mr, sr = input_statistics(xr)
         for amp in (False, True):
             tr = Trainer(create_model(args.model, (3, 32, 32), 10, mr, sr), xr, yr,
                          TrainConfig(device=str(device), amp=amp, channels_last=False))

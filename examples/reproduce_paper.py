@@ -52,10 +52,13 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from labelclean import Cleaner  # noqa: E402
-from labelclean.cleaner import SPLIT_KEYS, _input_statistics  # noqa: E402
-from labelclean.models import create_model  # noqa: E402
+from labelclean.models import (
+    create_model,  # noqa: E402
+    input_statistics,  # noqa: E402
+)
 from labelclean.noise import inject_noise  # noqa: E402
 from labelclean.order_parameters import (  # noqa: E402
+    SPLIT_KEYS,  # noqa: E402
     collect_gradient_gram,
     effective_dimension,
     probe_order_parameters,
@@ -253,7 +256,7 @@ def run_spectra(args, x, y, xt, yt, work: Path, out: Path) -> None:
 
 def spectrum_of(ds: Dataset, state: dict, k: int, args, seed: int, only: str | None = None):
     """Resolved eigenvalues of C from ``k`` minibatch gradients (of parameter ``only``, or all)."""
-    mean, std = _input_statistics(ds.x)
+    mean, std = input_statistics(ds.x)
     model = create_model("mlp:30,30", ds.input_shape, ds.num_classes, mean, std)
     model.load_state_dict(state)
     if only is not None:  # the probe differentiates the trainable parameters only
@@ -292,7 +295,7 @@ def run_zoom(args, ds: Dataset, mask: np.ndarray, epoch1_state: dict | None):
     the weights at step ``--zoom-spectrum-step`` (inside phase I, for its spectrum).
     """
     torch.manual_seed(args.seed)
-    mean, std = _input_statistics(ds.x)
+    mean, std = input_statistics(ds.x)
     model = create_model("mlp:30,30", ds.input_shape, ds.num_classes, mean, std)
     cfg = TrainConfig(
         lr=args.lr,

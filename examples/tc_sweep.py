@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from labelclean.cleaner import _input_statistics
-from labelclean.models import create_model
+from labelclean.models import create_model, input_statistics
 from labelclean.noise import inject_noise
 from labelclean.training import TrainConfig, Trainer, resolve_device
 
@@ -81,7 +80,7 @@ def main() -> None:
             # mixture fits (done offline): the training trajectory is identical.
             xt = torch.as_tensor(x)[:, None]
             torch.manual_seed(seed)
-            mean, std = _input_statistics(xt)
+            mean, std = input_statistics(xt)
             model = create_model(args.model, tuple(xt.shape[1:]), 10, mean, std)
             cfg = TrainConfig(lr=args.lr, max_epochs=args.epochs, seed=seed,
                               device=str(resolve_device(args.device)))

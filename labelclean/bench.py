@@ -37,9 +37,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .cleaner import Cleaner, CleanResult, _input_statistics
+from .cleaner import Cleaner, CleanResult
 from .errors import LabelcleanError
-from .models import create_model, default_model
+from .models import create_model, default_model, input_statistics
 from .noise import NOISE_KINDS, inject_noise, precision_recall_f1
 from .rundir import check_overlap
 from .sources import Dataset
@@ -108,7 +108,7 @@ def train_and_test(
 ) -> float:
     """Test accuracy of ``model`` trained from scratch on ``train`` for ``config.max_epochs``."""
     torch.manual_seed(seed)
-    mean, std = _input_statistics(train.x)
+    mean, std = input_statistics(train.x)
     net = create_model(
         model or default_model(train.kind), train.input_shape, train.num_classes, mean, std
     )
@@ -123,7 +123,8 @@ def retrain_accuracies(
     noisy: Dataset, flags: np.ndarray, test: Dataset, cleaner: Cleaner
 ) -> dict[str, float]:
     """``a_n``, ``a_c``, ``a_p`` and ``Q`` (see the module docstring)."""
-    config = cleaner.train_config(len(noisy))
+    config = cleaner.train_config(len(noisy), cleaner.resolved_workers(noisy),
+                                  input_shape=noisy.input_shape, kind=noisy.kind)
     mask = noisy.noise_mask
     a_n = train_and_test(noisy, test, cleaner.model, config, cleaner.seed)
     a_c = train_and_test(noisy.subset(np.flatnonzero(~flags)), test, cleaner.model, config,

@@ -19,22 +19,23 @@ from __future__ import annotations
 import logging
 import math
 import os
-import platform
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pandas as pd
 import torch
 
 from . import __version__, distributed
+from . import resume as resume_mod
 from .decision import (
     MIN_STEPS,
     PATIENCE_STEPS,
+    SCORES,
     SUSPICIONS,
     EpochDecision,
     TcPolicy,
@@ -42,15 +43,19 @@ from .decision import (
 )
 from .errors import LabelcleanError, WithheldWarning
 from .mixture import LossMixture
-from .models import create_model, default_augment, default_model
+from .models import create_model, default_augment, default_model, input_statistics
 from .noise import precision_recall_f1
 from .sources import Dataset, SourceKind, load_dataset, split_validation
-from .training import AUGMENTATIONS, SampleStats, TrainConfig, Trainer, epoch_order
+from .training import (
+    AUGMENTATIONS,
+    SampleStats,
+    TrainConfig,
+    Trainer,
+    epoch_order,
+)
 
 log = logging.getLogger("labelclean")
 
-#: Input statistics are computed from one float copy of up to this many bytes, else in chunks.
-STATS_IN_ONE_GO_BYTES = 256 << 20
 #: Share of training time the order-parameter probe may take with ``probe_every="auto"``.
 PROBE_BUDGET = 0.10
 #: Training steps one probe with the split costs, per sampled minibatch (measured;
@@ -79,8 +84,9 @@ def auto_batch_size(n: int) -> int:
     target = max(1.0, n / AUTO_STEPS_PER_EPOCH)
     return int(min(hi, max(lo, 2 ** round(math.log2(target)))))
 
-#: Order parameters that depend on the clean / mislabelled split (eqs 11-15).
-SPLIT_KEYS = ("A_c", "A_w", "A_0c", "A_0w", "R_cw", "R_ac", "R_aw", "rho")
+#: Where the per-sample losses and margins come from (``Cleaner(loss_pass=...)``).
+LOSS_PASSES = ("eval", "train")
+
 
 
 @dataclass
@@ -426,6 +432,8 @@ class Cleaner:
         val: str | os.PathLike | Dataset | None = None,
         *,
         noise_mask: np.ndarray | None = None,
+        state_dir: str | os.PathLike | None = None,
+        resume: bool = False,
     ) -> CleanResult | None:
         """Train, observe every epoch, choose ``t_c`` and flag samples.
 
@@ -444,6 +452,15 @@ class Cleaner:
             Optional trusted boolean mask of wrong labels (research and
             benchmarks): the order parameters are then also reported for the
             true split. It never influences the decision.
+        state_dir:
+            A folder to write the run's whole state to after every epoch
+            (:mod:`labelclean.resume`; it must lie outside the input). ``labelclean
+            run`` keeps it beside ``--out`` until the run is complete.
+        resume:
+            Continue from the state in ``state_dir`` (a run killed at any moment):
+            the result equals that of the uninterrupted run on the same device and
+            thread count. Refused when the state was made with other settings or
+            data; without a state there, the run starts from its first epoch.
 
         Returns
         -------
@@ -452,10 +469,17 @@ class Cleaner:
             the ranks share the training and rank 0 alone decides: it returns the
             result, the other ranks None.
         """
-        self._validate()
+        self.validate()
+        if resume and state_dir is None:
+            raise LabelcleanError("resume needs the state_dir the run saved its state to")
         dist, device = distributed.setup(self.device)
         try:
-            return self._fit(data, val, noise_mask, dist, device)
+            if resume and dist.enabled:
+                raise LabelcleanError(
+                    "resuming a run of several processes is not supported yet; resume it "
+                    "in one process (without --nproc or torchrun)")
+            return self._fit(data, val, noise_mask, dist, device,
+                             None if state_dir is None else Path(state_dir), resume)
         finally:
             distributed.teardown(dist)
 
@@ -466,6 +490,8 @@ class Cleaner:
         noise_mask: np.ndarray | None,
         dist: distributed.Dist,
         device: str,
+        state_dir: Path | None = None,
+        resume: bool = False,
     ) -> CleanResult | None:
         started = time.perf_counter()
         # With a decode cache each node decodes once and its other ranks read it.
@@ -490,6 +516,12 @@ class Cleaner:
                 )
         if self.tensorboard_dir is not None:
             _check_outside_input(self.tensorboard_dir, train)
+        if state_dir is not None:
+            from .export import output_forbidden
+            from .rundir import check_overlap
+
+            check_overlap(state_dir, output_forbidden(train.source, train.origin, train.files),
+                          "state_dir")
         if noise_mask is None:
             noise_mask = train.noise_mask
         if noise_mask is not None:
@@ -501,7 +533,7 @@ class Cleaner:
         if len(train) < 10:
             raise LabelcleanError(f"only {len(train)} samples: too few to learn from")
 
-        config = self.train_config(len(train), workers=self._workers(train),
+        config = self.train_config(len(train), workers=self.resolved_workers(train),
                                    input_shape=train.input_shape, kind=train.kind)
         config.device = device
         policy = TcPolicy(suspicion=self.suspicion, score=self.score, window=self.window,
@@ -509,7 +541,7 @@ class Cleaner:
                           patience_steps=self.patience_steps)
         model_name = self.model or default_model(train.kind, train.input_shape)
         torch.manual_seed(self.seed)
-        mean, std = _input_statistics(train.x)
+        mean, std = input_statistics(train.x)
         model = create_model(
             model_name, train.input_shape, train.num_classes, mean, std,
             pretrained=self.pretrained,
@@ -519,13 +551,17 @@ class Cleaner:
         val_x = None if val_ds is None else trainer.place(val_ds.x)
 
         probe_every = self._probe_interval(len(train), config.batch_size)
-        rows: list[dict] = []
-        losses: list[np.ndarray] = []
-        margins: list[np.ndarray] = []
-        best: tuple[dict, SampleStats, EpochDecision] | None = None
+        run = _RunState(stop_reason=f"reached max_epochs={config.max_epochs}")
+        saver = None
+        if state_dir is not None and dist.is_main:
+            saver = _StateSaver(state_dir, self._resume_settings(),
+                                resume_mod.data_fingerprint(train.ids, train.y, train.classes))
+            if resume:
+                saver.restore(run, trainer, policy)
         bar = _progress(self.progress, config.max_epochs) if dist.is_main else None
-        stop_reason = f"reached max_epochs={config.max_epochs}"
-        for _ in range(config.max_epochs):
+        if bar is not None and trainer.epoch:
+            bar.update(trainer.epoch)
+        while not run.done and trainer.epoch < config.max_epochs:
             # the first epoch's training pass is recorded too: its predictions of
             # samples not yet trained on are the run's held-out evidence
             first = trainer.epoch == 0
@@ -541,8 +577,8 @@ class Cleaner:
             if first:
                 policy.first_visits(stats.samples.pred, train.y,
                                     epoch_order(config.seed, 0, len(train)).numpy(), stats.steps)
-            losses.append(samples.loss)
-            margins.append(samples.margin)
+            run.losses.append(samples.loss)
+            run.margins.append(samples.margin)
             learned = policy.classes_learned(samples.pred, train.y, train.num_classes)
             decision = policy.observe(
                 stats.epoch, stats.steps, stats.train_loss, samples.loss, samples.margin,
@@ -576,23 +612,31 @@ class Cleaner:
                 row.update(self._probe(trainer, mixture, decision.scores, noise_mask))
             row["seconds_train"] = stats.seconds
             row["seconds_observe"] = time.perf_counter() - t0
-            rows.append(row)
+            run.rows.append(row)
             if decision.is_best:
-                best = (_cpu_copy(trainer.model.state_dict()), samples, decision)
+                run.best = (_cpu_copy(trainer.model.state_dict()), samples, decision)
+            run.last = (samples, decision)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(
                     loss=f"{stats.train_loss:.3f}", acc=f"{row['eval_accuracy']:.2f}",
                     flag=row["n_flagged"], t_c=policy.t_c,
                 )
-            if distributed.stop_together(dist, policy.should_stop):
-                stop_reason = policy.stop_reason
-                break
+            stop = distributed.stop_together(dist, policy.should_stop)
+            if stop:
+                run.stop_reason = policy.stop_reason
+            run.done = stop or trainer.epoch >= config.max_epochs
+            if saver is not None:
+                run.seconds = run.seconds_before + time.perf_counter() - started
+                saver.save(run, trainer, policy)
         if bar is not None:
             bar.close()
         if not dist.is_main:
             return None
+        rows, losses, margins, stop_reason = run.rows, run.losses, run.margins, run.stop_reason
+        best = run.best
         if best is None:  # every epoch was unstable: fall back to the last one
+            samples, decision = run.last
             best = (_cpu_copy(trainer.model.state_dict()), samples, decision)
             policy.detector.best_epoch = rows[-1]["epoch"]
         state, at_tc, decision_tc = best
@@ -617,7 +661,7 @@ class Cleaner:
         if verdict.withheld:
             warnings.warn(f"labelclean: {verdict}. Try: {verdict.advice}.", WithheldWarning,
                           stacklevel=3)  # the caller of fit, not fit
-        elapsed = time.perf_counter() - started
+        elapsed = run.seconds_before + time.perf_counter() - started
         log.info("t_c = epoch %d of %d trained (%s); %s: %d of %d samples flagged",
                  t_c, len(rows), stop_reason, verdict, int(scores["flagged"].sum()), len(train))
         return CleanResult(
@@ -688,39 +732,58 @@ class Cleaner:
             compile=self.compile,
         )
 
-    def _validate(self) -> None:
-        """Settings that can be checked before any data is read."""
-        if self.loss_pass not in ("eval", "train"):
-            raise LabelcleanError(f"loss_pass must be 'eval' or 'train', got {self.loss_pass!r}")
-        if self.suspicion not in SUSPICIONS:
-            raise LabelcleanError(
-                f"suspicion must be one of {', '.join(SUSPICIONS)}, got {self.suspicion!r}"
-            )
-        from .decision import SCORES
+    def _resume_settings(self) -> dict:
+        """The settings a resumed run must share with the run it continues."""
+        return {k: (str(v) if isinstance(v, os.PathLike) else v)
+                for k, v in self.get_params().items()}
 
-        if self.score not in SCORES:
-            raise LabelcleanError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
-        if self.window < 1:
-            raise LabelcleanError(f"window must be at least 1, got {self.window}")
-        if self.augment != "auto" and self.augment not in AUGMENTATIONS:
-            raise LabelcleanError(
-                f"augment must be 'auto' or one of {', '.join(AUGMENTATIONS)}, "
-                f"got {self.augment!r}"
-            )
+    def validate(self) -> None:
+        """Check every setting that can be checked before any data is read; raise
+        :class:`~labelclean.errors.LabelcleanError` for the first bad one."""
+        _choice("loss_pass", self.loss_pass, LOSS_PASSES)
+        _choice("suspicion", self.suspicion, SUSPICIONS)
+        _choice("score", self.score, SCORES)
+        _choice("augment", self.augment, ("auto", *AUGMENTATIONS))
+        _choice("kind", self.kind, get_args(SourceKind))
+        _integer("window", self.window, 1)
+        _integer("patience", self.patience, 1)
+        _integer("min_steps", self.min_steps, 0)
+        _integer("patience_steps", self.patience_steps, 0)
+        _integer("seed", self.seed, None)
         for name in ("batch_size", "max_epochs"):
-            value = getattr(self, name)
-            if value != "auto" and (not isinstance(value, int) or value <= 0):
-                raise LabelcleanError(f"{name} must be 'auto' or a positive integer, got {value!r}")
-        if self.lr is not None and not self.lr > 0:
-            raise LabelcleanError(f"lr must be positive, got {self.lr}")
-        if self.patience < 1:
-            raise LabelcleanError(f"patience must be at least 1, got {self.patience}")
-        for name in ("min_steps", "patience_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise LabelcleanError(f"{name} must be an integer >= 0, got {value!r}")
+            if getattr(self, name) != "auto":
+                _integer(name, getattr(self, name), 1, "'auto' or ")
+        if self.workers != "auto":
+            _integer("workers", _as_int(self.workers), 0, "'auto' or ")
+        if self.probe_every != "auto":
+            _integer("probe_every", _as_int(self.probe_every), 0, "'auto' or ")
+        for name in ("probe_batches", "image_size"):
+            if getattr(self, name) is not None:
+                _integer(name, getattr(self, name), 1, "None or ")
+        if self.max_memory is not None and not (_is_number(self.max_memory)
+                                                and self.max_memory > 0):
+            raise LabelcleanError(f"max_memory must be None or a positive number of bytes, "
+                                  f"got {self.max_memory!r}")
+        if self.lr is not None and not (_is_number(self.lr) and self.lr > 0):
+            raise LabelcleanError(f"lr must be positive, got {self.lr!r}")
+        if not (_is_number(self.momentum) and 0 <= self.momentum < 1):
+            raise LabelcleanError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not (_is_number(self.weight_decay) and self.weight_decay >= 0):
+            raise LabelcleanError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not isinstance(self.device, str):
+            raise LabelcleanError(f"device must be a string, got {self.device!r}")
+        if self.device != "auto":
+            # its syntax only: whether it is there (and what "cuda" means under
+            # torchrun) is distributed.setup's and the trainer's to say
+            try:
+                torch.device(self.device)
+            except RuntimeError:
+                raise LabelcleanError(f"unknown device {self.device!r}") from None
+        if self.progress not in (True, False, "auto"):
+            raise LabelcleanError(f"progress must be True, False or 'auto', got {self.progress!r}")
 
-    def _workers(self, data: Dataset) -> int:
+    def resolved_workers(self, data: Dataset) -> int:
+        """``workers`` for ``data``, ``"auto"`` resolved (see the class docstring)."""
         if self.workers == "auto":
             return min(4, os.cpu_count() or 1) if data.mapped else 0
         try:
@@ -753,7 +816,7 @@ class Cleaner:
         suspicion: np.ndarray,
         noise_mask: np.ndarray | None,
     ) -> dict[str, float]:
-        from .order_parameters import probe_order_parameters
+        from .order_parameters import SPLIT_KEYS, probe_order_parameters
 
         kwargs: dict[str, Any] = {
             "batch_size": trainer.config.batch_size, "spectrum": self.spectrum
@@ -774,35 +837,137 @@ class Cleaner:
         return out
 
 
+# ---------------------------------------------------------------------- validation
+
+
+def _choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise LabelcleanError(f"{name} must be one of {', '.join(map(str, choices))}, "
+                              f"got {value!r}")
+
+
+def _as_int(value: Any) -> Any:
+    """``"2"`` (as the command line passes ``--workers``) as 2; anything else unchanged."""
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _integer(name: str, value: Any, minimum: int | None, alternatives: str = "") -> None:
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if not ok or (minimum is not None and value < minimum):
+        bound = "an integer" if minimum is None else f"an integer >= {minimum}"
+        raise LabelcleanError(f"{name} must be {alternatives}{bound}, got {value!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and \
+        math.isfinite(value)
+
+
+# ---------------------------------------------------------------------- run state
+
+
+@dataclass
+class _RunState:
+    """What the training loop accumulates besides the trainer and the policy."""
+
+    stop_reason: str
+    rows: list[dict] = field(default_factory=list)
+    losses: list[np.ndarray] = field(default_factory=list)
+    margins: list[np.ndarray] = field(default_factory=list)
+    #: ``(weights, samples, decision)`` of the candidate ``t_c``.
+    best: tuple[dict, SampleStats, EpochDecision] | None = None
+    #: ``(samples, decision)`` of the latest epoch (the fallback when no epoch is best).
+    last: tuple[SampleStats, EpochDecision] | None = None
+    #: Training has ended (the policy stopped it); a resumed run goes straight to the end.
+    done: bool = False
+    #: Seconds the run had taken before it was resumed.
+    seconds_before: float = 0.0
+    seconds: float = 0.0
+
+
+class _StateSaver:
+    """Writes the run's state after each epoch and reads it back (:mod:`labelclean.resume`)."""
+
+    def __init__(self, folder: Path, settings: dict, fingerprint: str) -> None:
+        self.folder = folder
+        self.settings = settings
+        self.fingerprint = fingerprint
+
+    def save(self, run: _RunState, trainer: Trainer, policy: TcPolicy) -> None:
+        epoch = trainer.epoch
+        # the epoch's samples first: a kill between the two writes leaves a state
+        # that does not count them yet, and they are rewritten on resume
+        resume_mod.save_samples(self.folder, epoch, run.losses[-1], run.margins[-1])
+        best = None
+        if run.best is not None:
+            weights, samples, decision = run.best
+            best = {"weights": weights, "samples": asdict(samples),
+                    "decision": decision.to_dict()}
+        last = None
+        if run.best is None and run.last is not None:  # only the fallback needs it
+            last = {"samples": asdict(run.last[0]), "decision": run.last[1].to_dict()}
+        resume_mod.save_state(self.folder, {
+            "settings": self.settings,
+            "data": self.fingerprint,
+            "epoch": epoch,
+            "trainer": trainer.state_dict(),
+            "rng": _rng_state(),
+            "policy": policy.state_dict(),
+            "rows": run.rows,
+            "best": best,
+            "last": last,
+            "done": run.done,
+            "stop_reason": run.stop_reason,
+            "seconds": run.seconds,
+        })
+
+    def restore(self, run: _RunState, trainer: Trainer, policy: TcPolicy) -> None:
+        state = resume_mod.load_state(self.folder)
+        if state is None:
+            log.info("no saved state in %s: the run starts from its first epoch", self.folder)
+            return
+        resume_mod.check_compatible(state, self.settings, self.fingerprint, self.folder)
+        trainer.load_state_dict(state["trainer"])
+        _set_rng_state(state["rng"])
+        policy.load_state_dict(state["policy"])
+        run.rows = state["rows"]
+        run.losses, run.margins = resume_mod.load_samples(self.folder, int(state["epoch"]))
+        if state["best"] is not None:
+            best = state["best"]
+            run.best = (best["weights"], SampleStats(**best["samples"]),
+                        EpochDecision.from_dict(best["decision"]))
+        if state["last"] is not None:
+            run.last = (SampleStats(**state["last"]["samples"]),
+                        EpochDecision.from_dict(state["last"]["decision"]))
+        run.done = bool(state["done"])
+        run.stop_reason = state["stop_reason"]
+        run.seconds_before = float(state["seconds"])
+        log.info("resumed after epoch %d from %s", trainer.epoch, self.folder)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 # ---------------------------------------------------------------------- helpers
 
 
 def _cpu_copy(state: dict) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
-
-
-def _input_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel (images) or per-feature mean and std, in the input's units."""
-    if x.dim() == 4:
-        n = min(len(x), 20_000)
-        if n * x[0].numel() * 4 <= STATS_IN_ONE_GO_BYTES:
-            xs = x[:n].float()
-            mean = xs.mean(dim=(0, 2, 3)).reshape(-1, 1, 1)
-            std = xs.std(dim=(0, 2, 3)).reshape(-1, 1, 1)
-        else:  # large (e.g. memory-mapped) images: never one float copy of them all
-            s1 = torch.zeros(x.shape[1], dtype=torch.float64)
-            s2 = torch.zeros_like(s1)
-            for s in range(0, n, 256):
-                xs = x[s : min(n, s + 256)].double()
-                s1 += xs.sum(dim=(0, 2, 3))
-                s2 += xs.square().sum(dim=(0, 2, 3))
-            count = n * x.shape[2] * x.shape[3]
-            m = s1 / count
-            mean = m.float().reshape(-1, 1, 1)
-            std = ((s2 - count * m * m) / (count - 1)).clamp_min(0).sqrt().float().reshape(-1, 1, 1)
-    else:
-        mean, std = x.float().mean(0), x.float().std(0)
-    return mean, torch.where(std > 0, std, torch.ones_like(std))
 
 
 def _truth_metrics(flags: np.ndarray, losses: np.ndarray, noise_mask: np.ndarray) -> dict:
@@ -966,21 +1131,3 @@ def _progress(enabled: bool | str, total: int):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="labelclean", unit="epoch", leave=False)
-
-
-def environment() -> dict:
-    """Library versions, for run.json."""
-    import sklearn
-    import timm
-
-    return {
-        "labelclean": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "scikit-learn": sklearn.__version__,
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-        "platform": platform.platform(),
-        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
-    }

@@ -13,8 +13,9 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .decision import MIN_STEPS, PATIENCE_STEPS, WITHHELD_EXIT_STATUS
+from .decision import MIN_STEPS, PATIENCE_STEPS, SCORES, SUSPICIONS, WITHHELD_EXIT_STATUS
 from .errors import LabelcleanError, WithheldWarning
+from .summary import print_summary, withheld_paragraph
 
 _SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -69,6 +70,9 @@ def _auto_or_int(ctx: click.Context, param: click.Parameter, value: str | int) -
 
 
 def training_options(f):
+    """The options of every setting of :class:`~labelclean.Cleaner`, each named as its
+    keyword (``--max-epochs`` sets ``max_epochs``); their defaults are the keywords'
+    (tests/test_config.py fails when the two drift apart)."""
     options = [
         click.option("--model", default=None, help="timm model name or mlp[:w1,w2] "
                      "[default: regnetx_002 for images, mlp:256,256 for features]"),
@@ -93,9 +97,9 @@ def training_options(f):
                      default="auto", show_default=True,
                      help="Training augmentation (auto: shift-flip for colour images, none "
                      "otherwise); losses and margins always come from un-augmented images."),
-        click.option("--score", type=click.Choice(["delta_L", "separation"]), default="separation",
+        click.option("--score", type=click.Choice(SCORES), default="separation",
                      show_default=True, help="What the phase-II detector maximises."),
-        click.option("--suspicion", type=click.Choice(["aum", "loss", "logloss"]),
+        click.option("--suspicion", type=click.Choice(SUSPICIONS),
                      default="aum", show_default=True,
                      help="Per-sample score the flags are read from: minus the mean margin "
                      "over epochs since every class was learned (AUM < 0 flagged), the "
@@ -128,7 +132,7 @@ def training_options(f):
                      help="GiB the decoded images may take in memory [default: a quarter "
                      "of RAM]; larger inputs are decoded once into --cache and "
                      "memory-mapped."),
-        click.option("--workers", default="auto", show_default=True,
+        click.option("--workers", default="auto", show_default=True, callback=_auto_or_int,
                      help="DataLoader processes gathering batches of memory-mapped images "
                      "(auto: 0 in memory, up to 4 mapped)."),
         click.option("--compile", is_flag=True,
@@ -136,7 +140,7 @@ def training_options(f):
         click.option("--skip-unreadable", is_flag=True,
                      help="Leave undecodable images out (listed in the report) "
                      "instead of stopping."),
-        click.option("--probe-every", default="auto", show_default=True,
+        click.option("--probe-every", default="auto", show_default=True, callback=_auto_or_int,
                      help="Estimate order parameters every N epochs (0: off; auto: as often "
                      "as keeps the probe under 10% of training time)."),
         click.option("--probe-batches", type=int, default=None,
@@ -170,9 +174,12 @@ def training_options(f):
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train with this many processes on this machine (torchrun --standalone; "
               "one per GPU, gloo on CPUs). See docs/distributed.md.")
+@click.option("--resume", is_flag=True, help="Continue the run a crash or kill interrupted "
+              "in --out (same DATA and options), from the last finished epoch; without one, "
+              "start afresh.")
 @training_options
 def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, nproc: int,
-        **kw) -> None:
+        resume: bool, **kw) -> None:
     """Train on DATA, find phase II, and write the cleaned dataset to --out.
 
     DATA is an image folder (root/<class>/<image>), a CSV of path,label, or a
@@ -183,6 +190,9 @@ def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, npr
     from .export import export_result, image_roots
     from .sources import listed_images
 
+    Cleaner(**kw).validate()  # every setting, before any input is read
+    if resume and (nproc > 1 or distributed.launched()):
+        raise LabelcleanError("--resume continues a run in one process; leave out --nproc")
     inputs = [data] + ([val] if val else [])
     for path in inputs:  # before --out is touched
         if not path.exists():
@@ -208,71 +218,19 @@ def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, npr
         forbidden += image_roots(images) if images else []
     # The staging folder beside --out is opened before training: an unwritable
     # place fails now, not after an hour of it.
-    staging = rundir.begin(out, kind="run", overwrite=overwrite, inputs=forbidden)
+    staging = rundir.begin(out, kind="run", overwrite=overwrite, inputs=forbidden,
+                           resume=resume)
     with staging:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", WithheldWarning)  # said below, in full
-            result = Cleaner(progress="auto", **kw).fit(data, val=val)
+            result = Cleaner(progress="auto", **kw).fit(
+                data, val=val, state_dir=staging.state_dir, resume=resume)
         export_result(result, out, link=link, staging=staging)
     print_summary(result, out)
     if result.verdict.withheld:
         click.echo(withheld_paragraph(result.verdict), err=True)
         if not result.verdict.forced:
             sys.exit(WITHHELD_EXIT_STATUS)
-
-
-def _class_shares(shares: dict[str, float], most: int = 10) -> str:
-    """The classes with the largest flagged shares first, at most ``most`` of them."""
-    top = sorted(shares.items(), key=lambda kv: -kv[1])
-    text = ", ".join(f"{c} {100 * s:.0f}%" for c, s in top[:most])
-    return text + (f", ... ({len(top) - most} more)" if len(top) > most else "")
-
-
-def withheld_paragraph(verdict) -> str:
-    """What stderr says about a withheld run: the cause and what to try."""
-    import textwrap
-
-    head = ("labelclean: the flags were written anyway (--force-flags), but the run is NOT "
-            "convincing:" if verdict.forced else
-            "labelclean: withheld: nothing was flagged, because the run is not convincing:")
-    body = f"{head} {verdict.reason}. Try: {verdict.advice}."
-    if not verdict.forced:
-        body += f" (exit status {WITHHELD_EXIT_STATUS})"
-    return textwrap.fill(body, width=100)
-
-
-def print_summary(result, out: Path) -> None:
-    n = len(result.scores)
-    m = result.mixture
-    if result.params.get("suspicion") == "aum":
-        rule = f"AUM mixture D {m.separation:.2f}; flags AUM < 0"
-    else:
-        rule = f"delta_L {m.delta_L:.2f}, l_c {m.threshold:.2f}"
-    shares = result.flagged_share_by_class()
-    lines = [
-        f"verdict            {result.verdict}",
-        f"samples            {n}",
-        f"flagged            {result.n_flagged} ({100 * result.estimated_noise_rate:.1f}%)",
-        "flagged by class   " + _class_shares(shares),
-        f"t_c                epoch {result.t_c} of {result.timing['epochs_trained']} trained"
-        f"  ({rule})",
-    ]
-    if result.phase_boundaries:
-        spans = ", ".join(f"{k} {a}-{b}" for k, (a, b) in result.phase_boundaries.items())
-        lines.append(f"phases             {spans}")
-    if len(result.dataset.unreadable):
-        lines.append(f"unreadable images  {len(result.dataset.unreadable)} (see unreadable.csv)")
-    if result.val is not None and "val_accuracy" in result.history:
-        acc = result.history.loc[result.history.epoch == result.t_c, "val_accuracy"].iloc[0]
-        lines.append(f"val accuracy @t_c  {acc:.4f}")
-    seconds, device = result.timing["total_seconds"], result.params["device"]
-    lines.append(f"time               {seconds:.1f} s on {device}")
-    if result.dataset.origin == "folder" and Path(result.dataset.source).name == "train":
-        val = f", validated on {result.val.source}" if result.val is not None else ""
-        lines.append(f"trained on         {result.dataset.source}{val}")
-    lines.append(f"outputs            {out}/ (flagged_samples.csv, pred_probs.npy, report.html, "
-                 "checkpoint/)")
-    click.echo("\n".join(lines))
 
 
 @main.command(context_settings=_SETTINGS)

@@ -44,7 +44,7 @@ Scores
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -144,6 +144,15 @@ class PhaseIIDetector:
             return False
         return self.best_epoch is not None and self.since_best >= self.patience
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything :meth:`update` has accumulated, as plain values (for resuming)."""
+        return {f.name: copy_value(getattr(self, f.name)) for f in fields(self)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for f in fields(self):
+            if f.name in state:
+                setattr(self, f.name, copy_value(state[f.name]))
+
 
 #: Per-sample suspicion scores the mixture can be fitted to (see :func:`suspicion_scores`).
 SUSPICIONS = ("loss", "logloss", "aum")
@@ -239,6 +248,17 @@ def flag_samples(
     return np.asarray(losses) > mixture.threshold, p_noisy
 
 
+def copy_value(value: Any) -> Any:
+    """A copy of a state value that shares no array or container with ``value``."""
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, list):
+        return [copy_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: copy_value(v) for k, v in value.items()}
+    return value
+
+
 # ---------------------------------------------------------------------------
 # The whole t_c policy: learn before deciding, choose t_c, withhold when unsure
 # ---------------------------------------------------------------------------
@@ -315,6 +335,15 @@ class EpochDecision:
     would_flag: np.ndarray
     #: This epoch is the new candidate ``t_c``.
     is_best: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (the mixture as a dict), for a resume state."""
+        return {**{f.name: getattr(self, f.name) for f in fields(self)},
+                "mixture": self.mixture.to_dict()}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> EpochDecision:
+        return cls(**{**state, "mixture": LossMixture(**state["mixture"])})
 
 
 class TcPolicy:
@@ -481,6 +510,26 @@ class TcPolicy:
     @property
     def t_c(self) -> int | None:
         return self.detector.best_epoch
+
+    #: What :meth:`observe` accumulates; :meth:`state_dict` saves exactly these.
+    _STATE = ("patience", "steps", "ready_epochs", "first_visit", "_margin_sum",
+              "_margin_count", "aum_start", "_stable_losses", "_fallback", "_established")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The policy's whole accumulated state, as plain values and arrays: a
+        policy given it by :meth:`load_state_dict` observes the next epoch exactly
+        as this one would (a resumed run decides as the uninterrupted one)."""
+        return {
+            **{name: copy_value(getattr(self, name)) for name in self._STATE},
+            "detector": self.detector.state_dict(),
+            "best": None if self.best is None else self.best.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name in self._STATE:
+            setattr(self, name, copy_value(state[name]))
+        self.detector.load_state_dict(state["detector"])
+        self.best = None if state["best"] is None else EpochDecision.from_dict(state["best"])
 
     @property
     def should_stop(self) -> bool:

@@ -61,7 +61,7 @@ def run_demo(
     Returns precision, recall and F1 of the flags against the injected noise.
     """
     from .cleaner import Cleaner
-    from .cli import print_summary
+    from .summary import print_summary
 
     out = Path(out)
     if out.exists() and not out.is_dir():

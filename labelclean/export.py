@@ -43,6 +43,20 @@ from .checkpoint import save_checkpoint
 from .errors import LabelcleanError
 from .noise import precision_recall_f1
 
+# the names of a run folder's files: rundir owns the layout
+from .rundir import (
+    CHECKPOINT_DIR,
+    EMBEDDINGS_FILE,
+    LOSSES_FILE,
+    MARGINS_FILE,
+    METRICS_FILE,
+    PRED_PROBS_FILE,
+    REVIEW_FILE,
+    RUN_FILE,
+    SCORES_FILE,
+    UNREADABLE_FILE,
+)
+
 if TYPE_CHECKING:
     from .cleaner import CleanResult
 
@@ -53,22 +67,6 @@ if TYPE_CHECKING:
 LINK_MODES = ("copy", "hardlink", "symlink")
 DEFAULT_LINK = "copy"
 
-# One place for the names of a run folder's files.
-RUN_FILE = "run.json"
-SCORES_FILE = "scores.csv"
-REVIEW_FILE = "flagged_samples.csv"
-METRICS_FILE = "metrics.csv"
-LOSSES_FILE = "losses.npy"
-MARGINS_FILE = "margins.npy"
-PRED_PROBS_FILE = "pred_probs.npy"
-EMBEDDINGS_FILE = "embeddings.npy"
-UNREADABLE_FILE = "unreadable.csv"
-CHECKPOINT_DIR = "checkpoint"
-#: Files whose content ``report`` and ``apply`` rely on: checked against the
-#: manifest before use (flagged_samples.csv is meant to be edited, so it is not).
-INTEGRITY_FILES = (RUN_FILE, SCORES_FILE, METRICS_FILE, LOSSES_FILE, MARGINS_FILE,
-                   PRED_PROBS_FILE, EMBEDDINGS_FILE, UNREADABLE_FILE,
-                   f"{CHECKPOINT_DIR}/model.json")
 #: Inputs that are Python objects with no file of their own to protect or re-read.
 OBJECT_ORIGINS = ("arrays", "hf", "torch")
 
@@ -202,25 +200,6 @@ def guard_formulas(table: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- checks
 
 
-def check_scores(root: Path, run: dict, scores: pd.DataFrame) -> None:
-    """Refuse a ``scores.csv`` that disagrees with ``run.json`` (a truncated or
-    edited file), and any run file that differs from the manifest."""
-    rundir.verify(root, INTEGRITY_FILES)
-    where = root / SCORES_FILE
-    samples, flagged = run.get("samples"), run.get("flagged")
-    if isinstance(samples, int) and len(scores) != samples:
-        raise LabelcleanError(
-            f"{where} has {len(scores)} rows but {RUN_FILE} says {samples} samples; "
-            "the run folder is damaged"
-        )
-    n_flagged = int(np.count_nonzero(scores["flagged"].to_numpy()))
-    if isinstance(flagged, int) and n_flagged != flagged:
-        raise LabelcleanError(
-            f"{where} flags {n_flagged} samples but {RUN_FILE} says {flagged}; "
-            "the run folder is damaged"
-        )
-
-
 def review_table(result: CleanResult) -> pd.DataFrame:
     """``flagged_samples.csv``: the flagged rows plus the editable review columns."""
     f = result.flagged
@@ -245,8 +224,6 @@ def review_table(result: CleanResult) -> pd.DataFrame:
 
 
 def run_summary(result: CleanResult, out: Path) -> dict:
-    from .cleaner import environment
-
     data = result.dataset
     summary = {
         "labelclean_version": result.checkpoint_config["labelclean_version"],
@@ -299,6 +276,29 @@ def run_summary(result: CleanResult, out: Path) -> dict:
         row = result.history[result.history["epoch"] == result.t_c]
         summary["val_accuracy_at_t_c"] = float(row["val_accuracy"].iloc[0])
     return summary
+
+
+def environment() -> dict:
+    """Library versions, for run.json."""
+    import platform
+
+    import sklearn
+    import timm
+    import torch
+
+    from . import __version__
+
+    return {
+        "labelclean": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "scikit-learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "platform": platform.platform(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+    }
 
 
 def _in_phase(result: CleanResult, phase: str) -> bool | None:

@@ -54,17 +54,18 @@ from .sources import (
     CLASS_ORDER,
     MAX_NATIVE_SIZE,
     Dataset,
-    _cache_dir,
-    _label_name,
-    _load_feature_csv,
-    _load_path_csv,
-    _reason,
-    _size,
-    _target_size,
+    cache_dir,
     decode_image,
     default_max_memory,
+    error_reason,
+    format_size,
+    label_name,
+    load_feature_csv,
+    load_path_csv,
+    register_object_reader,
     sorted_classes,
     stack_images,
+    target_size,
 )
 
 #: Rows fetched from a Hugging Face dataset at a time (bounds Arrow conversion cost).
@@ -139,7 +140,7 @@ def load_frame(
     name = Path("the DataFrame")  # how messages name the table
     table = frame.reset_index(drop=True).copy()  # never the user's own object
     if path_column not in table.columns:
-        ds = _load_feature_csv(name, table, label_column, noise_column, classes)
+        ds = load_feature_csv(name, table, label_column, noise_column, classes)
         ds.origin, ds.source = "dataframe", Path(".")
         return ds
     base = Path(root) if root is not None else Path.cwd()
@@ -148,12 +149,12 @@ def load_frame(
     base = base.resolve()
     # Without a root the base is merely the current folder, not the user's data:
     # the cache may then lie under it.
-    cache_dir = _cache_dir(cache, base) if root is not None else (
+    cache_folder = cache_dir(cache, base) if root is not None else (
         None if cache is None else Path(cache).resolve()
     )
-    return _load_path_csv(
+    return load_path_csv(
         name, table, path_column, label_column, noise_column, image_size, classes,
-        skip_unreadable, workers, cache_dir, max_memory,
+        skip_unreadable, workers, cache_folder, max_memory,
         base=base, origin="dataframe", source=base,
     )
 
@@ -318,7 +319,7 @@ def _from_items(
             reasons.append("")
         except (OSError, ValueError, TypeError, SyntaxError) as e:
             decoder.add(None)
-            reasons.append(_reason(e))
+            reasons.append(error_reason(e))
     bad = [(str(i), r) for i, r in enumerate(reasons) if r]
     if bad and not skip_unreadable:
         raise LabelcleanError(
@@ -367,12 +368,12 @@ class _StreamDecoder:
         if self.target is None:
             self.sizes.add(picture.size)
             if len(self.sizes) > 1 or max(picture.size) > MAX_NATIVE_SIZE:
-                self._settle(_target_size(list(self.sizes), None))  # MAX_NATIVE_SIZE from now
+                self._settle(target_size(list(self.sizes), None))  # MAX_NATIVE_SIZE from now
         self.items.append(decode_image(picture, self.target) if self.target else picture)
 
     def finish(self) -> np.ndarray:
         if self.target is None:
-            self._settle(_target_size(list(self.sizes), None))
+            self._settle(target_size(list(self.sizes), None))
         return stack_images(self.items, self.target)
 
     def _settle(self, target: tuple[int, int]) -> None:
@@ -386,7 +387,8 @@ class _StreamDecoder:
         need = 3 * w * h * self.n  # colour is only known once decoded: three channels
         if need > self.limit:
             raise LabelcleanError(
-                f"the decoded images need {_size(need)}, more than the {_size(self.limit)} "
+                f"the decoded images need {format_size(need)}, more than the "
+                f"{format_size(self.limit)} "
                 "allowed in memory (max_memory); write them to disk and pass a CSV of paths "
                 "with a cache, or a smaller image_size"
             )
@@ -418,7 +420,7 @@ def _index_labels(
                 f"the {what} has label {int(y.max())} but only {len(class_names)} classes"
             )
     else:
-        texts = [_label_name(v) for v in labels]
+        texts = [label_name(v) for v in labels]
         if any(t == "" for t in texts):
             raise LabelcleanError(f"the {what} has samples without a label")
         class_names = list(classes) if classes is not None else sorted_classes(texts)
@@ -440,5 +442,8 @@ def _label_texts(labels: list[Any], class_names: list[str]) -> list[str]:
     for v in labels:
         i = _as_int(v)
         out.append(class_names[i] if i is not None and 0 <= i < len(class_names)
-                   else _label_name(v))
+                   else label_name(v))
     return out
+
+
+register_object_reader(load_object)

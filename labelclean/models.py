@@ -234,3 +234,31 @@ def default_augment(kind: str, input_shape: tuple[int, ...] = ()) -> str:
     :data:`DEFAULT_RGB_AUGMENT`)."""
     rgb = kind == "images" and input_shape and int(input_shape[0]) == 3
     return DEFAULT_RGB_AUGMENT if rgb else "none"
+
+
+#: Input statistics are computed from one float copy of up to this many bytes, else in chunks.
+STATS_IN_ONE_GO_BYTES = 256 << 20
+
+
+def input_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (images) or per-feature mean and std, in the input's units."""
+    if x.dim() == 4:
+        n = min(len(x), 20_000)
+        if n * x[0].numel() * 4 <= STATS_IN_ONE_GO_BYTES:
+            xs = x[:n].float()
+            mean = xs.mean(dim=(0, 2, 3)).reshape(-1, 1, 1)
+            std = xs.std(dim=(0, 2, 3)).reshape(-1, 1, 1)
+        else:  # large (e.g. memory-mapped) images: never one float copy of them all
+            s1 = torch.zeros(x.shape[1], dtype=torch.float64)
+            s2 = torch.zeros_like(s1)
+            for s in range(0, n, 256):
+                xs = x[s : min(n, s + 256)].double()
+                s1 += xs.sum(dim=(0, 2, 3))
+                s2 += xs.square().sum(dim=(0, 2, 3))
+            count = n * x.shape[2] * x.shape[3]
+            m = s1 / count
+            mean = m.float().reshape(-1, 1, 1)
+            std = ((s2 - count * m * m) / (count - 1)).clamp_min(0).sqrt().float().reshape(-1, 1, 1)
+    else:
+        mean, std = x.float().mean(0), x.float().std(0)
+    return mean, torch.where(std > 0, std, torch.ones_like(std))

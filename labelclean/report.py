@@ -43,8 +43,7 @@ import pandas as pd
 from ._io import atomic_write, write_text
 from .decision import LOG_EPS
 from .errors import LabelcleanError
-from .export import check_scores
-from .rundir import update_manifest
+from .rundir import check_scores, update_manifest
 
 REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
@@ -616,10 +615,6 @@ def scores_at_t_c(run: RunFiles) -> np.ndarray:
     return by_index["loss"].to_numpy(dtype=np.float64)
 
 
-#: The former name of :func:`scores_at_t_c`.
-losses_at_t_c = scores_at_t_c
-
-
 def _normal_pdf(x: np.ndarray, m: float, s: float) -> np.ndarray:
     s = max(float(s), 1e-9)
     return np.exp(-0.5 * ((x - m) / s) ** 2) / (s * math.sqrt(2 * math.pi))
@@ -855,7 +850,7 @@ def thumbnail(path: Path | None, side: int) -> str | None:
     """A base64 PNG of ``path`` shrunk to fit ``side`` x ``side``; None if unreadable."""
     from PIL import Image
 
-    from .sources import _to_l_or_rgb
+    from .sources import to_l_or_rgb
 
     if path is None:
         return None
@@ -866,7 +861,7 @@ def thumbnail(path: Path | None, side: int) -> str | None:
                 im = im.convert("RGBA")  # palette images resize poorly (nearest only)
             # Shrink first: the mode conversion then touches side x side pixels, not millions.
             im.thumbnail((side, side), Image.Resampling.BILINEAR)
-            im = _to_l_or_rgb(im)
+            im = to_l_or_rgb(im)
             if im.mode == "RGB":
                 im = im.quantize(THUMB_COLOURS, method=Image.Quantize.FASTOCTREE)
             buf = io.BytesIO()

@@ -51,15 +51,12 @@ from .errors import LabelcleanError
 from .export import (
     DEFAULT_LINK,
     LINK_MODES,
-    REVIEW_FILE,
-    RUN_FILE,
-    SCORES_FILE,
-    check_scores,
     guard_formulas,
     output_forbidden,
     place_file,
     unguard_cell,
 )
+from .rundir import REVIEW_FILE, RUN_FILE, SCORES_FILE, check_scores
 
 APPLY_FILE = "apply.json"
 LOG_FILE = "apply_log.csv"
@@ -451,14 +448,14 @@ def plan_table(run: RunInfo, decisions: dict[int, Decision], out: Path) -> pd.Da
     """The cleaned CSV: the input CSV's rows of kept samples, in input order, with
     the final labels in the label column and relative image paths rewritten to be
     valid from ``out`` (as :func:`labelclean.export._cleaned_table` does)."""
-    from .sources import _read_csv
+    from .sources import read_csv
 
     if not run.source.is_file():
         raise LabelcleanError(f"the run's input {run.source} is gone")
     params = run.run.get("params", {})
     label_column = params.get("label_column", "label")
     path_column = params.get("path_column", "path")
-    table = _read_csv(run.source, text_columns=(label_column, path_column))
+    table = read_csv(run.source, text_columns=(label_column, path_column))
     if label_column not in table.columns:
         raise LabelcleanError(f"{run.source.name} has no label column {label_column!r} any more")
     rows = _table_rows(run, table, params.get("path_column", "path"))

@@ -32,6 +32,14 @@ failed or killed command leaves no visible trace. Whatever a killed command
 left beside ``out`` is put right by the next command on that ``out``
 (:func:`recover`): a stale staging folder is removed, an interrupted swap is
 either undone (the previous output is renamed back) or finished.
+
+Resuming: while a run trains, its state after each epoch is kept in the staging
+folder's :data:`RESUME_DIR` (:mod:`labelclean.resume`), which
+:meth:`Staging.commit` removes just before the manifest is written. ``begin(...,
+resume=True)`` adopts the staging folder a killed run left (instead of removing
+it): it is renamed to this process's name and emptied of everything but the
+marker and the saved state, so the run continues and then writes its outputs
+afresh.
 """
 
 from __future__ import annotations
@@ -45,6 +53,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from . import __version__
 from ._io import write_json
 from .errors import LabelcleanError
@@ -53,7 +64,25 @@ MARKER = ".labelclean-run"
 FORMAT = "labelclean-output"
 #: What a folder of each kind is called in messages ("holds no labelclean run").
 KINDS = {"run": "labelclean run", "apply": "labelclean output", "demo": "labelclean demo"}
+# One place for the names of a run folder's files (labelclean.export writes them).
+RUN_FILE = "run.json"
+SCORES_FILE = "scores.csv"
+REVIEW_FILE = "flagged_samples.csv"
+METRICS_FILE = "metrics.csv"
+LOSSES_FILE = "losses.npy"
+MARGINS_FILE = "margins.npy"
+PRED_PROBS_FILE = "pred_probs.npy"
+EMBEDDINGS_FILE = "embeddings.npy"
+UNREADABLE_FILE = "unreadable.csv"
+CHECKPOINT_DIR = "checkpoint"
+#: Files whose content ``report`` and ``apply`` rely on: checked against the
+#: manifest before use (flagged_samples.csv is meant to be edited, so it is not).
+INTEGRITY_FILES = (RUN_FILE, SCORES_FILE, METRICS_FILE, LOSSES_FILE, MARGINS_FILE,
+                   PRED_PROBS_FILE, EMBEDDINGS_FILE, UNREADABLE_FILE,
+                   f"{CHECKPOINT_DIR}/model.json")
 _STAGE, _OLD = "stage", "old"
+#: The staging folder's sub-folder holding a run's resume state (never committed).
+RESUME_DIR = "resume"
 
 
 # ----------------------------------------------------------------------------- marker
@@ -134,6 +163,26 @@ def verify(folder: str | os.PathLike, names: Iterable[str]) -> None:
             )
 
 
+def check_scores(root: Path, run: dict, scores: pd.DataFrame) -> None:
+    """Refuse a ``scores.csv`` that disagrees with ``run.json`` (a truncated or
+    edited file), and any run file that differs from the manifest."""
+    verify(root, INTEGRITY_FILES)
+    where = root / SCORES_FILE
+    samples, flagged = run.get("samples"), run.get("flagged")
+    if isinstance(samples, int) and len(scores) != samples:
+        raise LabelcleanError(
+            f"{where} has {len(scores)} rows but {RUN_FILE} says {samples} samples; "
+            "the run folder is damaged"
+        )
+    n_flagged = int(np.count_nonzero(scores["flagged"].to_numpy()))
+    if isinstance(flagged, int) and n_flagged != flagged:
+        raise LabelcleanError(
+            f"{where} flags {n_flagged} samples but {RUN_FILE} says {flagged}; "
+            "the run folder is damaged"
+        )
+
+
+
 # ----------------------------------------------------------------------------- staging
 
 
@@ -146,9 +195,21 @@ class Staging:
     kind: str
     id: str
     created: list[Path] = field(default_factory=list)  # parents of out labelclean made
+    #: Adopted from a killed run (``begin(resume=True)``): a failure keeps it, and
+    #: its saved state, for the next ``--resume`` (a mistyped option must not cost
+    #: the hours already trained).
+    resumed: bool = False
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the run keeps its resume state until :meth:`commit`."""
+        return self.path / RESUME_DIR
 
     def commit(self) -> Path:
         """Write the manifest, then put the staging folder in place of ``out``."""
+        # The state is dropped first: killed between the two, a resume starts
+        # over, whereas a committed state would be a stray file in the output.
+        shutil.rmtree(self.state_dir, ignore_errors=True)
         marker = _marker(self.kind, self.id, complete=True, files=manifest_of(self.path))
         write_json(self.path / MARKER, marker)
         if self.out.is_dir() and any(self.out.iterdir()):
@@ -163,7 +224,10 @@ class Staging:
         return self.out
 
     def abort(self) -> None:
-        """Remove the staging folder and any parent folders this command created."""
+        """Remove the staging folder and any parent folders this command created
+        (a resumed staging folder stays, for the next resume)."""
+        if self.resumed:
+            return
         if self.path.exists():
             shutil.rmtree(self.path, ignore_errors=True)
         for folder in reversed(self.created):
@@ -187,8 +251,13 @@ def begin(
     kind: str,
     overwrite: bool,
     inputs: Iterable[str | os.PathLike] = (),
+    resume: bool = False,
 ) -> Staging:
     """Check ``out`` and open a staging folder beside it (see the module docstring).
+
+    With ``resume``, the staging folder a killed command of this ``kind`` left
+    beside ``out`` with a saved state in it is taken over (its state kept, its
+    other files removed); without one, a new staging folder is opened as usual.
 
     Raises :class:`LabelcleanError` when ``out`` overlaps one of ``inputs``,
     is not empty without ``overwrite``, or is not empty and holds no
@@ -200,25 +269,32 @@ def begin(
     check_overlap(out, inputs)
     if out.exists() and not out.is_dir():
         raise LabelcleanError(f"--out {out} exists and is not a folder")
-    recover(out)
+    left = resumable(out, kind) if resume else None
+    recover(out, keep=left)
     check_replaceable(out, kind=kind, overwrite=overwrite)
     created = _make_parents(out.parent)
     run_id = uuid.uuid4().hex
+    if left is not None:
+        run_id = (read_marker(left) or {}).get("id", run_id)
     path = _sibling(out, _STAGE, run_id[:8])
     try:
-        path.mkdir()
+        if left is not None:
+            _rename(left, path)  # under this process's id: recover() now leaves it alone
+            _empty_but_state(path)
+        else:
+            path.mkdir()
         write_json(path / MARKER, _marker(kind, run_id, complete=False, files={}))
         if out.is_dir():
             _probe(out)  # the swap must be able to move the user's files out of it
     except BaseException:
         Staging(out, path, kind, run_id, created).abort()
         raise
-    return Staging(out, path, kind, run_id, created)
+    return Staging(out, path, kind, run_id, created, resumed=left is not None)
 
 
-def check_overlap(out: Path, inputs: Iterable[str | os.PathLike]) -> None:
+def check_overlap(out: Path, inputs: Iterable[str | os.PathLike], what: str = "--out") -> None:
     """Refuse an ``out`` that is, contains or lies inside an input folder, or a
-    CSV input's folder."""
+    CSV input's folder (``what`` names ``out`` in the message)."""
     out = Path(out).resolve()
     for src in inputs:
         src = Path(src).resolve()
@@ -227,7 +303,7 @@ def check_overlap(out: Path, inputs: Iterable[str | os.PathLike]) -> None:
         else:  # a CSV: don't write into its folder, or over it
             clash = out == src or out == src.parent or out in src.parents
         if clash:
-            raise LabelcleanError(f"--out {out} overlaps the input {src}; choose another folder")
+            raise LabelcleanError(f"{what} {out} overlaps the input {src}; choose another folder")
 
 
 def check_replaceable(out: Path, *, kind: str, overwrite: bool) -> None:
@@ -252,19 +328,19 @@ def check_replaceable(out: Path, *, kind: str, overwrite: bool) -> None:
 # ----------------------------------------------------------------------------- recovery
 
 
-def recover(out: Path) -> None:
+def recover(out: Path, keep: Path | None = None) -> None:
     """Put right what a killed labelclean left beside ``out``.
 
     An interrupted swap is undone when ``out`` is gone (the previous output is
     renamed back) and finished when the new output is in place; a staging
-    folder is removed. Folders of a labelclean process still running are left
-    alone.
+    folder is removed, except ``keep`` (one about to be resumed). Folders of a
+    labelclean process still running are left alone.
     """
     if not out.parent.is_dir():
         return
     for role in (_OLD, _STAGE):
         for sibling in sorted(out.parent.glob(f".{_escape(out.name)}.labelclean-{role}-*")):
-            if _owner_alive(sibling) or read_marker(sibling) is None:
+            if _owner_alive(sibling) or read_marker(sibling) is None or sibling == keep:
                 continue
             if role == _STAGE:
                 shutil.rmtree(sibling)  # only labelclean ever wrote into it
@@ -272,6 +348,34 @@ def recover(out: Path) -> None:
                 _rename(sibling, out)
             elif read_marker(out) is not None:
                 _retire(sibling, out)
+
+
+def resumable(out: str | os.PathLike, kind: str = "run") -> Path | None:
+    """The staging folder a killed command of ``kind`` left beside ``out`` with a
+    saved state (the most recently saved one), or None."""
+    from .resume import STATE_FILE
+
+    out = Path(out).absolute()
+    found = []
+    for sibling in out.parent.glob(f".{_escape(out.name)}.labelclean-{_STAGE}-*"):
+        marker = read_marker(sibling)
+        state = sibling / RESUME_DIR / STATE_FILE
+        if (marker is not None and marker.get("kind") == kind and not marker.get("complete")
+                and not _owner_alive(sibling) and state.is_file()):
+            found.append((state.stat().st_mtime_ns, sibling))
+    return max(found)[1] if found else None
+
+
+def _empty_but_state(staging: Path) -> None:
+    """Remove what a killed command had begun to write into its staging folder
+    (outputs are rewritten afresh), keeping the marker and the saved state."""
+    for child in staging.iterdir():
+        if child.name in (MARKER, RESUME_DIR):
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def stale_siblings(out: str | os.PathLike) -> list[Path]:

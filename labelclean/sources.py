@@ -52,6 +52,7 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,9 +292,9 @@ def load_dataset(
         For any problem with the input, with a one-line message.
     """
     if not isinstance(source, (str, os.PathLike)):
-        from .inmemory import load_object
-
-        return load_object(
+        if _object_reader is None:  # pragma: no cover - the package registers one on import
+            raise LabelcleanError(f"cannot read a {type(source).__name__}: no object reader")
+        return _object_reader(
             source, path_column=path_column, label_column=label_column,
             image_column=image_column, root=root, noise_column=noise_column,
             image_size=image_size, classes=classes, skip_unreadable=skip_unreadable,
@@ -311,7 +312,7 @@ def load_dataset(
         if path.is_dir():
             kind = "folder"
         elif path.suffix.lower() in {".csv", ".tsv", ".txt"}:
-            columns = _read_csv(path, nrows=0).columns
+            columns = read_csv(path, nrows=0).columns
             kind = "paths" if path_column in columns else "features"
         else:
             raise LabelcleanError(
@@ -325,19 +326,32 @@ def load_dataset(
         return _load_images(
             files, labels, ids, "folder", path, None, None, noise=None,
             image_size=image_size, classes=classes, skip_unreadable=skip_unreadable,
-            workers=workers, cache=_cache_dir(cache, path), max_memory=max_memory,
+            workers=workers, cache=cache_dir(cache, path), max_memory=max_memory,
         )
     if path.is_dir():
         raise LabelcleanError(f"--kind {kind} needs a CSV file, got a directory: {path}")
-    table = _read_csv(path, text_columns=(label_column, path_column))
+    table = read_csv(path, text_columns=(label_column, path_column))
     if kind == "paths":
-        return _load_path_csv(
+        return load_path_csv(
             path, table, path_column, label_column, noise_column, image_size, classes,
-            skip_unreadable, workers, _cache_dir(cache, path.parent), max_memory,
+            skip_unreadable, workers, cache_dir(cache, path.parent), max_memory,
         )
     if kind == "features":
-        return _load_feature_csv(path, table, label_column, noise_column, classes)
+        return load_feature_csv(path, table, label_column, noise_column, classes)
     raise LabelcleanError(f"unknown input kind {kind!r}: use auto, folder, paths or features")
+
+
+#: Reads inputs that are Python objects rather than paths (a DataFrame, a Hugging
+#: Face or torch dataset): :func:`labelclean.inmemory.load_object`, registered by
+#: that module when the package is imported, so that this module, which it builds
+#: on, does not import it back.
+_object_reader: Callable[..., Dataset] | None = None
+
+
+def register_object_reader(reader: Callable[..., Dataset]) -> None:
+    """Make ``reader(obj, **settings)`` what :func:`load_dataset` reads Python objects with."""
+    global _object_reader
+    _object_reader = reader
 
 
 def split_layout(root: str | os.PathLike) -> dict[str, Path] | None:
@@ -386,7 +400,7 @@ def listed_images(
     if kind == "auto" and path.suffix.lower() not in {".csv", ".tsv", ".txt"}:
         return []
     try:
-        table = _read_csv(path, text_columns=(path_column,))
+        table = read_csv(path, text_columns=(path_column,))
     except LabelcleanError:
         return []
     if path_column not in table.columns:
@@ -397,7 +411,7 @@ def listed_images(
     ]
 
 
-def _read_csv(
+def read_csv(
     path: Path, nrows: int | None = None, text_columns: tuple[str, ...] = ()
 ) -> pd.DataFrame:
     """Read a CSV input. In ``text_columns`` (labels, paths) only an empty cell
@@ -433,7 +447,7 @@ def _labels_column(table: pd.DataFrame, label_column: str, path: Path) -> pd.Ser
         raise LabelcleanError(
             f"{path.name}: {int(missing.sum())} rows have no label (first: data row {row + 1})"
         )
-    return labels.map(_label_name)
+    return labels.map(label_name)
 
 
 def _noise_column(table: pd.DataFrame, noise_column: str | None, path: Path) -> np.ndarray | None:
@@ -452,7 +466,7 @@ def _noise_column(table: pd.DataFrame, noise_column: str | None, path: Path) -> 
     return values.isin(truthy).to_numpy()
 
 
-def _load_path_csv(
+def load_path_csv(
     path: Path,
     table: pd.DataFrame,
     path_column: str,
@@ -496,7 +510,7 @@ def _load_path_csv(
     )
 
 
-def _load_feature_csv(
+def load_feature_csv(
     path: Path,
     table: pd.DataFrame,
     label_column: str,
@@ -590,14 +604,15 @@ def _load_images(
         mapped = cached is not None
     if cached is None:
         sizes = _probe_all(files, threads)
-        w, h = _target_size(sizes, image_size)
+        w, h = target_size(sizes, image_size)
         limit = default_max_memory() if max_memory is None else int(max_memory)
         # colour is only known once decoded: budget for three channels
         need = 3 * w * h * sum(not isinstance(s, str) for s in sizes)
         if need > limit:
             if cache is None:
                 raise LabelcleanError(
-                    f"the decoded images need {_size(need)}, more than the {_size(limit)} "
+                    f"the decoded images need {format_size(need)}, more than the "
+                    f"{format_size(limit)} "
                     "allowed in memory (--max-memory); pass --cache DIR to decode them once "
                     "to a memory-mapped file there, or a smaller --image-size"
                 )
@@ -653,7 +668,7 @@ def default_max_memory() -> int:
         return 4 << 30
 
 
-def _size(n: int) -> str:
+def format_size(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
@@ -662,7 +677,7 @@ def _probe_all(files: list[Path], workers: int) -> list[tuple[int, int] | str]:
         return list(pool.map(_probe_size, files))
 
 
-def _target_size(sizes: list[tuple[int, int] | str], image_size: int | None) -> tuple[int, int]:
+def target_size(sizes: list[tuple[int, int] | str], image_size: int | None) -> tuple[int, int]:
     """``(width, height)`` every image is decoded to (see ``load_dataset``)."""
     if image_size is not None:
         return image_size, image_size
@@ -708,7 +723,7 @@ def stack_images(arrays: list[np.ndarray], target: tuple[int, int]) -> np.ndarra
 _CACHE_VERSION = 1
 
 
-def _cache_dir(cache: str | os.PathLike | None, source: Path) -> Path | None:
+def cache_dir(cache: str | os.PathLike | None, source: Path) -> Path | None:
     """The cache folder, refused when it lies inside the input (never write there)."""
     if cache is None:
         return None
@@ -871,7 +886,7 @@ def _probe_size(file: Path) -> tuple[int, int] | str:
         with Image.open(file) as im:
             return im.size
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        return _reason(e)
+        return error_reason(e)
 
 
 def _decode(file: Path, size: tuple[int, int] | str, target: tuple[int, int]) -> np.ndarray | str:
@@ -883,20 +898,20 @@ def _decode(file: Path, size: tuple[int, int] | str, target: tuple[int, int]) ->
             im.load()
             return decode_image(im, target)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        return _reason(e)
+        return error_reason(e)
 
 
 def decode_image(im: Image.Image, target: tuple[int, int]) -> np.ndarray:
     """A loaded PIL image as ``uint8`` at ``target`` (width, height): 2-D for
     grayscale, ``(H, W, 3)`` for colour. Every input kind decodes through here,
     so the same picture gives the same pixels whatever it was read from."""
-    im = _to_l_or_rgb(im)
+    im = to_l_or_rgb(im)
     if im.size != target:
         im = im.resize(target, Image.Resampling.BILINEAR)
     return np.asarray(im, dtype=np.uint8)
 
 
-def _to_l_or_rgb(im: Image.Image) -> Image.Image:
+def to_l_or_rgb(im: Image.Image) -> Image.Image:
     if im.mode in ("1", "L", "I", "I;16", "F"):
         if im.mode in ("I", "I;16", "F"):
             arr = np.asarray(im, dtype=np.float64)
@@ -914,7 +929,7 @@ def _to_l_or_rgb(im: Image.Image) -> Image.Image:
     return rgb
 
 
-def _reason(e: BaseException) -> str:
+def error_reason(e: BaseException) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return text[:200]
 
@@ -922,7 +937,7 @@ def _reason(e: BaseException) -> str:
 # --------------------------------------------------------------------------- labels
 
 
-def _label_name(v: object) -> str:
+def label_name(v: object) -> str:
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
     return str(v).strip()
@@ -948,7 +963,7 @@ def sorted_classes(names) -> list[str]:
 def _class_list(labels: pd.Series, classes: list[str] | None, source: Path) -> list[str]:
     if classes is not None:
         return list(classes)
-    found = sorted_classes(labels.map(_label_name))
+    found = sorted_classes(labels.map(label_name))
     if len(found) < 2:
         raise LabelcleanError(f"{source.name} has a single class ({found[0]}); need two")
     return found
@@ -956,7 +971,7 @@ def _class_list(labels: pd.Series, classes: list[str] | None, source: Path) -> l
 
 def _encode(labels: pd.Series, classes: list[str], source: Path) -> np.ndarray:
     index = {c: i for i, c in enumerate(classes)}
-    names = labels.map(_label_name)
+    names = labels.map(label_name)
     unknown = sorted(set(names) - set(index), key=_natural_key)
     if unknown:
         raise LabelcleanError(

@@ -13,9 +13,8 @@ from PIL import Image
 
 import labelclean.sources as sources
 from labelclean import LabelcleanError, load_dataset
-from labelclean.cleaner import _input_statistics
 from labelclean.cli import main
-from labelclean.models import create_model
+from labelclean.models import create_model, input_statistics
 from labelclean.training import TrainConfig, Trainer
 
 TINY = 1000  # bytes: forces the memory-mapped path for any real folder
@@ -86,7 +85,7 @@ def test_workers_gather_the_same_batches(tmp_path):
     runs = []
     for workers in (0, 2):
         torch.manual_seed(0)
-        model = create_model("mlp:16", data.input_shape, 3, *_input_statistics(data.x))
+        model = create_model("mlp:16", data.input_shape, 3, *input_statistics(data.x))
         trainer = Trainer(model, data.x, data.y, TrainConfig(batch_size=16, workers=workers))
         stats = trainer.train_epoch()
         runs.append((stats.train_loss, trainer.evaluate().loss))
@@ -96,11 +95,11 @@ def test_workers_gather_the_same_batches(tmp_path):
 
 def test_chunked_input_statistics_match_the_direct_ones(monkeypatch):
     x = torch.randint(0, 256, (300, 3, 8, 8), dtype=torch.uint8)
-    direct = _input_statistics(x)
-    import labelclean.cleaner as cleaner
+    direct = input_statistics(x)
+    import labelclean.models as models
 
-    monkeypatch.setattr(cleaner, "STATS_IN_ONE_GO_BYTES", 0)
-    chunked = _input_statistics(x)
+    monkeypatch.setattr(models, "STATS_IN_ONE_GO_BYTES", 0)
+    chunked = input_statistics(x)
     for a, b in zip(direct, chunked, strict=True):
         assert torch.allclose(a, b, rtol=1e-5)
 

@@ -27,8 +27,8 @@ from labelclean.report import (
     fig_separation,
     histogram_data,
     load_run,
-    losses_at_t_c,
     make_thumbnails,
+    scores_at_t_c,
     suspicion_history,
     write_report,
 )
@@ -271,7 +271,7 @@ def test_a_run_that_flagged_nothing(runs, tmp_path):
 
 def test_the_histogram_shows_what_the_mixture_was_fitted_to(runs):
     run = load_run(runs.folder_run)
-    values = losses_at_t_c(run)
+    values = scores_at_t_c(run)
     if "score" in run.scores.columns:
         # The heatmap's windowed rows reproduce the cleaner's suspicion scores.
         windowed = _windowed(np.asarray(run.losses, dtype=np.float64), run.window)
