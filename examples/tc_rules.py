@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from labelclean import mixture as mixmod
-from labelclean.decision import TcPolicy, suspicion_scores
+from labelclean.decision import TcPolicy, suggested_labels, suspicion_scores
 from labelclean.mixture import fit_loss_mixture
 from labelclean.noise import precision_recall_f1
 
@@ -131,7 +131,9 @@ def replay_default(path: Path, every: int = 1, batch_size: int = 128) -> dict:
         "classes_learned": [TcPolicy.classes_learned(p, given, k) for p in preds],
     })
     policy = TcPolicy.replay(history, L, M, k)
-    verdict, flags = policy.verdict(policy.best, given, [str(c) for c in range(k)])
+    at_tc = int(np.searchsorted(history["epoch"].to_numpy(), policy.t_c))
+    verdict, flags = policy.verdict(policy.best, given, [str(c) for c in range(k)],
+                                    suggested=suggested_labels(preds[at_tc], None, given))
     return {"t_c": int(policy.t_c), "f1": prf(flags, d["mask"]),
             "flagged": float(flags.mean()), "verdict": verdict.status}
 

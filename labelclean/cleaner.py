@@ -40,6 +40,7 @@ from .decision import (
     EpochDecision,
     TcPolicy,
     Verdict,
+    suggested_labels,
 )
 from .errors import LabelcleanError, WithheldWarning
 from .mixture import LossMixture
@@ -648,7 +649,8 @@ class Cleaner:
             log_tensorboard(self.tensorboard_dir, history, t_c)
         phase_boundaries = _label_phases(history, noisy=decision_tc.noisy)
         verdict, flags = policy.verdict(
-            decision_tc, train.y, list(train.classes), force=self.force_flags
+            decision_tc, train.y, list(train.classes), force=self.force_flags,
+            suggested=suggested_labels(at_tc.pred, at_tc.runner_up, train.y),
         )
         p_noisy = decision_tc.mixture.posterior(decision_tc.scores)
         scores = _scores_frame(
@@ -995,8 +997,7 @@ def _scores_frame(
     """
     classes = np.asarray(data.classes, dtype=object)
     agrees = s.pred == data.y
-    runner_up = s.runner_up if s.runner_up is not None else s.pred
-    suggested = np.where(agrees, runner_up, s.pred)
+    suggested = suggested_labels(s.pred, s.runner_up, data.y)
     df = pd.DataFrame(
         {
             "sample_id": data.ids,

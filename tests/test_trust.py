@@ -95,6 +95,48 @@ def test_a_class_that_would_be_emptied_is_withheld_unless_forced():
     np.testing.assert_array_equal(out, flags)
 
 
+def test_a_class_keeps_its_label_while_it_stays_the_plurality_of_its_samples():
+    # 60 % of class "a" flagged, spread over four other classes: "a" keeps 40
+    # samples, more than any one class receives (15), so its given label stays
+    # the plurality and the run may flag (real human noise flags this much)
+    y = np.repeat(np.arange(5), 100)
+    flags = np.zeros(500, bool)
+    flags[:60] = True
+    suggested = np.where(np.arange(500) < 60, 1 + np.arange(500) % 4, y)
+    scores = np.where(flags, 2.0, -2.0) + np.random.default_rng(0).normal(0, 0.1, 500)
+    names = list("abcde")
+    verdict, out = TcPolicy().verdict(_decision(scores, flags, learned=5), y, names,
+                                      suggested=suggested)
+    assert verdict.status == "flagged" and out.sum() == 60
+    # ... but not when the flags move most of them to one class
+    to_b = np.where(np.arange(500) < 60, 1, y)
+    verdict, out = TcPolicy().verdict(_decision(scores, flags, learned=5), y, names,
+                                      suggested=to_b)
+    assert verdict.withheld and "class 'a'" in verdict.reason and "to class 'b'" in verdict.reason
+    assert not out.any()
+    # without suggested labels: as if every flag went to one class (> half flagged withholds)
+    verdict, _ = TcPolicy().verdict(_decision(scores, flags, learned=5), y, names)
+    assert verdict.withheld
+
+
+def test_first_visit_chance_is_independence_not_the_commonest_label():
+    policy = TcPolicy()
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 4000)
+    order = rng.permutation(4000)
+    # predictions independent of the labels: z near 0, whatever their spread
+    policy.first_visits(rng.integers(0, 10, 4000), y, order, steps=30)
+    assert abs(policy.first_visit["z"]) < 3 and 0.09 < policy.first_visit["chance"] < 0.11
+    # always the commonest label: exactly chance
+    policy.first_visits(np.full(4000, np.bincount(y).argmax()), y, order, steps=30)
+    assert abs(policy.first_visit["z"]) < 1e-9
+    # right 14 % of the time where chance is 10 %: evidence (the old baseline,
+    # the commonest label's share, would have asked for more)
+    pred = np.where(rng.random(4000) < 0.045, y, rng.integers(0, 10, 4000))
+    policy.first_visits(pred, y, order, steps=30)
+    assert policy.first_visit["z"] > 3
+
+
 def test_an_unlearned_model_is_withheld_and_says_which_classes():
     y = np.repeat([0, 1, 2], 10)
     flags = np.zeros(30, bool)
