@@ -471,14 +471,10 @@ class Cleaner:
             result, the other ranks None.
         """
         self.validate()
-        if resume and state_dir is None:
+        if resume and state_dir is None and distributed.is_main_process():
             raise LabelcleanError("resume needs the state_dir the run saved its state to")
         dist, device = distributed.setup(self.device)
         try:
-            if resume and dist.enabled:
-                raise LabelcleanError(
-                    "resuming a run of several processes is not supported yet; resume it "
-                    "in one process (without --nproc or torchrun)")
             return self._fit(data, val, noise_mask, dist, device,
                              None if state_dir is None else Path(state_dir), resume)
         finally:
@@ -559,6 +555,16 @@ class Cleaner:
                                 resume_mod.data_fingerprint(train.ids, train.y, train.classes))
             if resume:
                 saver.restore(run, trainer, policy)
+        if resume and dist.enabled:
+            # Only rank 0 keeps the state; the others continue from its weights,
+            # optimiser, epoch and RNG streams (the same on every rank in DDP).
+            shared = distributed.share(dist, {
+                "trainer": _to_cpu(trainer.state_dict()), "rng": _rng_state(),
+                "done": run.done} if dist.is_main else None)
+            if not dist.is_main:
+                trainer.load_state_dict(shared["trainer"])
+                _set_rng_state(shared["rng"])
+                run.done = bool(shared["done"])
         bar = _progress(self.progress, config.max_epochs) if dist.is_main else None
         if bar is not None and trainer.epoch:
             bar.update(trainer.epoch)
@@ -952,6 +958,17 @@ class _StateSaver:
         log.info("resumed after epoch %d from %s", trainer.epoch, self.folder)
 
 
+def _to_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor in it (nested dicts, lists, tuples) copied to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
 def _rng_state() -> dict:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -962,7 +979,9 @@ def _rng_state() -> dict:
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # a resumed rank may sit on a machine with fewer GPUs than rank 0's
+        for i, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, i)
 
 
 # ---------------------------------------------------------------------- helpers

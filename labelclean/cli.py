@@ -191,8 +191,6 @@ def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, npr
     from .sources import listed_images
 
     Cleaner(**kw).validate()  # every setting, before any input is read
-    if resume and (nproc > 1 or distributed.launched()):
-        raise LabelcleanError("--resume continues a run in one process; leave out --nproc")
     inputs = [data] + ([val] if val else [])
     for path in inputs:  # before --out is touched
         if not path.exists():
@@ -210,7 +208,7 @@ def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, npr
         sys.exit(distributed.relaunch(nproc, args))
     if not distributed.is_main_process():
         # Another rank of a torchrun job: it trains its share; rank 0 writes --out.
-        Cleaner(progress=False, **kw).fit(data, val=val)
+        Cleaner(progress=False, **kw).fit(data, val=val, resume=resume)
         return
     forbidden = list(inputs)
     for path in inputs:

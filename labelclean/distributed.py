@@ -185,6 +185,15 @@ def stop_together(d: Dist, stop: bool) -> bool:
     return bool(flag.item())
 
 
+def share(d: Dist, obj: T | None) -> T:
+    """Rank 0's ``obj`` (a picklable object, its tensors on the CPU), on every rank."""
+    if not d.enabled:
+        return obj  # type: ignore[return-value]
+    box = [obj if d.is_main else None]
+    dist.broadcast_object_list(box, src=0, device=d.device if d.device.type == "cuda" else None)
+    return box[0]  # type: ignore[return-value]
+
+
 def all_reduce_sum(d: Dist, values: torch.Tensor) -> torch.Tensor:
     """``values`` summed over the ranks (in place; returned for chaining)."""
     if d.enabled:

@@ -211,3 +211,72 @@ def test_two_processes_match_one_process(tmp_path):
     assert probed.sum() >= 2 and (m2["A"].notna() == probed).all()
     for col in ("A", "R", "train_loss", "eval_accuracy"):
         np.testing.assert_allclose(m2.loc[probed, col], m1.loc[probed, col], rtol=1e-3)
+
+
+# Hold every rank at global SGD step HOLD_AT after announcing its pid in
+# held-<rank>, so the job can be killed mid-epoch at a known point.
+HOLD_WRAPPER = """
+import os, sys, time
+from pathlib import Path
+import torch
+
+hold_at = int(os.environ.get("HOLD_AT") or 0)
+steps = [0]
+original_step = torch.optim.SGD.step
+def step(self, *args, **kwargs):
+    steps[0] += 1
+    if steps[0] == hold_at:
+        Path(os.environ["HOLD_DIR"], "held-" + os.environ["RANK"]).write_text(str(os.getpid()))
+        time.sleep(300)
+    return original_step(self, *args, **kwargs)
+torch.optim.SGD.step = step
+
+from labelclean.cli import main
+main(sys.argv[1:], prog_name="labelclean")
+"""
+
+
+def test_a_killed_two_process_run_resumes_to_the_same_result(tmp_path):
+    _features(tmp_path / "feats.csv")
+    script = tmp_path / "wrapper.py"
+    script.write_text(HOLD_WRAPPER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]), "OMP_NUM_THREADS": "1",
+        "HOLD_DIR": str(tmp_path)}
+
+    def launch(out: str, *extra: str, hold: int = 0) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone",
+             "--nproc-per-node", "2", str(script), "run", str(tmp_path / "feats.csv"),
+             "--out", str(tmp_path / out), *ARGS, *extra],
+            env={**env, "HOLD_AT": str(hold)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+
+    def finish(proc: subprocess.Popen) -> None:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+
+    finish(launch("whole"))
+    # 600 samples at batch 32: 19 steps an epoch; step 62 is mid-epoch 4
+    job = launch("killed", hold=62)
+    held = [tmp_path / "held-0", tmp_path / "held-1"]
+    deadline = time.monotonic() + 300
+    while not all(h.exists() and h.read_text() for h in held):
+        assert job.poll() is None, job.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the job never reached the hold point"
+        time.sleep(0.05)
+    for pid in [int(h.read_text()) for h in held] + [job.pid]:  # the ranks, then torchrun
+        os.kill(pid, 9)
+    job.wait(timeout=60)
+    assert not (tmp_path / "killed").exists()  # nothing half-written where --out should be
+
+    finish(launch("killed", "--resume"))
+    whole, resumed = tmp_path / "whole", tmp_path / "killed"
+    pd.testing.assert_frame_equal(pd.read_csv(whole / "flagged_samples.csv"),
+                                  pd.read_csv(resumed / "flagged_samples.csv"))
+    timings = ["seconds_train", "seconds_observe"]
+    mw, mr = (pd.read_csv(p / "metrics.csv").drop(columns=timings) for p in (whole, resumed))
+    pd.testing.assert_frame_equal(mw, mr)
+    assert json.loads((whole / "run.json").read_text())["t_c"] == json.loads(
+        (resumed / "run.json").read_text())["t_c"]
+    np.testing.assert_array_equal(np.load(whole / "losses.npy"), np.load(resumed / "losses.npy"))
