@@ -495,44 +495,7 @@ class Cleaner:
         resume: bool = False,
     ) -> CleanResult | None:
         started = time.perf_counter()
-        # With a decode cache each node decodes once and its other ranks read it.
-        once = self.cache is not None
-        train = distributed.node_first(dist, lambda: self.load(data)) if once else self.load(data)
-        log.info("read %d samples of %d classes, inputs %s", len(train), train.num_classes,
-                 "x".join(map(str, train.input_shape)))
-        if val is None:
-            val = split_validation(data)
-            if val is not None:
-                log.info("validation set: %s (the split root's)", val)
-        val_ds = None
-        if val is not None:
-            val_ds = val if isinstance(val, Dataset) else (
-                distributed.node_first(dist, lambda: self.load(val, classes=train.classes))
-                if once else self.load(val, classes=train.classes)
-            )
-            if val_ds.input_shape != train.input_shape:
-                raise LabelcleanError(
-                    f"validation inputs are {val_ds.input_shape}, training inputs "
-                    f"{train.input_shape}; pass --image-size to make them agree"
-                )
-        if self.tensorboard_dir is not None:
-            _check_outside_input(self.tensorboard_dir, train)
-        if state_dir is not None:
-            from .export import output_forbidden
-            from .rundir import check_overlap
-
-            check_overlap(state_dir, output_forbidden(train.source, train.origin, train.files),
-                          "state_dir")
-        if noise_mask is None:
-            noise_mask = train.noise_mask
-        if noise_mask is not None:
-            noise_mask = np.asarray(noise_mask, dtype=bool)
-            if noise_mask.shape != (len(train),):
-                raise LabelcleanError(
-                    f"noise_mask has shape {noise_mask.shape}, expected ({len(train)},)"
-                )
-        if len(train) < 10:
-            raise LabelcleanError(f"only {len(train)} samples: too few to learn from")
+        train, val_ds, noise_mask = self._read_inputs(data, val, noise_mask, dist, state_dir)
 
         config = self.train_config(len(train), workers=self.resolved_workers(train),
                                    input_shape=train.input_shape, kind=train.kind)
@@ -683,6 +646,57 @@ class Cleaner:
             pred_probs=pred_probs,
             embeddings=embeddings,
         )
+
+    def _read_inputs(
+        self,
+        data: str | os.PathLike | Dataset,
+        val: str | os.PathLike | Dataset | None,
+        noise_mask: np.ndarray | None,
+        dist: distributed.Dist,
+        state_dir: Path | None,
+    ) -> tuple[Dataset, Dataset | None, np.ndarray | None]:
+        """The training set, the validation set (given, or the split root's) and the
+        noise mask (given, or the input's), checked against each other and against
+        where the run will write."""
+        # With a decode cache each node decodes once and its other ranks read it.
+        once = self.cache is not None
+        train = distributed.node_first(dist, lambda: self.load(data)) if once else self.load(data)
+        log.info("read %d samples of %d classes, inputs %s", len(train), train.num_classes,
+                 "x".join(map(str, train.input_shape)))
+        if val is None:
+            val = split_validation(data)
+            if val is not None:
+                log.info("validation set: %s (the split root's)", val)
+        val_ds = None
+        if val is not None:
+            val_ds = val if isinstance(val, Dataset) else (
+                distributed.node_first(dist, lambda: self.load(val, classes=train.classes))
+                if once else self.load(val, classes=train.classes)
+            )
+            if val_ds.input_shape != train.input_shape:
+                raise LabelcleanError(
+                    f"validation inputs are {val_ds.input_shape}, training inputs "
+                    f"{train.input_shape}; pass --image-size to make them agree"
+                )
+        if self.tensorboard_dir is not None:
+            _check_outside_input(self.tensorboard_dir, train)
+        if state_dir is not None:
+            from .export import output_forbidden
+            from .rundir import check_overlap
+
+            check_overlap(state_dir, output_forbidden(train.source, train.origin, train.files),
+                          "state_dir")
+        if noise_mask is None:
+            noise_mask = train.noise_mask
+        if noise_mask is not None:
+            noise_mask = np.asarray(noise_mask, dtype=bool)
+            if noise_mask.shape != (len(train),):
+                raise LabelcleanError(
+                    f"noise_mask has shape {noise_mask.shape}, expected ({len(train)},)"
+                )
+        if len(train) < 10:
+            raise LabelcleanError(f"only {len(train)} samples: too few to learn from")
+        return train, val_ds, noise_mask
 
     def train_config(
         self,

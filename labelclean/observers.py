@@ -11,12 +11,12 @@ defaults, plus ``state_dict`` / ``load_state_dict``.
 
 A new measurement is one class and one registry entry::
 
-    class GradNorm(Observer):
+    class WeightNorm(Observer):
         def on_epoch_end(self, context):
             return {"weight_norm": float(sum(p.norm() ** 2 for p in
                                              context.trainer.model.parameters()) ** 0.5)}
 
-    register("weight_norm", lambda setup: GradNorm())
+    register("weight_norm", lambda setup: WeightNorm())
 
 A factory receives an :class:`ObserverSetup` and may return ``None`` to stay
 out of a run (the truth metrics without a noise mask, the progress bar in a
@@ -42,7 +42,7 @@ from .decision import EpochDecision, TcPolicy
 from .errors import LabelcleanError
 from .noise import precision_recall_f1
 from .sources import Dataset
-from .training import EpochStats, SampleStats, Trainer, TrainConfig
+from .training import EpochStats, SampleStats, TrainConfig, Trainer
 
 if TYPE_CHECKING:
     from .cleaner import Cleaner
