@@ -51,12 +51,13 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from labelclean import Cleaner  # noqa: E402
+from labelclean import Cleaner, observers  # noqa: E402
 from labelclean.models import (
     create_model,  # noqa: E402
     input_statistics,  # noqa: E402
 )
 from labelclean.noise import inject_noise  # noqa: E402
+from labelclean.observers import EpochContext, Observer, ObserverSetup  # noqa: E402
 from labelclean.order_parameters import (  # noqa: E402
     SPLIT_KEYS,  # noqa: E402
     collect_gradient_gram,
@@ -90,25 +91,41 @@ def load_subset(path: Path, n: int, seed: int):
     return d["x_train"][idx], d["y_train"][idx].astype(np.int64), d["x_test"], d["y_test"]
 
 
-class SnapshotCleaner(Cleaner):
-    """A :class:`Cleaner` that keeps a copy of the weights at every probed epoch."""
+class Snapshots(Observer):
+    """Keeps a copy of the weights at every probed epoch (the spectra are measured
+    on them afterwards)."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._snapshots: dict[int, dict] = {}
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.weights: dict[int, dict] = {}
 
-    def get_params(self) -> dict:
-        return {k: v for k, v in vars(self).items() if k != "_snapshots"}
-
-    def _probe(self, trainer, mixture, suspicion, noise_mask):
-        self._snapshots[trainer.epoch] = {
-            k: v.detach().clone() for k, v in trainer.model.state_dict().items()
-        }
-        return super()._probe(trainer, mixture, suspicion, noise_mask)
+    def on_epoch_end(self, context: EpochContext) -> dict:
+        if self.every and context.epoch % self.every == 0:
+            self.weights[context.epoch] = {
+                k: v.detach().clone() for k, v in context.trainer.model.state_dict().items()
+            }
+        return {}
 
 
-def make_cleaner(args, epochs: int, probe_every: int, cls=Cleaner) -> Cleaner:
-    return cls(
+def fit_with_snapshots(cleaner: Cleaner, *args, **kwargs):
+    """``cleaner.fit(...)`` with a :class:`Snapshots` observer registered for this
+    fit only; returns ``(result, {epoch: weights})``."""
+    made: list[Snapshots] = []
+
+    def factory(setup: ObserverSetup) -> Snapshots:
+        made.append(Snapshots(int(setup.cleaner.probe_every)))
+        return made[-1]
+
+    observers.register("snapshots", factory)
+    try:
+        res = cleaner.fit(*args, **kwargs)
+    finally:
+        observers.unregister("snapshots")
+    return res, made[0].weights
+
+
+def make_cleaner(args, epochs: int, probe_every: int) -> Cleaner:
+    return Cleaner(
         model="mlp:30,30",
         lr=args.lr,
         momentum=args.momentum,
@@ -160,9 +177,9 @@ def run_noisy(args, x, y, xt, yt, work: Path, out: Path) -> None:
     noisy, mask = inject_noise(y, 10, args.rho, seed=args.seed)
     ds = Dataset.from_arrays(x, noisy)
     val = Dataset.from_arrays(xt, yt)
-    cleaner = make_cleaner(args, args.epochs, args.probe_every, cls=SnapshotCleaner)
+    cleaner = make_cleaner(args, args.epochs, args.probe_every)
     t0 = time.process_time()
-    res = cleaner.fit(ds, val=val, noise_mask=mask)
+    res, snapshots = fit_with_snapshots(cleaner, ds, val=val, noise_mask=mask)
     cpu_fit = time.process_time() - t0
     h = res.history
     add_errors(h, res.margins, mask)
@@ -173,10 +190,10 @@ def run_noisy(args, x, y, xt, yt, work: Path, out: Path) -> None:
     h.to_csv(out / "repro_noisy_history.csv", index=False)
     np.savez_compressed(work / "noisy_losses.npz", losses=res.losses, mask=mask)
 
-    torch.save(cleaner._snapshots, work / "noisy_snapshots.pt")
+    torch.save(snapshots, work / "noisy_snapshots.pt")
 
     t2 = time.process_time()
-    zoom, phase1_state = run_zoom(args, ds, mask, cleaner._snapshots.get(1))
+    zoom, phase1_state = run_zoom(args, ds, mask, snapshots.get(1))
     zoom.to_csv(out / "repro_zoom.csv", index=False)
     torch.save(phase1_state, work / "zoom_phase1_state.pt")
     cpu_zoom = time.process_time() - t2
@@ -352,15 +369,15 @@ def run_zoom(args, ds: Dataset, mask: np.ndarray, epoch1_state: dict | None):
 
 def run_clean(args, x, y, xt, yt, work: Path, out: Path) -> None:
     ds = Dataset.from_arrays(x, y)
-    cleaner = make_cleaner(args, args.clean_epochs, args.probe_every, cls=SnapshotCleaner)
+    cleaner = make_cleaner(args, args.clean_epochs, args.probe_every)
     t0 = time.process_time()
-    res = cleaner.fit(ds, val=Dataset.from_arrays(xt, yt))
+    res, snapshots = fit_with_snapshots(cleaner, ds, val=Dataset.from_arrays(xt, yt))
     cpu_fit = time.process_time() - t0
     h = res.history
     add_errors(h, res.margins, None)
     h["phase_clean"] = label_phases(h, noisy=False).to_numpy()
     h.to_csv(out / "repro_clean_history.csv", index=False)
-    torch.save(cleaner._snapshots, work / "clean_snapshots.pt")
+    torch.save(snapshots, work / "clean_snapshots.pt")
     meta = {"cpu_seconds_fit": cpu_fit, "wall_seconds_fit": res.timing["total_seconds"]}
     (work / "clean_meta.json").write_text(json.dumps(meta, indent=1))
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -45,10 +44,21 @@ from .decision import (
 from .errors import LabelcleanError, WithheldWarning
 from .mixture import LossMixture
 from .models import create_model, default_augment, default_model, input_statistics
-from .noise import precision_recall_f1
+from .observers import (
+    EpochContext,
+    Observer,
+    ObserverSetup,
+    build_observers,
+    end_of_epoch,
+    load_observer_states,
+    observer_states,
+    probe_interval,
+    progress_enabled,  # noqa: F401 - kept importable from here
+)
 from .sources import Dataset, SourceKind, load_dataset, split_validation
 from .training import (
     AUGMENTATIONS,
+    EpochStats,
     SampleStats,
     TrainConfig,
     Trainer,
@@ -57,12 +67,6 @@ from .training import (
 
 log = logging.getLogger("labelclean")
 
-#: Share of training time the order-parameter probe may take with ``probe_every="auto"``.
-PROBE_BUDGET = 0.10
-#: Training steps one probe with the split costs, per sampled minibatch (measured;
-#: see labelclean/order_parameters.py).
-PROBE_STEPS_PER_BATCH = 1.6
-DEFAULT_PROBE_BATCHES = 16
 #: The learning rate is set for this batch size and scaled linearly with the
 #: batch size when ``lr`` is not given (Goyal et al. 2017's rule).
 BASE_LR = 0.1
@@ -301,8 +305,8 @@ class Cleaner:
     probe_every:
         Estimate the order parameters every this many epochs (0: never).
         ``"auto"`` probes as often as keeps the probe's cost within
-        :data:`PROBE_BUDGET` of training time: a probe costs about ``1.6 K``
-        training steps (with the clean/mislabelled split), an epoch ``N / B``
+        :data:`~labelclean.observers.PROBE_BUDGET` of training time: a probe costs
+        about ``1.6 K`` training steps (with the clean/mislabelled split), an epoch ``N / B``
         steps, so small datasets are probed less often than every epoch.
     probe_batches:
         K, the number of minibatch gradients per probe (``None``: the probe's default).
@@ -491,44 +495,7 @@ class Cleaner:
         resume: bool = False,
     ) -> CleanResult | None:
         started = time.perf_counter()
-        # With a decode cache each node decodes once and its other ranks read it.
-        once = self.cache is not None
-        train = distributed.node_first(dist, lambda: self.load(data)) if once else self.load(data)
-        log.info("read %d samples of %d classes, inputs %s", len(train), train.num_classes,
-                 "x".join(map(str, train.input_shape)))
-        if val is None:
-            val = split_validation(data)
-            if val is not None:
-                log.info("validation set: %s (the split root's)", val)
-        val_ds = None
-        if val is not None:
-            val_ds = val if isinstance(val, Dataset) else (
-                distributed.node_first(dist, lambda: self.load(val, classes=train.classes))
-                if once else self.load(val, classes=train.classes)
-            )
-            if val_ds.input_shape != train.input_shape:
-                raise LabelcleanError(
-                    f"validation inputs are {val_ds.input_shape}, training inputs "
-                    f"{train.input_shape}; pass --image-size to make them agree"
-                )
-        if self.tensorboard_dir is not None:
-            _check_outside_input(self.tensorboard_dir, train)
-        if state_dir is not None:
-            from .export import output_forbidden
-            from .rundir import check_overlap
-
-            check_overlap(state_dir, output_forbidden(train.source, train.origin, train.files),
-                          "state_dir")
-        if noise_mask is None:
-            noise_mask = train.noise_mask
-        if noise_mask is not None:
-            noise_mask = np.asarray(noise_mask, dtype=bool)
-            if noise_mask.shape != (len(train),):
-                raise LabelcleanError(
-                    f"noise_mask has shape {noise_mask.shape}, expected ({len(train)},)"
-                )
-        if len(train) < 10:
-            raise LabelcleanError(f"only {len(train)} samples: too few to learn from")
+        train, val_ds, noise_mask = self._read_inputs(data, val, noise_mask, dist, state_dir)
 
         config = self.train_config(len(train), workers=self.resolved_workers(train),
                                    input_shape=train.input_shape, kind=train.kind)
@@ -547,14 +514,17 @@ class Cleaner:
         val_y = None if val_ds is None else val_ds.y
         val_x = None if val_ds is None else trainer.place(val_ds.x)
 
-        probe_every = self._probe_interval(len(train), config.batch_size)
+        # rank 0 alone decides, so it alone observes; the others train their share
+        observers = build_observers(ObserverSetup(
+            cleaner=self, config=config, trainer=trainer, dataset=train, noise_mask=noise_mask,
+            state_dir=state_dir)) if dist.is_main else {}
         run = _RunState(stop_reason=f"reached max_epochs={config.max_epochs}")
         saver = None
         if state_dir is not None and dist.is_main:
             saver = _StateSaver(state_dir, self._resume_settings(),
                                 resume_mod.data_fingerprint(train.ids, train.y, train.classes))
             if resume:
-                saver.restore(run, trainer, policy)
+                saver.restore(run, trainer, policy, observers)
         if resume and dist.enabled:
             # Only rank 0 keeps the state; the others continue from its weights,
             # optimiser, epoch and RNG streams (the same on every rank in DDP).
@@ -565,82 +535,45 @@ class Cleaner:
                 trainer.load_state_dict(shared["trainer"])
                 _set_rng_state(shared["rng"])
                 run.done = bool(shared["done"])
-        bar = _progress(self.progress, config.max_epochs) if dist.is_main else None
-        if bar is not None and trainer.epoch:
-            bar.update(trainer.epoch)
-        while not run.done and trainer.epoch < config.max_epochs:
-            # the first epoch's training pass is recorded too: its predictions of
-            # samples not yet trained on are the run's held-out evidence
-            first = trainer.epoch == 0
-            stats = trainer.train_epoch(record=self.loss_pass == "train" or first)
-            t0 = time.perf_counter()
-            samples = stats.samples if self.loss_pass == "train" else trainer.evaluate()
-            v = None if val_ds is None else trainer.evaluate(val_x, val_y)
-            if not dist.is_main:
-                # rank 0 alone fits, decides and probes; the others follow its stop
-                if distributed.stop_together(dist, False):
-                    break
-                continue
-            if first:
-                policy.first_visits(stats.samples.pred, train.y,
-                                    epoch_order(config.seed, 0, len(train)).numpy(), stats.steps)
-            run.losses.append(samples.loss)
-            run.margins.append(samples.margin)
-            learned = policy.classes_learned(samples.pred, train.y, train.num_classes)
-            decision = policy.observe(
-                stats.epoch, stats.steps, stats.train_loss, samples.loss, samples.margin,
-                classes_learned=learned, num_classes=train.num_classes,
-            )
-            mixture = decision.mixture
-            row: dict[str, Any] = {
-                "epoch": stats.epoch,
-                "steps": stats.steps,
-                **(policy.first_visit_record() if first else {}),
-                "train_loss": stats.train_loss,
-                "train_accuracy": stats.train_accuracy,
-                "eval_loss": float(samples.loss.mean()),
-                "eval_accuracy": float((samples.pred == train.y).mean()),
-                "classes_learned": learned,
-                "ready": decision.ready,
-            }
-            if v is not None:
-                row["val_accuracy"] = float((v.pred == val_y).mean())
-            row.update(
-                {
-                    "m_c": mixture.m_c, "s_c": mixture.s_c, "m_w": mixture.m_w,
-                    "s_w": mixture.s_w, "r": mixture.r, "delta_L": mixture.delta_L,
-                    "threshold": mixture.threshold, "separation": mixture.separation,
-                    "bimodal": mixture.bimodal, "n_flagged": int(decision.would_flag.sum()),
-                }
-            )
-            if noise_mask is not None:
-                row.update(_truth_metrics(decision.would_flag, samples.loss, noise_mask))
-            if probe_every and stats.epoch % probe_every == 0:
-                row.update(self._probe(trainer, mixture, decision.scores, noise_mask))
-            row["seconds_train"] = stats.seconds
-            row["seconds_observe"] = time.perf_counter() - t0
-            run.rows.append(row)
-            if decision.is_best:
-                run.best = (_cpu_copy(trainer.model.state_dict()), samples, decision)
-            run.last = (samples, decision)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(
-                    loss=f"{stats.train_loss:.3f}", acc=f"{row['eval_accuracy']:.2f}",
-                    flag=row["n_flagged"], t_c=policy.t_c,
-                )
-            stop = distributed.stop_together(dist, policy.should_stop)
-            if stop:
-                run.stop_reason = policy.stop_reason
-            run.done = stop or trainer.epoch >= config.max_epochs
-            if saver is not None:
-                run.seconds = run.seconds_before + time.perf_counter() - started
-                saver.save(run, trainer, policy)
-        if bar is not None:
-            bar.close()
+        try:
+            for obs in observers.values():
+                obs.on_fit_start(trainer)
+            while not run.done and trainer.epoch < config.max_epochs:
+                # the first epoch's training pass is recorded too: its predictions of
+                # samples not yet trained on are the run's held-out evidence
+                first = trainer.epoch == 0
+                stats = trainer.train_epoch(record=self.loss_pass == "train" or first)
+                t0 = time.perf_counter()
+                samples = stats.samples if self.loss_pass == "train" else trainer.evaluate()
+                v = None if val_ds is None else trainer.evaluate(val_x, val_y)
+                if not dist.is_main:  # rank 0 alone decides; the others follow its stop
+                    if distributed.stop_together(dist, False):
+                        break
+                    continue
+                decision = _decide(policy, stats, samples, train, first, config.seed)
+                row = end_of_epoch(observers, EpochContext(
+                    epoch=stats.epoch, stats=stats, samples=samples, val=v, decision=decision,
+                    policy=policy, trainer=trainer, dataset=train, noise_mask=noise_mask,
+                    row=_history_row(stats, samples, decision, train.y, v, val_y,
+                                     policy.first_visit_record() if first else {})))
+                row["seconds_train"] = stats.seconds
+                row["seconds_observe"] = time.perf_counter() - t0
+                run.add(row, samples, decision, trainer)
+                stop = distributed.stop_together(dist, policy.should_stop)
+                if stop:
+                    run.stop_reason = policy.stop_reason
+                run.done = stop or trainer.epoch >= config.max_epochs
+                if saver is not None:
+                    run.seconds = run.seconds_before + time.perf_counter() - started
+                    saver.save(run, trainer, policy, observers)
+        finally:
+            for obs in observers.values():
+                obs.on_fit_end()
         if not dist.is_main:
             return None
-        rows, losses, margins, stop_reason = run.rows, run.losses, run.margins, run.stop_reason
+        recorder = observers["samples"]  # the SampleRecorder: the result's per-sample arrays
+        rows, stop_reason = run.rows, run.stop_reason
+        losses, margins = recorder.losses, recorder.margins
         best = run.best
         if best is None:  # every epoch was unstable: fall back to the last one
             samples, decision = run.last
@@ -713,6 +646,57 @@ class Cleaner:
             pred_probs=pred_probs,
             embeddings=embeddings,
         )
+
+    def _read_inputs(
+        self,
+        data: str | os.PathLike | Dataset,
+        val: str | os.PathLike | Dataset | None,
+        noise_mask: np.ndarray | None,
+        dist: distributed.Dist,
+        state_dir: Path | None,
+    ) -> tuple[Dataset, Dataset | None, np.ndarray | None]:
+        """The training set, the validation set (given, or the split root's) and the
+        noise mask (given, or the input's), checked against each other and against
+        where the run will write."""
+        # With a decode cache each node decodes once and its other ranks read it.
+        once = self.cache is not None
+        train = distributed.node_first(dist, lambda: self.load(data)) if once else self.load(data)
+        log.info("read %d samples of %d classes, inputs %s", len(train), train.num_classes,
+                 "x".join(map(str, train.input_shape)))
+        if val is None:
+            val = split_validation(data)
+            if val is not None:
+                log.info("validation set: %s (the split root's)", val)
+        val_ds = None
+        if val is not None:
+            val_ds = val if isinstance(val, Dataset) else (
+                distributed.node_first(dist, lambda: self.load(val, classes=train.classes))
+                if once else self.load(val, classes=train.classes)
+            )
+            if val_ds.input_shape != train.input_shape:
+                raise LabelcleanError(
+                    f"validation inputs are {val_ds.input_shape}, training inputs "
+                    f"{train.input_shape}; pass --image-size to make them agree"
+                )
+        if self.tensorboard_dir is not None:
+            _check_outside_input(self.tensorboard_dir, train)
+        if state_dir is not None:
+            from .export import output_forbidden
+            from .rundir import check_overlap
+
+            check_overlap(state_dir, output_forbidden(train.source, train.origin, train.files),
+                          "state_dir")
+        if noise_mask is None:
+            noise_mask = train.noise_mask
+        if noise_mask is not None:
+            noise_mask = np.asarray(noise_mask, dtype=bool)
+            if noise_mask.shape != (len(train),):
+                raise LabelcleanError(
+                    f"noise_mask has shape {noise_mask.shape}, expected ({len(train)},)"
+                )
+        if len(train) < 10:
+            raise LabelcleanError(f"only {len(train)} samples: too few to learn from")
+        return train, val_ds, noise_mask
 
     def train_config(
         self,
@@ -803,46 +787,7 @@ class Cleaner:
 
     def _probe_interval(self, n: int, batch_size: int) -> int:
         """Epochs between order-parameter probes (0: never)."""
-        if self.probe_every == "auto":
-            k = self.probe_batches or DEFAULT_PROBE_BATCHES
-            steps_per_epoch = max(1, n // batch_size)
-            return max(1, math.ceil(PROBE_STEPS_PER_BATCH * k / (PROBE_BUDGET * steps_per_epoch)))
-        try:
-            every = int(self.probe_every)
-        except (TypeError, ValueError):
-            raise LabelcleanError(
-                f"probe_every must be 'auto' or an integer, got {self.probe_every!r}"
-            ) from None
-        if every < 0:
-            raise LabelcleanError(f"probe_every must be >= 0, got {every}")
-        return every
-
-    def _probe(
-        self,
-        trainer: Trainer,
-        mixture: LossMixture,
-        suspicion: np.ndarray,
-        noise_mask: np.ndarray | None,
-    ) -> dict[str, float]:
-        from .order_parameters import SPLIT_KEYS, probe_order_parameters
-
-        kwargs: dict[str, Any] = {
-            "batch_size": trainer.config.batch_size, "spectrum": self.spectrum
-        }
-        if self.probe_batches:
-            kwargs["num_batches"] = self.probe_batches
-        gen = torch.Generator().manual_seed(self.seed * 31 + trainer.epoch)
-        split = mixture.posterior(suspicion) > 0.5 if mixture.bimodal else None
-        out = probe_order_parameters(
-            trainer.model, trainer.x, trainer.y, split=split, generator=gen, **kwargs
-        )
-        if noise_mask is not None and noise_mask.any() and (~noise_mask).any():
-            gen = torch.Generator().manual_seed(self.seed * 31 + trainer.epoch)
-            truth = probe_order_parameters(
-                trainer.model, trainer.x, trainer.y, split=noise_mask, generator=gen, **kwargs
-            )
-            out.update({f"{k}_true": truth[k] for k in SPLIT_KEYS if k in truth})
-        return out
+        return probe_interval(self.probe_every, self.probe_batches, n, batch_size)
 
 
 # ---------------------------------------------------------------------- validation
@@ -881,12 +826,10 @@ def _is_number(value: Any) -> bool:
 
 @dataclass
 class _RunState:
-    """What the training loop accumulates besides the trainer and the policy."""
+    """What the training loop accumulates besides the trainer, the policy and the observers."""
 
     stop_reason: str
     rows: list[dict] = field(default_factory=list)
-    losses: list[np.ndarray] = field(default_factory=list)
-    margins: list[np.ndarray] = field(default_factory=list)
     #: ``(weights, samples, decision)`` of the candidate ``t_c``.
     best: tuple[dict, SampleStats, EpochDecision] | None = None
     #: ``(samples, decision)`` of the latest epoch (the fallback when no epoch is best).
@@ -897,6 +840,14 @@ class _RunState:
     seconds_before: float = 0.0
     seconds: float = 0.0
 
+    def add(self, row: dict, samples: SampleStats, decision: EpochDecision,
+            trainer: Trainer) -> None:
+        """Keep an epoch's history row, and its weights when it is the new candidate ``t_c``."""
+        self.rows.append(row)
+        if decision.is_best:
+            self.best = (_cpu_copy(trainer.model.state_dict()), samples, decision)
+        self.last = (samples, decision)
+
 
 class _StateSaver:
     """Writes the run's state after each epoch and reads it back (:mod:`labelclean.resume`)."""
@@ -906,11 +857,8 @@ class _StateSaver:
         self.settings = settings
         self.fingerprint = fingerprint
 
-    def save(self, run: _RunState, trainer: Trainer, policy: TcPolicy) -> None:
-        epoch = trainer.epoch
-        # the epoch's samples first: a kill between the two writes leaves a state
-        # that does not count them yet, and they are rewritten on resume
-        resume_mod.save_samples(self.folder, epoch, run.losses[-1], run.margins[-1])
+    def save(self, run: _RunState, trainer: Trainer, policy: TcPolicy,
+             observers: dict[str, Observer]) -> None:
         best = None
         if run.best is not None:
             weights, samples, decision = run.best
@@ -922,10 +870,11 @@ class _StateSaver:
         resume_mod.save_state(self.folder, {
             "settings": self.settings,
             "data": self.fingerprint,
-            "epoch": epoch,
+            "epoch": trainer.epoch,
             "trainer": trainer.state_dict(),
             "rng": _rng_state(),
             "policy": policy.state_dict(),
+            "observers": observer_states(observers),
             "rows": run.rows,
             "best": best,
             "last": last,
@@ -934,7 +883,8 @@ class _StateSaver:
             "seconds": run.seconds,
         })
 
-    def restore(self, run: _RunState, trainer: Trainer, policy: TcPolicy) -> None:
+    def restore(self, run: _RunState, trainer: Trainer, policy: TcPolicy,
+                observers: dict[str, Observer]) -> None:
         state = resume_mod.load_state(self.folder)
         if state is None:
             log.info("no saved state in %s: the run starts from its first epoch", self.folder)
@@ -943,8 +893,8 @@ class _StateSaver:
         trainer.load_state_dict(state["trainer"])
         _set_rng_state(state["rng"])
         policy.load_state_dict(state["policy"])
+        load_observer_states(observers, state["observers"], self.folder)
         run.rows = state["rows"]
-        run.losses, run.margins = resume_mod.load_samples(self.folder, int(state["epoch"]))
         if state["best"] is not None:
             best = state["best"]
             run.best = (best["weights"], SampleStats(**best["samples"]),
@@ -991,14 +941,47 @@ def _cpu_copy(state: dict) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
-def _truth_metrics(flags: np.ndarray, losses: np.ndarray, noise_mask: np.ndarray) -> dict:
-    """Precision/recall/F1 of the would-be flags against a trusted mask (report only)."""
-    precision, recall, f1 = precision_recall_f1(flags, noise_mask)
-    return {
-        "true_precision": precision, "true_recall": recall, "true_f1": f1,
-        "L_c_true": float(losses[~noise_mask].mean()) if (~noise_mask).any() else float("nan"),
-        "L_w_true": float(losses[noise_mask].mean()) if noise_mask.any() else float("nan"),
+def _decide(policy: TcPolicy, stats: EpochStats, samples: SampleStats, data: Dataset,
+            first: bool, seed: int) -> EpochDecision:
+    """Feed one epoch to the policy (the first epoch's training pass also to the
+    first-visit test: its predictions of samples not yet trained on, in the order
+    of the training seed's first epoch)."""
+    if first:
+        policy.first_visits(stats.samples.pred, data.y,
+                            epoch_order(seed, 0, len(data)).numpy(), stats.steps)
+    learned = policy.classes_learned(samples.pred, data.y, data.num_classes)
+    return policy.observe(stats.epoch, stats.steps, stats.train_loss, samples.loss,
+                          samples.margin, classes_learned=learned, num_classes=data.num_classes)
+
+
+def _history_row(stats: EpochStats, samples: SampleStats, decision: EpochDecision,
+                 y: np.ndarray, val: SampleStats | None, val_y: np.ndarray | None,
+                 first_visit: dict[str, float]) -> dict[str, Any]:
+    """The loop's own columns of an epoch's history row; the observers' follow them,
+    and the timings close it (metrics.csv keeps this order)."""
+    mixture = decision.mixture
+    row: dict[str, Any] = {
+        "epoch": stats.epoch,
+        "steps": stats.steps,
+        **first_visit,
+        "train_loss": stats.train_loss,
+        "train_accuracy": stats.train_accuracy,
+        "eval_loss": float(samples.loss.mean()),
+        "eval_accuracy": float((samples.pred == y).mean()),
+        "classes_learned": decision.classes_learned,
+        "ready": decision.ready,
     }
+    if val is not None:
+        row["val_accuracy"] = float((val.pred == val_y).mean())
+    row.update(
+        {
+            "m_c": mixture.m_c, "s_c": mixture.s_c, "m_w": mixture.m_w,
+            "s_w": mixture.s_w, "r": mixture.r, "delta_L": mixture.delta_L,
+            "threshold": mixture.threshold, "separation": mixture.separation,
+            "bimodal": mixture.bimodal, "n_flagged": int(decision.would_flag.sum()),
+        }
+    )
+    return row
 
 
 def _scores_frame(
@@ -1136,18 +1119,3 @@ def _tb_group(column: str) -> str:
     if column.startswith(("true_", "L_c_true", "L_w_true")):
         return "truth"
     return "order"
-
-
-def progress_enabled(progress: bool | str) -> bool:
-    """``"auto"``: show progress when stderr is a terminal (not in logs or pipes)."""
-    if progress == "auto":
-        return bool(getattr(sys.stderr, "isatty", lambda: False)())
-    return bool(progress)
-
-
-def _progress(enabled: bool | str, total: int):
-    if not progress_enabled(enabled):
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="labelclean", unit="epoch", leave=False)

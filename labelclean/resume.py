@@ -7,12 +7,14 @@ A state folder (``<staging>/resume/`` for ``labelclean run``, see
 ``state.pt``
     Everything but the per-sample history: the trainer (weights, optimiser,
     epoch counter), the torch RNG streams, the decision policy (its detector
-    included), the per-epoch history rows, the best epoch's weights and
+    included), every observer's ``state_dict`` (:mod:`labelclean.observers`),
+    the per-epoch history rows, the best epoch's weights and
     per-sample outputs, whether training has ended and why, and the settings
     and data fingerprint it was made with. Written atomically after each epoch,
     so a kill at any moment leaves the previous epoch's state whole.
 ``samples-<epoch>.npz``
-    That epoch's per-sample losses and margins. One file per epoch, written
+    That epoch's per-sample losses and margins, written by the sample recorder
+    (:class:`labelclean.observers.SampleRecorder`). One file per epoch, written
     before the ``state.pt`` that counts it, so an epoch is never rewritten as
     the run grows (a million samples over 200 epochs would otherwise be
     rewritten every epoch).
@@ -43,7 +45,7 @@ from .errors import LabelcleanError
 
 STATE_FILE = "state.pt"
 #: Bumped when the state's layout changes; an older state is refused, not misread.
-STATE_VERSION = 1
+STATE_VERSION = 2
 _ARRAY = "__ndarray__"
 #: Settings that change no number of the run: they may differ on resume.
 FREE_SETTINGS = frozenset({"progress", "tensorboard_dir", "cache", "max_memory", "workers"})
