@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__, rundir
-from ._io import read_json_object, write_csv, write_json
+from ._io import write_csv, write_json
 from .errors import LabelcleanError
 from .export import (
     DEFAULT_LINK,
@@ -56,39 +56,12 @@ from .export import (
     place_file,
     unguard_cell,
 )
-from .rundir import REVIEW_FILE, RUN_FILE, SCORES_FILE, check_scores
+from .rundir import REVIEW_FILE, RUN_FILE, SCORES_FILE
+from .runfiles import RunFolder, read_run
 
 APPLY_FILE = "apply.json"
 LOG_FILE = "apply_log.csv"
 ACTIONS = ("remove", "keep", "relabel")
-
-
-@dataclass
-class RunInfo:
-    """What :func:`apply_review` needs from a run folder.
-
-    ``samples`` is one row per training sample in index order with columns
-    ``index``, ``sample_id``, ``given_label``, ``flagged``, ``rank`` (as text
-    where text, so ``"01"`` stays ``"01"``).
-    """
-
-    root: Path
-    run: dict
-    classes: list[str]
-    samples: pd.DataFrame
-
-    @property
-    def source(self) -> Path:
-        return Path(self.run["input"]["source"])
-
-    @property
-    def origin(self) -> str:
-        return self.run["input"]["origin"]
-
-    @property
-    def id_column(self) -> str:
-        """The column of ``flagged_samples.csv`` that names a sample."""
-        return "path" if self.run["input"]["kind"] == "images" else "row"
 
 
 @dataclass(frozen=True)
@@ -152,7 +125,7 @@ def apply_review(
     """
     if link not in LINK_MODES:
         raise LabelcleanError(f"--link must be one of {', '.join(LINK_MODES)}")
-    run = load_run_info(run_dir)
+    run = _checked_run(run_dir)
     review_path = Path(review_csv) if review_csv is not None else run.root / REVIEW_FILE
     review = read_review(review_path, run)
     decisions = decide(run, review, review_path.name)
@@ -187,38 +160,18 @@ def apply_review(
 # ----------------------------------------------------------------------------- reading
 
 
-def load_run_info(run_dir: str | os.PathLike) -> RunInfo:
-    """Read ``run.json``, ``checkpoint/model.json`` and ``scores.csv`` of a run."""
-    root = Path(run_dir).resolve()
-    if not (root / RUN_FILE).is_file():
-        raise LabelcleanError(f"{root} is not a labelclean run: {RUN_FILE} is missing")
-    run = read_json_object(root / RUN_FILE)
-    if not isinstance(run.get("input"), dict) or "source" not in run["input"]:
-        raise LabelcleanError(f"{root / RUN_FILE} is damaged: it names no input")
-    model_file = root / "checkpoint" / "model.json"
-    if model_file.is_file():
-        classes = read_json_object(model_file).get("classes", [])
-    else:
-        classes = run["input"].get("classes", [])
-    if not (root / SCORES_FILE).is_file():
-        raise LabelcleanError(f"{root} is not a complete labelclean run: scores.csv is missing")
-    text = {"sample_id": str, "given_label": str}
-    try:
-        scores = pd.read_csv(root / SCORES_FILE, dtype=text, keep_default_na=False)
-        scores["flagged"] = scores["flagged"].astype(str).str.lower().isin(["true", "1"])
-        samples = scores[["index", "sample_id", "given_label", "flagged", "rank"]]
-    except (ValueError, KeyError, pd.errors.ParserError) as e:
-        raise LabelcleanError(f"cannot read {root / SCORES_FILE}: {e}") from None
-    check_scores(root, run, scores)
-    samples = samples.sort_values("index").reset_index(drop=True)
-    if not np.array_equal(samples["index"].to_numpy(), np.arange(len(samples))):
-        raise LabelcleanError(f"{root / 'scores.csv'} is damaged: sample indices are not 0..N-1")
-    info = RunInfo(root=root, run=run, classes=[str(c) for c in classes], samples=samples)
-    _check_sample_ids(info)
-    return info
+def _checked_run(run_dir: str | os.PathLike) -> RunFolder:
+    """Read a run folder (:func:`labelclean.runfiles.read_run`) and check that
+    apply can use it: it names its input, and its sample paths and classes
+    stay inside their folders."""
+    run = read_run(run_dir)
+    if not isinstance(run.run.get("input"), dict) or "source" not in run.run["input"]:
+        raise LabelcleanError(f"{run.root / RUN_FILE} is damaged: it names no input")
+    _check_sample_ids(run)
+    return run
 
 
-def _check_sample_ids(run: RunInfo) -> None:
+def _check_sample_ids(run: RunFolder) -> None:
     """Every sample of a folder input must be ``<its class>/<file>`` inside the
     input folder, and every class a plain folder name: an edited ``scores.csv``
     or ``model.json`` must not make apply read or write outside its folders."""
@@ -227,7 +180,7 @@ def _check_sample_ids(run: RunInfo) -> None:
             raise LabelcleanError(f"the run's class {c!r} is not a plain folder name")
     if run.origin != "folder":
         return
-    for sample_id, label in zip(run.samples["sample_id"], run.samples["given_label"],
+    for sample_id, label in zip(run.scores["sample_id"], run.scores["given_label"],
                                 strict=True):
         if not _is_plain_relative(sample_id) or sample_id.split("/")[0] != label:
             raise LabelcleanError(
@@ -243,7 +196,7 @@ def _is_plain_relative(path: str) -> bool:
     return all(part not in ("", ".", "..") for part in path.split("/"))
 
 
-def read_review(path: Path, run: RunInfo) -> pd.DataFrame:
+def read_review(path: Path, run: RunFolder) -> pd.DataFrame:
     """The review table, every cell as text (``"007"`` stays ``"007"``).
 
     Needs the columns ``index``, ``action`` and the sample's ``path``/``row``;
@@ -298,13 +251,13 @@ def parse_action(text: str, suggested: str | None, classes: list[str]) -> tuple[
     raise ValueError(f"unknown action {cell!r}: use remove, keep or relabel:<class>")
 
 
-def decide(run: RunInfo, review: pd.DataFrame, name: str) -> dict[int, Decision]:
+def decide(run: RunFolder, review: pd.DataFrame, name: str) -> dict[int, Decision]:
     """One :class:`Decision` per flagged sample, from the review rows and the defaults.
 
     Every review row is checked; the first problem is raised, naming its data
     row (1 = the first line after the header), with the count of the others.
     """
-    samples = run.samples
+    samples = run.scores
     ids = samples["sample_id"].to_numpy()
     flagged = samples["flagged"].to_numpy()
     given = samples["given_label"].to_numpy()
@@ -366,7 +319,7 @@ def _some(classes: list[str], limit: int = 12) -> str:
     return shown + (f", … {len(classes) - limit} more" if len(classes) > limit else "")
 
 
-def _input_footprint(run: RunInfo) -> list[Path]:
+def _input_footprint(run: RunFolder) -> list[Path]:
     """What ``out`` may not overlap: the input and, for a CSV of image paths,
     the folder its images share (as for ``labelclean run``)."""
     from .sources import listed_images
@@ -387,15 +340,15 @@ def _check_review_outside(review: Path, out: Path) -> None:
 # ----------------------------------------------------------------------------- planning
 
 
-def final_labels(run: RunInfo, decisions: dict[int, Decision]) -> np.ndarray:
+def final_labels(run: RunFolder, decisions: dict[int, Decision]) -> np.ndarray:
     """Every sample's final label in index order; ``""`` for removed samples."""
-    labels = run.samples["given_label"].to_numpy(dtype=object).copy()
+    labels = run.scores["given_label"].to_numpy(dtype=object).copy()
     for d in decisions.values():
         labels[d.index] = d.label
     return labels
 
 
-def plan_folder(run: RunInfo, decisions: dict[int, Decision]) -> pd.DataFrame:
+def plan_folder(run: RunFolder, decisions: dict[int, Decision]) -> pd.DataFrame:
     """Where every kept image of a folder input goes: columns ``index``, ``source``
     (absolute file) and ``target`` (path under ``cleaned/``).
 
@@ -404,13 +357,13 @@ def plan_folder(run: RunInfo, decisions: dict[int, Decision]) -> pd.DataFrame:
     needed) is added before the extension so nothing is overwritten.
     """
     labels = final_labels(run, decisions)
-    ids = run.samples["sample_id"].to_numpy()
+    ids = run.scores["sample_id"].to_numpy()
     kept = [i for i in range(len(ids)) if labels[i] != ""]
-    used = {ids[i] for i in kept if run.samples["given_label"].iat[i] == labels[i]}
+    used = {ids[i] for i in kept if run.scores["given_label"].iat[i] == labels[i]}
     rows = []
     for i in kept:
         target = ids[i]
-        if labels[i] != run.samples["given_label"].iat[i]:
+        if labels[i] != run.scores["given_label"].iat[i]:
             target = _free_name(_move_to_class(ids[i], labels[i]), ids[i], used)
             used.add(target)
         rows.append((i, run.source / ids[i], target))
@@ -444,7 +397,7 @@ def _free_name(target: str, sample_id: str, used: set[str]) -> str:
     return candidate
 
 
-def plan_table(run: RunInfo, decisions: dict[int, Decision], out: Path) -> pd.DataFrame:
+def plan_table(run: RunFolder, decisions: dict[int, Decision], out: Path) -> pd.DataFrame:
     """The cleaned CSV: the input CSV's rows of kept samples, in input order, with
     the final labels in the label column and relative image paths rewritten to be
     valid from ``out`` (as :func:`labelclean.export._cleaned_table` does)."""
@@ -464,7 +417,7 @@ def plan_table(run: RunInfo, decisions: dict[int, Decision], out: Path) -> pd.Da
     cleaned = table.iloc[rows[keep]].copy()
     # Object column: a relabel writes the class name as text into, say, an int column.
     cleaned[label_column] = cleaned[label_column].astype(object)
-    changed = keep & (labels != run.samples["given_label"].to_numpy(dtype=object))
+    changed = keep & (labels != run.scores["given_label"].to_numpy(dtype=object))
     if changed.any():
         position = np.cumsum(keep) - 1  # sample index -> row of `cleaned`
         cleaned.iloc[position[changed], cleaned.columns.get_loc(label_column)] = labels[changed]
@@ -478,14 +431,14 @@ def plan_table(run: RunInfo, decisions: dict[int, Decision], out: Path) -> pd.Da
     return cleaned.reset_index(drop=True)
 
 
-def _table_rows(run: RunInfo, table: pd.DataFrame, path_column: str) -> np.ndarray:
+def _table_rows(run: RunFolder, table: pd.DataFrame, path_column: str) -> np.ndarray:
     """The input CSV row of every sample, in index order.
 
     Feature tables: sample ``i`` is row ``i``. Path CSVs: samples are the rows
     in order minus the unreadable images a ``--skip-unreadable`` run left out,
     so a single ordered pass over the rows, matching paths, recovers them.
     """
-    ids = run.samples["sample_id"].to_numpy()
+    ids = run.scores["sample_id"].to_numpy()
     if run.origin == "features":
         if len(table) != len(ids):
             raise LabelcleanError(
@@ -523,14 +476,14 @@ def _write_tree(plan: pd.DataFrame, dest: Path, link: str) -> None:
         place_file(Path(source), path, link)
 
 
-def apply_log(run: RunInfo, decisions: dict[int, Decision], plan: pd.DataFrame) -> pd.DataFrame:
+def apply_log(run: RunFolder, decisions: dict[int, Decision], plan: pd.DataFrame) -> pd.DataFrame:
     """``apply_log.csv``: one row per flagged sample, most suspicious first.
 
     Columns: ``rank``, ``index``, ``path``/``row``, ``given_label``, ``action``,
     ``new_label``, ``decided_by`` and ``destination`` (the file under
     ``cleaned/``, or the data row of ``cleaned.csv``; empty when removed).
     """
-    s = run.samples
+    s = run.scores
     order = sorted(decisions, key=lambda i: int(s["rank"].iat[i]))
     if "target" in plan.columns:
         where = {int(i): f"cleaned/{t}" for i, t in zip(plan["index"], plan["target"],
@@ -552,13 +505,13 @@ def apply_log(run: RunInfo, decisions: dict[int, Decision], plan: pd.DataFrame) 
 
 
 def _summary(
-    run: RunInfo, decisions: dict[int, Decision], review_path: Path, review: pd.DataFrame,
+    run: RunFolder, decisions: dict[int, Decision], review_path: Path, review: pd.DataFrame,
     out: Path, link: str,
 ) -> dict:
     actions = pd.Series([d.action for d in decisions.values()], dtype=object)
     labels = final_labels(run, decisions)
     final = pd.Series(labels[labels != ""]).value_counts()
-    n, n_flagged = len(run.samples), len(decisions)
+    n, n_flagged = len(run.scores), len(decisions)
     removed = int((actions == "remove").sum())
     return {
         "labelclean_version": __version__,

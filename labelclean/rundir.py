@@ -40,6 +40,10 @@ resume=True)`` adopts the staging folder a killed run left (instead of removing
 it): it is renamed to this process's name and emptied of everything but the
 marker and the saved state, so the run continues and then writes its outputs
 afresh.
+
+Reading a run folder back is the job of :mod:`labelclean.runfiles`
+(:func:`~labelclean.runfiles.read_run`): the one reader that the report,
+``labelclean apply`` and the tests use.
 """
 
 from __future__ import annotations
@@ -53,9 +57,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from . import __version__
 from ._io import write_json
 from .errors import LabelcleanError
@@ -64,7 +65,8 @@ MARKER = ".labelclean-run"
 FORMAT = "labelclean-output"
 #: What a folder of each kind is called in messages ("holds no labelclean run").
 KINDS = {"run": "labelclean run", "apply": "labelclean output", "demo": "labelclean demo"}
-# One place for the names of a run folder's files (labelclean.export writes them).
+# One place for the names of a run folder's files (labelclean.export writes them,
+# labelclean.runfiles reads them).
 RUN_FILE = "run.json"
 SCORES_FILE = "scores.csv"
 REVIEW_FILE = "flagged_samples.csv"
@@ -161,26 +163,6 @@ def verify(folder: str | os.PathLike, names: Iterable[str]) -> None:
                 f"{path} was changed after labelclean wrote it (checksum mismatch); "
                 "rerun to get a consistent folder"
             )
-
-
-def check_scores(root: Path, run: dict, scores: pd.DataFrame) -> None:
-    """Refuse a ``scores.csv`` that disagrees with ``run.json`` (a truncated or
-    edited file), and any run file that differs from the manifest."""
-    verify(root, INTEGRITY_FILES)
-    where = root / SCORES_FILE
-    samples, flagged = run.get("samples"), run.get("flagged")
-    if isinstance(samples, int) and len(scores) != samples:
-        raise LabelcleanError(
-            f"{where} has {len(scores)} rows but {RUN_FILE} says {samples} samples; "
-            "the run folder is damaged"
-        )
-    n_flagged = int(np.count_nonzero(scores["flagged"].to_numpy()))
-    if isinstance(flagged, int) and n_flagged != flagged:
-        raise LabelcleanError(
-            f"{where} flags {n_flagged} samples but {RUN_FILE} says {flagged}; "
-            "the run folder is damaged"
-        )
-
 
 
 # ----------------------------------------------------------------------------- staging

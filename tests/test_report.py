@@ -17,11 +17,11 @@ from click.testing import CliRunner
 from report_runs import Runs, SuspicionRuns, big_report, build_runs, suspicion_runs, write_fake_run
 
 from labelclean.cli import main
+from labelclean.decision import suspicion_scores
 from labelclean.errors import LabelcleanError
 from labelclean.report import (
     FIGURES_DIR,
     REPORT_FILE,
-    _windowed,
     fig_loss_evolution,
     fig_loss_histogram,
     fig_separation,
@@ -272,16 +272,33 @@ def test_a_run_that_flagged_nothing(runs, tmp_path):
 def test_the_histogram_shows_what_the_mixture_was_fitted_to(runs):
     run = load_run(runs.folder_run)
     values = scores_at_t_c(run)
-    if "score" in run.scores.columns:
-        # The heatmap's windowed rows reproduce the cleaner's suspicion scores.
-        windowed = _windowed(np.asarray(run.losses, dtype=np.float64), run.window)
-        assert np.allclose(windowed[run.t_c - 1], values, rtol=1e-4, atol=1e-5)
-    else:
-        assert np.allclose(values, run.losses[run.t_c - 1])
+    # what the decision module stored, in index order
+    stored = pd.read_csv(runs.folder_run / "scores.csv").sort_values("index")["score"]
+    assert np.array_equal(values, stored.to_numpy())
+    # The heatmap's row at t_c, rebuilt by decision.suspicion_scores from losses.npy,
+    # is the same score.
+    assert np.allclose(suspicion_history(run).values[run.t_c - 1], values, rtol=1e-4,
+                       atol=1e-5)
     mix = run.run["mixture_at_t_c"]
     assert run.suspicion == "loss" and run.flag_cut == mix["threshold"]
     flagged = run.scores.sort_values("index")["flagged"].to_numpy()
     assert np.array_equal(flagged, values > mix["threshold"])
+
+
+def test_a_run_without_stored_scores_shows_the_decision_modules_scores(tmp_path):
+    # Runs made before scores.csv had a score column: the suspicion at t_c is
+    # decision.suspicion_scores over the stored losses, not the raw loss of t_c.
+    run_dir = write_fake_run(tmp_path / "old", 40)
+    run_json = json.loads((run_dir / "run.json").read_text())
+    run_json["params"].update(suspicion="logloss", window=3)
+    (run_dir / "run.json").write_text(json.dumps(run_json))
+    run = load_run(run_dir)
+    losses = np.load(run_dir / "losses.npy").astype(np.float64)
+    t_c = run.t_c
+    expected = suspicion_scores(losses[t_c - 3 : t_c], None, "logloss", 3)
+    assert np.allclose(scores_at_t_c(run), expected)
+    assert np.allclose(histogram_data(run).values, expected)
+    assert np.allclose(suspicion_history(run).values[t_c - 1], expected)
 
 
 # ----------------------------------------------------------------- other suspicion scores

@@ -1,0 +1,198 @@
+"""Reading a run folder back: the one reader of what :mod:`labelclean.export` wrote.
+
+:mod:`labelclean.rundir` owns the layout of ``--out`` (the file names, the
+marker and manifest, the atomic writer); this module is the reader it
+designates. The report (:mod:`labelclean.report`), ``labelclean apply``
+(:mod:`labelclean.review`) and the tests all read a run through
+:func:`read_run`, so a run folder is checked the same way wherever it is
+used: ``run.json`` and ``scores.csv`` must be there and agree with each other
+and with the manifest, and ``scores.csv`` must hold one row per sample.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import pandas as pd
+
+from ._io import read_json_object
+from .errors import LabelcleanError
+from .rundir import (
+    CHECKPOINT_DIR,
+    INTEGRITY_FILES,
+    LOSSES_FILE,
+    MARGINS_FILE,
+    METRICS_FILE,
+    RUN_FILE,
+    SCORES_FILE,
+    UNREADABLE_FILE,
+    verify,
+)
+
+#: ``scores.csv`` columns every reader relies on.
+REQUIRED_COLUMNS = ("index", "sample_id", "given_label", "flagged", "rank")
+#: Read as text, so that a class named ``"01"`` stays ``"01"``.
+TEXT_COLUMNS = ("sample_id", "given_label", "predicted_label", "suggested_label")
+MODEL_FILE = f"{CHECKPOINT_DIR}/model.json"
+
+_View = TypeVar("_View", bound="RunFolder")
+
+
+@dataclass
+class RunFolder:
+    """What a run folder holds, as read by :func:`read_run`.
+
+    ``scores`` is one row per training sample in index order (row ``i`` is
+    sample ``i``), text columns kept as text and ``flagged`` as bool;
+    ``losses`` and ``margins`` are ``(epochs, N)`` memory maps, or ``None``
+    when the file is missing or not of that shape; ``metrics`` is empty when
+    ``metrics.csv`` is missing, ``unreadable`` when the run skipped nothing,
+    ``model`` when ``checkpoint/model.json`` is missing.
+    """
+
+    root: Path
+    run: dict
+    metrics: pd.DataFrame
+    scores: pd.DataFrame
+    losses: np.ndarray | None
+    unreadable: pd.DataFrame
+    model: dict
+    margins: np.ndarray | None = None
+
+    @classmethod
+    def of(cls: type[_View], folder: RunFolder) -> _View:
+        """The same files seen as ``cls`` (a subclass adding views, such as the report's)."""
+        return cls(**{f.name: getattr(folder, f.name) for f in fields(RunFolder)})
+
+    @property
+    def t_c(self) -> int:
+        return int(self.run["t_c"])
+
+    @property
+    def window(self) -> int:
+        """Epochs each sample's loss suspicion averages its loss over (1: the paper's loss)."""
+        try:
+            return max(1, int(self.run.get("params", {}).get("window") or 1))
+        except (TypeError, ValueError):
+            return 1
+
+    @property
+    def suspicion(self) -> str:
+        """The per-sample suspicion score the mixture was fitted to and the flags read
+        (``params["suspicion"]``): ``"loss"``, ``"logloss"`` or ``"aum"``; ``"loss"``
+        for runs made before the choice existed."""
+        return str(self.run.get("params", {}).get("suspicion") or "loss").lower()
+
+    @property
+    def classes(self) -> list[str]:
+        """The run's classes: the checkpoint's, else the input's."""
+        classes = self.model.get("classes") or self.run.get("input", {}).get("classes") or []
+        return [str(c) for c in classes]
+
+    @property
+    def flagged(self) -> pd.DataFrame:
+        """Flagged samples, most suspicious first."""
+        f = self.scores[self.scores["flagged"]]
+        return f.sort_values("rank", kind="stable").reset_index(drop=True)
+
+    @property
+    def source(self) -> Path:
+        """The input the run read (a folder or a CSV)."""
+        return Path(self.run.get("input", {}).get("source", "."))
+
+    @property
+    def origin(self) -> str | None:
+        return self.run.get("input", {}).get("origin")
+
+    @property
+    def id_column(self) -> str:
+        """The column of ``flagged_samples.csv`` that names a sample."""
+        return "path" if self.run.get("input", {}).get("kind") == "images" else "row"
+
+
+def read_run(run_dir: str | os.PathLike) -> RunFolder:
+    """Read the files of a run folder (see :class:`RunFolder`).
+
+    Raises
+    ------
+    LabelcleanError
+        When ``run_dir`` is not a complete labelclean run (``run.json`` or
+        ``scores.csv`` missing or unreadable), or is damaged: a file differs
+        from the manifest, or ``scores.csv`` disagrees with ``run.json`` or
+        does not hold samples ``0..N-1``.
+    """
+    root = Path(run_dir).resolve()
+    if not (root / RUN_FILE).is_file():
+        raise LabelcleanError(f"{root} is not a labelclean run: {RUN_FILE} is missing")
+    if not (root / SCORES_FILE).is_file():
+        raise LabelcleanError(
+            f"{root} is not a complete labelclean run: {SCORES_FILE} is missing")
+    # first: a file changed after the run is named as such, not as unparsable
+    verify(root, INTEGRITY_FILES)
+    run = read_json_object(root / RUN_FILE)
+    scores = _read_scores(root / SCORES_FILE)
+    check_scores(root, run, scores)
+    metrics_file = root / METRICS_FILE
+    metrics = pd.read_csv(metrics_file) if metrics_file.is_file() else pd.DataFrame()
+    unreadable_file = root / UNREADABLE_FILE
+    unreadable = (
+        pd.read_csv(unreadable_file, dtype=str, keep_default_na=False)
+        if unreadable_file.is_file()
+        else pd.DataFrame({"path": [], "reason": []})
+    )
+    model_file = root / MODEL_FILE
+    model = read_json_object(model_file) if model_file.is_file() else {}
+    return RunFolder(
+        root=root, run=run, metrics=metrics, scores=scores,
+        losses=_read_per_epoch(root / LOSSES_FILE, len(scores)),
+        unreadable=unreadable, model=model,
+        margins=_read_per_epoch(root / MARGINS_FILE, len(scores)),
+    )
+
+
+def _read_scores(path: Path) -> pd.DataFrame:
+    try:
+        scores = pd.read_csv(path, dtype=dict.fromkeys(TEXT_COLUMNS, str),
+                             keep_default_na=False)
+        missing = [c for c in REQUIRED_COLUMNS if c not in scores.columns]
+        if missing:
+            raise KeyError(f"no column {', '.join(missing)}")
+        scores["flagged"] = scores["flagged"].astype(str).str.lower().isin(["true", "1"])
+        return scores.sort_values("index", kind="stable").reset_index(drop=True)
+    except (ValueError, KeyError, TypeError, pd.errors.ParserError) as e:
+        raise LabelcleanError(f"cannot read {path}: {e}") from None
+
+
+def check_scores(root: Path, run: dict, scores: pd.DataFrame) -> None:
+    """Refuse a ``scores.csv`` (read by :func:`read_run`) that disagrees with
+    ``run.json`` or is not one row per sample ``0..N-1``: a truncated or
+    edited file."""
+    where = root / SCORES_FILE
+    samples, flagged = run.get("samples"), run.get("flagged")
+    if isinstance(samples, int) and len(scores) != samples:
+        raise LabelcleanError(
+            f"{where} has {len(scores)} rows but {RUN_FILE} says {samples} samples; "
+            "the run folder is damaged"
+        )
+    n_flagged = int(np.count_nonzero(scores["flagged"].to_numpy()))
+    if isinstance(flagged, int) and n_flagged != flagged:
+        raise LabelcleanError(
+            f"{where} flags {n_flagged} samples but {RUN_FILE} says {flagged}; "
+            "the run folder is damaged"
+        )
+    if not np.array_equal(scores["index"].to_numpy(), np.arange(len(scores))):
+        raise LabelcleanError(f"{where} is damaged: sample indices are not 0..N-1")
+
+
+def _read_per_epoch(path: Path, n: int) -> np.ndarray | None:
+    # Memory-mapped: only the rows a reader touches are read from disk.
+    if not path.is_file():
+        return None
+    values = np.load(path, mmap_mode="r")
+    if values.ndim != 2 or values.shape[1] != n:
+        return None
+    return values
