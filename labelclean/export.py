@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -145,7 +146,8 @@ def _write_run(result: CleanResult, folder: Path, out: Path, link: str, report: 
     data = result.dataset
     keep = ~result.scores.sort_values("index")["flagged"].to_numpy()
     if data.origin == "folder":
-        _write_tree(data.files, data.ids, keep, folder / "cleaned", link)
+        kept = ((f, rel) for f, rel, k in zip(data.files, data.ids, keep) if k)
+        write_tree(kept, folder / "cleaned", link)
     else:
         write_csv(folder / "cleaned.csv", _cleaned_table(result, keep, out))
     write_csv(folder / REVIEW_FILE, guard_formulas(review_table(result)))
@@ -308,14 +310,14 @@ def _in_phase(result: CleanResult, phase: str) -> bool | None:
     return bool(span[0] <= result.t_c <= span[1])
 
 
-def _write_tree(
-    files: list[Path], ids: list[str], keep, dest: Path, link: str
-) -> None:
+def write_tree(files: Iterable[tuple[str | os.PathLike, str]], dest: Path, link: str) -> None:
+    """Build a cleaned image tree under ``dest``: each ``(source image, relative
+    target)`` of ``files`` placed at ``dest/target`` as ``link`` says (see
+    :data:`LINK_MODES`). ``labelclean run`` and ``labelclean apply`` both write
+    ``cleaned/`` with it."""
     # `dest` is inside a staging folder: a half-built tree is never visible.
     dest.mkdir(parents=True, exist_ok=True)
-    for src, rel, k in zip(files, ids, keep):
-        if not k:
-            continue
+    for src, rel in files:
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         place_file(Path(src), target, link)

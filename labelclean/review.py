@@ -53,8 +53,8 @@ from .export import (
     LINK_MODES,
     guard_formulas,
     output_forbidden,
-    place_file,
     unguard_cell,
+    write_tree,
 )
 from .rundir import REVIEW_FILE, RUN_FILE, SCORES_FILE
 from .runfiles import RunFolder, read_run
@@ -146,7 +146,7 @@ def apply_review(
                       inputs=[run.root, *_input_footprint(run)]) as staging:
         folder = staging.path
         if run.origin == "folder":
-            _write_tree(plan, folder / "cleaned", link)
+            write_tree(zip(plan["source"], plan["target"]), folder / "cleaned", link)
         else:
             write_csv(folder / "cleaned.csv", plan)
         log = apply_log(run, decisions, plan)
@@ -464,16 +464,6 @@ def _table_rows(run: RunFolder, table: pd.DataFrame, path_column: str) -> np.nda
 
 
 # ----------------------------------------------------------------------------- writing
-
-
-def _write_tree(plan: pd.DataFrame, dest: Path, link: str) -> None:
-    """Build the image tree of ``plan`` under ``dest``."""
-    # `dest` is inside a staging folder: a half-built tree is never visible.
-    dest.mkdir(parents=True)
-    for source, target in zip(plan["source"], plan["target"], strict=True):
-        path = dest / target
-        path.parent.mkdir(parents=True, exist_ok=True)
-        place_file(Path(source), path, link)
 
 
 def apply_log(run: RunFolder, decisions: dict[int, Decision], plan: pd.DataFrame) -> pd.DataFrame:
