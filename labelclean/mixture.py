@@ -165,7 +165,7 @@ def fit_loss_mixture(losses: np.ndarray, seed: int = 0) -> LossMixture:
     s_c, s_w = float(sds[lo]), float(sds[hi])
     r = float(gm.weights_[hi])
     separation = math.sqrt(2) * (m_w - m_c) / math.sqrt(s_c**2 + s_w**2)
-    threshold = _crossing(m_c, s_c, m_w, s_w, r)
+    threshold = crossing(m_c, s_c, m_w, s_w, r)
     # A handful of outliers can form a tight component far out with a huge D;
     # a population of wrong labels worth the name holds a minimal share.
     minority = min(r, 1.0 - r)
@@ -190,8 +190,10 @@ def _log_normal(x: np.ndarray, m: float, s: float) -> np.ndarray:
     return -0.5 * ((x - m) / s) ** 2 - math.log(s) - 0.5 * math.log(2 * math.pi)
 
 
-def _crossing(m_c: float, s_c: float, m_w: float, s_w: float, r: float) -> float:
-    """The loss in (m_c, m_w) where ``(1-r) N(m_c, s_c) = r N(m_w, s_w)``.
+def crossing(m_c: float, s_c: float, m_w: float, s_w: float, r: float) -> float:
+    """The loss in (m_c, m_w) where ``(1-r) N(m_c, s_c) = r N(m_w, s_w)``: the
+    threshold ``l_c`` of a two-Gaussian mixture with these parameters (what
+    :func:`fit_loss_mixture` reports as ``threshold``).
 
     Taking logs gives a quadratic ``a l^2 + b l + c = 0``; we take its root
     between the means, or the midpoint when there is none.

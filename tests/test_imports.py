@@ -9,11 +9,26 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "labelclean"
+TESTS = Path(__file__).resolve().parent
+
+
+def _name(path: Path) -> str:
+    """A package file's module name relative to the package: ``cleaner``,
+    ``report`` (``report/__init__.py``), ``report.figures``; the package's own
+    ``__init__.py`` is ``__init__``."""
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts.pop()
+    return ".".join(parts)
 
 
 def _modules() -> dict[str, ast.Module]:
-    return {p.stem: ast.parse(p.read_text(encoding="utf-8"), filename=str(p))
-            for p in sorted(PACKAGE.glob("*.py"))}
+    return {_name(p): ast.parse(p.read_text(encoding="utf-8"), filename=str(p))
+            for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _is_package(name: str) -> bool:
+    return name == "__init__" or (PACKAGE / name.replace(".", "/") / "__init__.py").is_file()
 
 
 def _type_checking_nodes(tree: ast.Module) -> set[int]:
@@ -25,31 +40,44 @@ def _type_checking_nodes(tree: ast.Module) -> set[int]:
     return skip
 
 
+def _base(name: str, level: int) -> str:
+    """The package a relative import of ``level`` dots in module ``name`` starts from
+    (``""``: labelclean itself)."""
+    parts = [] if name == "__init__" else name.split(".")
+    if not _is_package(name):
+        parts = parts[:-1]  # a plain module: its package
+    return ".".join(parts[: len(parts) - (level - 1)] if level > 1 else parts)
+
+
+def _join(base: str, module: str | None) -> str:
+    return ".".join(p for p in (base, module or "") if p) or "__init__"
+
+
 def _imports(name: str, tree: ast.Module) -> list[tuple[str, str | None, int]]:
-    """``(module imported, member or None, line)`` for each import of a package module."""
+    """``(module imported, member or None, line)`` for each import of a package
+    module; ``from pkg import sub`` with ``sub`` a module counts as ``(pkg.sub, None)``."""
     skip = _type_checking_nodes(tree)
+    modules = {_name(p) for p in PACKAGE.rglob("*.py")}
     found = []
     for node in ast.walk(tree):
         if id(node) in skip:
             continue
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1:
-                if node.module:  # from .x import a, b
-                    found += [(node.module.split(".")[0], a.name, node.lineno)
-                              for a in node.names]
-                else:  # from . import x
-                    found += [(a.name, None, node.lineno) for a in node.names]
+            if node.level:
+                target = _join(_base(name, node.level), node.module)
             elif node.module and node.module.split(".")[0] == "labelclean":
-                parts = node.module.split(".")
-                if len(parts) > 1:
-                    found += [(parts[1], a.name, node.lineno) for a in node.names]
-                else:
-                    found += [(a.name, None, node.lineno) for a in node.names]
+                target = _join("", ".".join(node.module.split(".")[1:]))
+            else:
+                continue
+            for a in node.names:
+                sub = _join("" if target == "__init__" else target, a.name)
+                found.append((sub, None, node.lineno) if sub in modules
+                             else (target, a.name, node.lineno))
         elif isinstance(node, ast.Import):
             for a in node.names:
                 parts = a.name.split(".")
                 if parts[0] == "labelclean" and len(parts) > 1:
-                    found.append((parts[1], None, node.lineno))
+                    found.append((".".join(parts[1:]), None, node.lineno))
     return found
 
 
@@ -67,12 +95,9 @@ def _graph() -> dict[str, set[str]]:
     modules = _modules()
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, tree in modules.items():
-        for target, member, _ in _imports(name, tree):
-            # `from . import x` names a module x; `from .x import y` the module x
+        for target, _, _ in _imports(name, tree):
             if target in modules and target != name:
                 graph[name].add(target)
-            elif target == "__init__" or (member and member in modules and target not in modules):
-                graph[name].add(member)
     # __init__ re-exports: importing the package runs it, but modules that import
     # `from . import __version__` depend on it only for the version string
     graph.pop("__init__", None)
@@ -130,3 +155,59 @@ def test_the_cycle_check_finds_a_cycle():
 def test_the_private_import_check_sees_lazy_imports():
     tree = ast.parse("def f():\n    from .sources import _read_csv\n")
     assert _imports("x", tree) == [("sources", "_read_csv", 2)]
+
+
+def test_the_import_check_reads_the_subpackages():
+    modules = _modules()
+    assert {"report", "report.figures", "report.registry"} <= set(modules)
+    tree = ast.parse("from ..decision import _x\nfrom .run import RunFiles\n"
+                     "from . import figures\nfrom .. import rundir\n")
+    assert _imports("report.data", tree) == [
+        ("decision", "_x", 1), ("report.run", "RunFiles", 2), ("report.figures", None, 3),
+        ("rundir", None, 4)]
+    assert _imports("report", ast.parse("from .page import render_html\n")) == [
+        ("report.page", "render_html", 1)]
+    assert "report.run" in _graph()["report.figures"]
+
+
+def _private_imports_in(path: Path) -> list[str]:
+    """``file:line name`` for each import of a ``_private`` labelclean name (or
+    module) in a test file."""
+    def private(part: str) -> bool:
+        return part.startswith("_") and not part.startswith("__")
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            parts = node.module.split(".")
+            if parts[0] != "labelclean":
+                continue
+            names = [a.name for a in node.names]
+            if any(map(private, parts)) or any(map(private, names)):
+                found.append(f"{path.name}:{node.lineno} from {node.module} import "
+                             f"{', '.join(names)}")
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                parts = a.name.split(".")
+                if parts[0] == "labelclean" and any(map(private, parts)):
+                    found.append(f"{path.name}:{node.lineno} import {a.name}")
+    return found
+
+
+def test_tests_import_only_public_names():
+    # tests use the package's public seams: a private helper worth testing on
+    # its own is worth making public
+    found = [hit for path in sorted(TESTS.rglob("*.py")) for hit in _private_imports_in(path)]
+    assert found == []
+
+
+def test_the_tests_check_sees_private_imports(tmp_path):
+    probe = tmp_path / "test_probe.py"
+    probe.write_text("from labelclean.mixture import _crossing, fit_loss_mixture\n"
+                     "import labelclean._io\nfrom labelclean import __version__\n"
+                     "def f():\n    from labelclean.report import _windowed\n")
+    assert _private_imports_in(probe) == [
+        "test_probe.py:1 from labelclean.mixture import _crossing, fit_loss_mixture",
+        "test_probe.py:2 import labelclean._io",
+        "test_probe.py:5 from labelclean.report import _windowed",
+    ]

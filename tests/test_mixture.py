@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from labelclean.decision import PhaseIIDetector, flag_samples
-from labelclean.mixture import _crossing, fit_loss_mixture
+from labelclean.mixture import crossing, fit_loss_mixture
 from labelclean.noise import inject_noise
 
 
@@ -34,7 +34,7 @@ def test_recovers_two_populations():
 
 def test_threshold_is_where_weighted_densities_cross():
     m_c, s_c, m_w, s_w, r = 0.3, 0.2, 2.5, 0.8, 0.4
-    t = _crossing(m_c, s_c, m_w, s_w, r)
+    t = crossing(m_c, s_c, m_w, s_w, r)
 
     def dens(x, m, s, w):
         return w * math.exp(-0.5 * ((x - m) / s) ** 2) / s
@@ -42,7 +42,7 @@ def test_threshold_is_where_weighted_densities_cross():
     assert m_c < t < m_w
     assert dens(t, m_c, s_c, 1 - r) == pytest.approx(dens(t, m_w, s_w, r), rel=1e-6)
     # with no crossing between the means, the midpoint
-    assert _crossing(0.0, 1.0, 1.0, 1.0, 1e-9) == pytest.approx(0.5)
+    assert crossing(0.0, 1.0, 1.0, 1.0, 1e-9) == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
