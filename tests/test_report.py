@@ -20,6 +20,7 @@ from labelclean.cli import main
 from labelclean.decision import suspicion_scores
 from labelclean.errors import LabelcleanError
 from labelclean.report import (
+    FIGURES,
     FIGURES_DIR,
     REPORT_FILE,
     fig_loss_evolution,
@@ -28,11 +29,13 @@ from labelclean.report import (
     histogram_data,
     load_run,
     make_thumbnails,
+    register,
     scores_at_t_c,
     suspicion_history,
     write_report,
 )
-from labelclean.rundir import MARKER
+from labelclean.report.plotting import new_figure
+from labelclean.rundir import MARKER, read_marker
 
 CORE_FIGURES = ("accuracy", "separation", "loss_evolution", "loss_histogram")
 
@@ -144,6 +147,43 @@ def test_figures_are_written_and_embedded(runs):
                       page)
         assert m and base64.b64decode(m.group(1)) == png.read_bytes()
     assert "could not be drawn" not in page
+
+
+def test_a_registered_figure_is_drawn_captioned_and_recorded(runs, tmp_path):
+    # Adding a figure is one function and one registration: nothing else to edit.
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs.folder_run, run_dir, symlinks=True)  # with its manifest
+    drawn = []
+
+    def fig_probe(run):
+        drawn.append("probe")
+        fig, (ax,) = new_figure(1)
+        ax.plot(run.metrics["epoch"], run.metrics["m_c"])
+        return fig
+
+    def fig_absent(run):
+        drawn.append("absent")
+
+    try:
+        register("probe", caption="The probe caption.", needs=("m_c",))(fig_probe)
+        register("absent", caption="Never shown.", needs=("no_such_column|losses_x",))(
+            fig_absent)
+        with pytest.raises(ValueError, match="already registered"):
+            register("probe", caption="again")(fig_probe)
+        page = write_report(run_dir).read_text()
+    finally:
+        FIGURES.pop("probe", None)
+        FIGURES.pop("absent", None)
+    assert drawn == ["probe"]  # a figure whose data the run lacks is not drawn at all
+    assert 'id="fig-probe"' in page and "The probe caption." in page
+    assert 'id="fig-absent"' not in page and "Never shown." not in page
+    png = run_dir / FIGURES_DIR / "probe.png"
+    assert png.read_bytes().startswith(b"\x89PNG")
+    assert not (run_dir / FIGURES_DIR / "absent.png").exists()
+    assert "figures/probe.png" in read_marker(run_dir)["files"]
+    # the built-in figures come first, in their order
+    order = [page.index(f'id="fig-{n}"') for n in (*CORE_FIGURES, "probe")]
+    assert order == sorted(order)
 
 
 def test_page_is_self_contained(runs):

@@ -14,6 +14,7 @@ from report_runs import Runs, build_runs, tree_digest
 from labelclean.cli import main
 from labelclean.errors import LabelcleanError
 from labelclean.review import APPLY_FILE, LOG_FILE, apply_review
+from labelclean.runfiles import read_run
 
 
 @pytest.fixture(scope="session")
@@ -44,12 +45,13 @@ def other_class(label: str, classes: list[str]) -> str:
     return next(c for c in classes if c != label)
 
 
+# the run folder is read back through the one reader, as apply reads it
 def classes_of(run_dir: Path) -> list[str]:
-    return json.loads((run_dir / "checkpoint" / "model.json").read_text())["classes"]
+    return read_run(run_dir).classes
 
 
 def scores_of(run_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(run_dir / "scores.csv", dtype={"sample_id": str, "given_label": str})
+    return read_run(run_dir).scores
 
 
 # ----------------------------------------------------------------------------- folder input
