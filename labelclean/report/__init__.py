@@ -58,7 +58,7 @@ from .gallery import (
     thumbnail_side,
 )
 from .page import render_html
-from .registry import FIGURES, Figure, figure_caption, figure_names, register, write_figures
+from .registry import FIGURES, FigureSpec, figure_caption, figure_names, register, write_figures
 from .run import RunFiles, load_run
 from .tables import class_table, flagged_confusion
 
@@ -99,7 +99,7 @@ def write_report(run_dir: str | os.PathLike) -> Path:
 
 __all__ = [
     "FIGURES", "FIGURES_DIR", "FIGURE_NAMES", "MAX_THUMBNAILS", "REPORT_FILE",
-    "THUMBNAIL_SECONDS", "Figure", "Histogram", "RunFiles", "ScoreHistory", "class_table",
+    "THUMBNAIL_SECONDS", "FigureSpec", "Histogram", "RunFiles", "ScoreHistory", "class_table",
     "fig_accuracy", "fig_loss_evolution", "fig_loss_histogram", "fig_order_parameters",
     "fig_separation", "fig_truth", "figure_caption", "figure_names", "flagged_confusion",
     "gallery_data", "histogram_data", "image_locator", "load_run", "make_thumbnails",

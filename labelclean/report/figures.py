@@ -9,6 +9,7 @@ nothing else changes. The suspicion scores a figure shows come from
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from .plotting import decorate, legend, new_figure, plot_line, wrap
 from .registry import register
 from .run import RunFiles
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure as MplFigure
+
 
 @register(
     "accuracy",
@@ -31,7 +35,7 @@ from .run import RunFiles
             "set was given, on it. Shaded bands are the learning phases; the dashed line is "
             "t_c.",
 )
-def fig_accuracy(run: RunFiles):
+def fig_accuracy(run: RunFiles) -> MplFigure | None:
     """Accuracy (training running average, eval pass, validation) and loss over epochs."""
     m, x = run.metrics, epochs_of(run)
     acc = [(c, lbl) for c, lbl in (
@@ -79,7 +83,7 @@ def fig_accuracy(run: RunFiles):
                    "is where they are furthest apart (ΔL = m_w − m_c largest; phase II).",
     },
 )
-def fig_separation(run: RunFiles):
+def fig_separation(run: RunFiles) -> MplFigure | None:
     """The two suspicion-score populations' means +- sd, the threshold (and, for AUM,
     the flag rule's cut at 0), and delta_L, over epochs."""
     m, x = run.metrics, epochs_of(run)
@@ -195,7 +199,7 @@ def _plain_losses_caption(run: RunFiles) -> str | None:
                    "and threshold l_c drawn over it.",
     },
 )
-def fig_loss_evolution(run: RunFiles):
+def fig_loss_evolution(run: RunFiles) -> MplFigure | None:
     """Heatmap of the per-sample suspicion score (the loss for the default suspicion)
     after every epoch (paper fig 6A), with the per-epoch mixture drawn over it."""
     from matplotlib.colors import PowerNorm
@@ -293,7 +297,7 @@ def _linear_ylim(density: np.ndarray, bins: np.ndarray, threshold: float) -> flo
                    "are flagged.",
     },
 )
-def fig_loss_histogram(run: RunFiles):
+def fig_loss_histogram(run: RunFiles) -> MplFigure | None:
     """Histogram of the suspicion scores at t_c (the losses for the default
     suspicion) with the fitted mixture and the flagging cut (paper fig 6B)."""
     h = histogram_data(run)
@@ -363,7 +367,7 @@ ORDER_PARAMETER_GROUPS = (
     caption="Order parameters of the minibatch gradients at the probed epochs "
             "(paper eqs 5-15).",
 )
-def fig_order_parameters(run: RunFiles):
+def fig_order_parameters(run: RunFiles) -> MplFigure | None:
     """The gradient order parameters (paper eqs 5-15) at the probed epochs, when present."""
     m, x = run.metrics, epochs_of(run)
     present = [(t, [c for c in cols if metric_column(m, c) is not None])
@@ -391,7 +395,7 @@ def fig_order_parameters(run: RunFiles):
     caption="Using the trusted noise marks given for research: how good the flags would have "
             "been at each epoch.",
 )
-def fig_truth(run: RunFiles):
+def fig_truth(run: RunFiles) -> MplFigure | None:
     """Precision / recall / F1 of the would-be flags per epoch, against a trusted noise mask."""
     m, x = run.metrics, epochs_of(run)
     cols = [c for c in ("true_precision", "true_recall", "true_f1")

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
 from .run import RunFiles
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 PHASE_COLOURS = {"I": "#dbe9f6", "II": "#d5efcf", "III": "#fde3c8", "IV": "#f3d3d3"}
 OTHER_PHASE_COLOURS = ("#e8e0f0", "#e0f0ee", "#f0ecd8")
 
 
-def new_figure(ncols: int, height: float = 3.4):
+def new_figure(ncols: int, height: float = 3.4) -> tuple[Figure, list[Axes]]:
     """A figure of ``ncols`` side-by-side axes: ``(fig, [ax, ...])``."""
     # A bare Figure on an Agg canvas, not pyplot: no global backend switch in the
     # caller's process (a notebook keeps its inline plots), nothing to close.
@@ -24,7 +30,9 @@ def new_figure(ncols: int, height: float = 3.4):
     return fig, list(axes[0])
 
 
-def decorate(ax, run: RunFiles, spans: list[tuple[str, int, int]], shade: bool = True) -> None:
+def decorate(
+    ax: Axes, run: RunFiles, spans: list[tuple[str, int, int]], shade: bool = True
+) -> None:
     """Shade the phases (or, over a heatmap, only mark their edges), mark t_c, integer epochs."""
     from matplotlib.ticker import MaxNLocator
 
@@ -45,7 +53,7 @@ def decorate(ax, run: RunFiles, spans: list[tuple[str, int, int]], shade: bool =
     ax.grid(alpha=0.3, lw=0.5)
 
 
-def plot_line(ax, x, y: pd.Series | None, label: str, **kw) -> bool:
+def plot_line(ax: Axes, x, y: pd.Series | None, label: str, **kw) -> bool:
     """Plot the finite points of ``y`` over ``x``; False (nothing drawn) when ``y`` is None."""
     if y is None:
         return False
@@ -54,7 +62,7 @@ def plot_line(ax, x, y: pd.Series | None, label: str, **kw) -> bool:
     return True
 
 
-def legend(ax, loc: str, fontsize: float = 8) -> None:
+def legend(ax: Axes, loc: str, fontsize: float = 8) -> None:
     """A legend, only when something on ``ax`` carries a label."""
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=fontsize, loc=loc)

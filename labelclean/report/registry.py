@@ -26,7 +26,7 @@ ARRAYS = ("losses", "margins")
 
 
 @dataclass(frozen=True)
-class Figure:
+class FigureSpec:
     """One registered figure (see :func:`register`)."""
 
     name: str
@@ -47,7 +47,7 @@ class Figure:
 
 
 #: Every registered figure by name, in display order.
-FIGURES: dict[str, Figure] = {}
+FIGURES: dict[str, FigureSpec] = {}
 
 
 def register(
@@ -69,7 +69,7 @@ def register(
         raise ValueError(f"a figure name must be letters, digits and '_', not {name!r}")
 
     def add(draw: Callable[[RunFiles], object | None]) -> Callable[[RunFiles], object | None]:
-        FIGURES[name] = Figure(name, draw, caption, tuple(needs),
+        FIGURES[name] = FigureSpec(name, draw, caption, tuple(needs),
                                dict(suspicion_captions or {}), shows_score, caption_for)
         return draw
 
@@ -82,7 +82,7 @@ def figure_names() -> tuple[str, ...]:
 
 
 def has_data(run: RunFiles, needs: tuple[str, ...]) -> bool:
-    """Whether ``run`` has what ``needs`` names (see :attr:`Figure.needs`)."""
+    """Whether ``run`` has what ``needs`` names (see :attr:`FigureSpec.needs`)."""
     def present(what: str) -> bool:
         if what in ARRAYS:
             values = getattr(run, what)
