@@ -681,8 +681,8 @@ class Cleaner:
         if self.tensorboard_dir is not None:
             _check_outside_input(self.tensorboard_dir, train)
         if state_dir is not None:
-            from .export import output_forbidden
             from .rundir import check_overlap
+            from .writers import output_forbidden
 
             check_overlap(state_dir, output_forbidden(train.source, train.origin, train.files),
                           "state_dir")
@@ -1063,7 +1063,7 @@ def _outputs_at(
 
 def _check_outside_input(folder: str | os.PathLike, data: Dataset) -> None:
     """Refuse a ``tensorboard_dir`` inside the input's folders (never write there)."""
-    from .export import output_forbidden
+    from .writers import output_forbidden
 
     where = Path(folder).resolve()
     for src in output_forbidden(data.source, data.origin, data.files):
