@@ -16,7 +16,8 @@ image tree is the ``cleaned/`` folder inside it, so ``--out cleaned/`` puts it a
     embeddings.npy         (N, D) float32 penultimate features at t_c (unless turned off)
     checkpoint/            model.safetensors + model.json at t_c
     unreadable.csv         images that could not be decoded (only when skipped)
-    run.json               parameters, versions, t_c, counts, timings
+    run.json               parameters, versions, t_c, counts, the observers' run-level
+                           results (phase_boundaries...), timings
     report.html, figures/  the report and its figures (see labelclean.report)
     .labelclean-run        the marker and manifest of the files above (labelclean.rundir)
 
@@ -59,7 +60,7 @@ from .rundir import (
 from .writers import DEFAULT_LINK, LINK_MODES, output_forbidden, writer_for
 
 if TYPE_CHECKING:
-    from .cleaner import CleanResult
+    from .result import CleanResult
 
 
 def export_result(
@@ -185,10 +186,16 @@ def review_table(result: CleanResult) -> pd.DataFrame:
     return table
 
 
+#: Keys ``run.json`` holds only for some runs (a noise mask, a validation set).
+OPTIONAL_RUN_KEYS = ("against_truth", "val_accuracy_at_t_c")
+
+
 def run_summary(result: CleanResult, out: Path) -> dict:
+    """``run.json``: the input, the settings, ``t_c``, the counts, the verdict, the
+    observers' run-level results (``CleanResult.observed``), the timings."""
     data = result.dataset
     writer = writer_for(data.origin)
-    summary = {
+    head = {
         "labelclean_version": result.checkpoint_config["labelclean_version"],
         "input": {
             "source": (f"<{data.origin} object>" if writer.in_memory
@@ -213,7 +220,8 @@ def run_summary(result: CleanResult, out: Path) -> dict:
         "verdict": result.verdict.to_dict(),
         "flagged_share_by_class": result.flagged_share_by_class(),
         "mixture_at_t_c": result.mixture.to_dict(),
-        "phase_boundaries": result.phase_boundaries,
+    }
+    tail = {
         "t_c_in_phase_II": _in_phase(result, "II"),
         "timing": result.timing,
         "environment": environment(),
@@ -225,6 +233,11 @@ def run_summary(result: CleanResult, out: Path) -> dict:
             "embeddings": EMBEDDINGS_FILE if result.embeddings is not None else None,
         },
     }
+    clash = sorted(set(result.observed) & (set(head) | set(tail) | set(OPTIONAL_RUN_KEYS)))
+    if clash:
+        raise ValueError(f"observer results would overwrite run.json's own keys: "
+                         f"{', '.join(clash)}")
+    summary = {**head, **result.observed, **tail}
     if result.noise_mask is not None:
         mask = result.noise_mask
         flags = result.scores.sort_values("index")["flagged"].to_numpy()

@@ -37,7 +37,7 @@ from .rundir import CLEANED_DIR, CLEANED_TABLE
 from .sources import Dataset
 
 if TYPE_CHECKING:
-    from .cleaner import CleanResult
+    from .result import CleanResult
 
 #: How ``cleaned/`` refers to the input images. ``copy`` (the default) makes
 #: copy-on-write clones where the filesystem can (btrfs, XFS, APFS...) and plain
