@@ -12,11 +12,12 @@ import logging  # noqa: E402
 logging.getLogger("labelclean").addHandler(logging.NullHandler())
 
 from .checkpoint import Checkpoint, load_checkpoint  # noqa: E402
-from .cleaner import Cleaner, CleanResult  # noqa: E402
+from .cleaner import Cleaner  # noqa: E402
 from .decision import Verdict  # noqa: E402
 from .errors import LabelcleanError, WithheldWarning  # noqa: E402
 from .inmemory import load_object  # noqa: E402, F401 - registers the reader of Python objects
 from .mixture import LossMixture, fit_loss_mixture  # noqa: E402
+from .result import CleanResult  # noqa: E402
 from .sources import Dataset, load_dataset  # noqa: E402
 
 __all__ = [

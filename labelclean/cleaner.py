@@ -2,9 +2,10 @@
 
 Data flows one way::
 
-    source (load_dataset) -> Trainer (SGD) -> observers (per-sample losses,
-    loss mixture, order parameters) -> decision (PhaseIIDetector, flag_samples)
-    -> CleanResult (-> export)
+    settings (Cleaner, validate) -> data (load_dataset) -> Trainer (SGD) -> per epoch:
+    decision (TcPolicy) then observers (per-sample losses, mixture, order parameters)
+    -> at the end: observers' on_history (phases, TensorBoard), verdict
+    -> CleanResult (result.assemble_result; -> export)
 
 Example
 -------
@@ -20,16 +21,14 @@ import logging
 import math
 import os
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
 import numpy as np
-import pandas as pd
 import torch
 
-from . import __version__, distributed
+from . import distributed
 from . import resume as resume_mod
 from .decision import (
     MIN_STEPS,
@@ -38,23 +37,22 @@ from .decision import (
     SUSPICIONS,
     EpochDecision,
     TcPolicy,
-    Verdict,
-    suggested_labels,
 )
-from .errors import LabelcleanError, WithheldWarning
-from .mixture import LossMixture
+from .errors import LabelcleanError
 from .models import create_model, default_augment, default_model, input_statistics
-from .observers import (
+from .observers import (  # noqa: F401 - log_tensorboard, progress_enabled kept importable here
     EpochContext,
     Observer,
     ObserverSetup,
     build_observers,
     end_of_epoch,
     load_observer_states,
+    log_tensorboard,
     observer_states,
     probe_interval,
-    progress_enabled,  # noqa: F401 - kept importable from here
+    progress_enabled,
 )
+from .result import CleanResult, assemble_result
 from .sources import Dataset, SourceKind, load_dataset, split_validation
 from .training import (
     AUGMENTATIONS,
@@ -92,139 +90,6 @@ def auto_batch_size(n: int) -> int:
 #: Where the per-sample losses and margins come from (``Cleaner(loss_pass=...)``).
 LOSS_PASSES = ("eval", "train")
 
-
-
-@dataclass
-class CleanResult:
-    """Everything one run found, as plain data.
-
-    Attributes
-    ----------
-    dataset:
-        The training data as read (``dataset.ids`` name the samples).
-    history:
-        One row per epoch: training loss and accuracy, validation accuracy
-        (when a validation set was given), the mixture parameters ``m_c, s_c,
-        m_w, s_w, r``, ``delta_L``, the threshold, the number of samples that
-        would be flagged at that epoch, timings, the order parameters when
-        probed, and the phase label.
-    scores:
-        One row per training sample at ``t_c``: ``sample_id``, ``given_label``,
-        ``predicted_label``, ``predicted_prob``, ``score`` (the loss averaged
-        over the ``window`` epochs ending at ``t_c``, which the mixture and the
-        threshold apply to), ``loss`` (at ``t_c``), ``margin``, ``p_noisy``,
-        ``flagged``.
-    t_c:
-        The chosen epoch (1-based): the checkpoint's and the flags' epoch.
-    mixture:
-        The :class:`~labelclean.mixture.LossMixture` at ``t_c``.
-    losses:
-        ``(epochs, N)`` float32: every sample's loss after every epoch.
-    margins:
-        ``(epochs, N)`` float32: given-label logit minus the largest other logit.
-    second_population:
-        Whether a second (mislabelled) population was found at ``t_c``: the
-        mixture's own bimodality test, or, with ``suspicion="aum"``, that of
-        the AUM or of the window's mean loss. Nothing is flagged without it.
-    verdict:
-        The run's :class:`~labelclean.decision.Verdict`: ``"flagged"``, ``"no
-        second population"`` or ``"withheld"`` (nothing flagged, with the
-        reason, unless ``force_flags``).
-    pred_probs:
-        ``(N, K)`` float32 softmax probabilities of the model at ``t_c`` (eval
-        mode), rows in sample order (``scores``' ``index``), columns in
-        ``dataset.classes`` order: the ``pred_probs`` cleanlab's ``Datalab``
-        and ``find_label_issues`` take (in-sample, not cross-validated).
-    embeddings:
-        ``(N, D)`` float32 penultimate features of the model at ``t_c``, rows
-        as ``pred_probs`` (``features=`` for Datalab's outlier and near-duplicate
-        checks); None with ``Cleaner(embeddings=False)``.
-    """
-
-    dataset: Dataset
-    history: pd.DataFrame
-    scores: pd.DataFrame
-    t_c: int
-    mixture: LossMixture
-    losses: np.ndarray
-    margins: np.ndarray
-    state_dict: dict
-    checkpoint_config: dict
-    params: dict
-    timing: dict
-    stop_reason: str
-    phase_boundaries: dict = field(default_factory=dict)
-    noise_mask: np.ndarray | None = None
-    val: Dataset | None = None
-    second_population: bool | None = None
-    verdict: Verdict | None = None
-    pred_probs: np.ndarray | None = None
-    embeddings: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        if self.second_population is None:
-            self.second_population = bool(self.mixture.bimodal)
-        if self.verdict is None:
-            self.verdict = (
-                Verdict("flagged") if self.scores["flagged"].any()
-                else Verdict("no second population")
-            )
-
-    @property
-    def flagged(self) -> pd.DataFrame:
-        """Flagged samples, most suspicious (highest ``score``) first: the rows of
-        ``scores`` (for the review file's columns, see :meth:`review_frame`)."""
-        return self.scores[self.scores["flagged"]].reset_index(drop=True)
-
-    def review_frame(self) -> pd.DataFrame:
-        """The table ``flagged_samples.csv`` holds: the flagged rows with ``path``
-        (or ``row``), ``suggested_label`` and an editable ``action`` column
-        (:func:`labelclean.export.review_table`). Written with ``to_csv(...,
-        index=False)`` it is a review file ``labelclean apply`` reads (cells a
-        spreadsheet would run as formulas are guarded only in the exported file)."""
-        from .export import review_table
-
-        return review_table(self)
-
-    @property
-    def n_flagged(self) -> int:
-        return int(self.scores["flagged"].sum())
-
-    def flagged_share_by_class(self) -> dict[str, float]:
-        """Share of the samples given each class that are flagged."""
-        shares = self.scores.groupby("given_label", sort=False)["flagged"].mean()
-        return {str(c): float(shares.get(c, 0.0)) for c in self.dataset.classes
-                if c in shares.index}
-
-    @property
-    def estimated_noise_rate(self) -> float:
-        """Fraction of the training samples flagged."""
-        return self.n_flagged / max(1, len(self.scores))
-
-    def export(
-        self, out: str | os.PathLike, *, link: str = "copy", overwrite: bool = False
-    ) -> Path:
-        """Write the cleaned dataset, ``flagged_samples.csv`` and the rest under ``out``.
-
-        See :func:`labelclean.export.export_result`.
-        """
-        from .export import export_result
-
-        return export_result(self, out, link=link, overwrite=overwrite)
-
-    def load_model(self) -> Any:
-        """The early-stopped model at ``t_c``, as a :class:`~labelclean.checkpoint.Checkpoint`."""
-        from .checkpoint import Checkpoint
-
-        shape = tuple(self.checkpoint_config["input_shape"])
-        stat_shape = (shape[0], 1, 1) if len(shape) == 3 else shape
-        model = create_model(
-            self.checkpoint_config["model"], shape, len(self.dataset.classes),
-            torch.tensor(self.checkpoint_config["mean"]).reshape(stat_shape),
-            torch.tensor(self.checkpoint_config["std"]).reshape(stat_shape),
-        )
-        model.load_state_dict(self.state_dict)
-        return Checkpoint(model.eval(), list(self.dataset.classes), dict(self.checkpoint_config))
 
 
 class Cleaner:
@@ -496,24 +361,13 @@ class Cleaner:
     ) -> CleanResult | None:
         started = time.perf_counter()
         train, val_ds, noise_mask = self._read_inputs(data, val, noise_mask, dist, state_dir)
-
         config = self.train_config(len(train), workers=self.resolved_workers(train),
                                    input_shape=train.input_shape, kind=train.kind)
         config.device = device
         policy = TcPolicy(suspicion=self.suspicion, score=self.score, window=self.window,
                           patience=self.patience, seed=self.seed, min_steps=self.min_steps,
                           patience_steps=self.patience_steps)
-        model_name = self.model or default_model(train.kind, train.input_shape)
-        torch.manual_seed(self.seed)
-        mean, std = input_statistics(train.x)
-        model = create_model(
-            model_name, train.input_shape, train.num_classes, mean, std,
-            pretrained=self.pretrained,
-        )
-        trainer = Trainer(model, train.x, train.y, config, dist=dist)
-        val_y = None if val_ds is None else val_ds.y
-        val_x = None if val_ds is None else trainer.place(val_ds.x)
-
+        model_name, mean, std, trainer = self._trainer(train, config, dist)
         # rank 0 alone decides, so it alone observes; the others train their share
         observers = build_observers(ObserverSetup(
             cleaner=self, config=config, trainer=trainer, dataset=train, noise_mask=noise_mask,
@@ -526,19 +380,43 @@ class Cleaner:
             if resume:
                 saver.restore(run, trainer, policy, observers)
         if resume and dist.enabled:
-            # Only rank 0 keeps the state; the others continue from its weights,
-            # optimiser, epoch and RNG streams (the same on every rank in DDP).
-            shared = distributed.share(dist, {
-                "trainer": _to_cpu(trainer.state_dict()), "rng": _rng_state(),
-                "done": run.done} if dist.is_main else None)
-            if not dist.is_main:
-                trainer.load_state_dict(shared["trainer"])
-                _set_rng_state(shared["rng"])
-                run.done = bool(shared["done"])
+            _share_restored(dist, run, trainer)
+        self._train(run, trainer, policy, observers, saver, dist, train, val_ds, noise_mask,
+                    started)
+        if not dist.is_main:
+            return None
+        return assemble_result(
+            self, data=train, val=val_ds, noise_mask=noise_mask, trainer=trainer,
+            config=config, dist=dist, policy=policy, observers=observers, rows=run.rows,
+            chosen=run.chosen(trainer, policy), stop_reason=run.stop_reason,
+            model=(model_name, mean, std), started=started - run.seconds_before)
+
+    def _trainer(self, train: Dataset, config: TrainConfig, dist: distributed.Dist
+                 ) -> tuple[str, torch.Tensor, torch.Tensor, Trainer]:
+        """The model's name, the input statistics it normalises with, and its trainer."""
+        model_name = self.model or default_model(train.kind, train.input_shape)
+        torch.manual_seed(self.seed)
+        mean, std = input_statistics(train.x)
+        model = create_model(
+            model_name, train.input_shape, train.num_classes, mean, std,
+            pretrained=self.pretrained,
+        )
+        return model_name, mean, std, Trainer(model, train.x, train.y, config, dist=dist)
+
+    def _train(self, run: _RunState, trainer: Trainer, policy: TcPolicy,
+               observers: dict[str, Observer], saver: _StateSaver | None,
+               dist: distributed.Dist, train: Dataset, val_ds: Dataset | None,
+               noise_mask: np.ndarray | None, started: float) -> None:
+        """The epoch loop: train, measure, let the policy decide, then the observers
+        add their columns, and save the state; until the policy stops it or the
+        epoch budget is spent (``run`` holds what it accumulates)."""
+        max_epochs = trainer.config.max_epochs
+        val_y = None if val_ds is None else val_ds.y
+        val_x = None if val_ds is None else trainer.place(val_ds.x)
         try:
             for obs in observers.values():
                 obs.on_fit_start(trainer)
-            while not run.done and trainer.epoch < config.max_epochs:
+            while not run.done and trainer.epoch < max_epochs:
                 # the first epoch's training pass is recorded too: its predictions of
                 # samples not yet trained on are the run's held-out evidence
                 first = trainer.epoch == 0
@@ -550,7 +428,7 @@ class Cleaner:
                     if distributed.stop_together(dist, False):
                         break
                     continue
-                decision = _decide(policy, stats, samples, train, first, config.seed)
+                decision = _decide(policy, stats, samples, train, first, trainer.config.seed)
                 row = end_of_epoch(observers, EpochContext(
                     epoch=stats.epoch, stats=stats, samples=samples, val=v, decision=decision,
                     policy=policy, trainer=trainer, dataset=train, noise_mask=noise_mask,
@@ -562,90 +440,13 @@ class Cleaner:
                 stop = distributed.stop_together(dist, policy.should_stop)
                 if stop:
                     run.stop_reason = policy.stop_reason
-                run.done = stop or trainer.epoch >= config.max_epochs
+                run.done = stop or trainer.epoch >= max_epochs
                 if saver is not None:
                     run.seconds = run.seconds_before + time.perf_counter() - started
                     saver.save(run, trainer, policy, observers)
         finally:
             for obs in observers.values():
                 obs.on_fit_end()
-        if not dist.is_main:
-            return None
-        recorder = observers["samples"]  # the SampleRecorder: the result's per-sample arrays
-        rows, stop_reason = run.rows, run.stop_reason
-        losses, margins = recorder.losses, recorder.margins
-        best = run.best
-        if best is None:  # every epoch was unstable: fall back to the last one
-            samples, decision = run.last
-            best = (_cpu_copy(trainer.model.state_dict()), samples, decision)
-            policy.detector.best_epoch = rows[-1]["epoch"]
-        state, at_tc, decision_tc = best
-        t_c = int(decision_tc.epoch)
-        history = pd.DataFrame(rows)
-        history["unstable"] = history["epoch"].isin(policy.detector.unstable_epochs)
-        pred_probs, embeddings = _outputs_at(trainer, state, self.embeddings)
-        if self.tensorboard_dir is not None:
-            log_tensorboard(self.tensorboard_dir, history, t_c)
-        phase_boundaries = _label_phases(history, noisy=decision_tc.noisy)
-        verdict, flags = policy.verdict(
-            decision_tc, train.y, list(train.classes), force=self.force_flags,
-            suggested=suggested_labels(at_tc.pred, at_tc.runner_up, train.y),
-        )
-        p_noisy = decision_tc.mixture.posterior(decision_tc.scores)
-        scores = _scores_frame(
-            train, at_tc, decision_tc.scores, p_noisy, flags, decision_tc.mixture, t_c,
-            self.window, kind=self.suspicion, aum_start=policy.aum_start or 1,
-        )
-        if verdict.forced:
-            f = scores["flagged"]
-            scores.loc[f, "reason"] = "FORCED (run withheld): " + scores.loc[f, "reason"]
-        if verdict.withheld:
-            warnings.warn(f"labelclean: {verdict}. Try: {verdict.advice}.", WithheldWarning,
-                          stacklevel=3)  # the caller of fit, not fit
-        elapsed = run.seconds_before + time.perf_counter() - started
-        log.info("t_c = epoch %d of %d trained (%s); %s: %d of %d samples flagged",
-                 t_c, len(rows), stop_reason, verdict, int(scores["flagged"].sum()), len(train))
-        return CleanResult(
-            dataset=train,
-            history=history,
-            scores=scores,
-            t_c=t_c,
-            mixture=decision_tc.mixture,
-            losses=np.stack(losses).astype(np.float32),
-            margins=np.stack(margins).astype(np.float32),
-            state_dict=state,
-            checkpoint_config={
-                "model": model_name,
-                "classes": list(train.classes),
-                "input_shape": list(train.input_shape),
-                "input_kind": train.kind,
-                "mean": mean.flatten().tolist(),
-                "std": std.flatten().tolist(),
-                "class_order": train.class_order,
-                "epoch": t_c,
-                "labelclean_version": __version__,
-                "inputs": "raw uint8 images (N, C, H, W) at input_shape, or float features",
-            },
-            params={**self.get_params(), "model": model_name, "device": str(trainer.device),
-                    "batch_size": config.batch_size, "lr": config.lr,
-                    "max_epochs": config.max_epochs, "augment": config.augment,
-                    **({"world_size": dist.world_size} if dist.enabled else {})},
-            timing={
-                "total_seconds": elapsed,
-                "train_seconds": float(history["seconds_train"].sum()),
-                "observe_seconds": float(history["seconds_observe"].sum()),
-                "epochs_trained": len(rows),
-                "steps_trained": int(history["steps"].sum()),
-            },
-            stop_reason=stop_reason,
-            phase_boundaries=phase_boundaries,
-            noise_mask=noise_mask,
-            val=val_ds,
-            second_population=bool(decision_tc.noisy),
-            verdict=verdict,
-            pred_probs=pred_probs,
-            embeddings=embeddings,
-        )
 
     def _read_inputs(
         self,
@@ -681,8 +482,8 @@ class Cleaner:
         if self.tensorboard_dir is not None:
             _check_outside_input(self.tensorboard_dir, train)
         if state_dir is not None:
-            from .export import output_forbidden
             from .rundir import check_overlap
+            from .writers import output_forbidden
 
             check_overlap(state_dir, output_forbidden(train.source, train.origin, train.files),
                           "state_dir")
@@ -848,6 +649,16 @@ class _RunState:
             self.best = (_cpu_copy(trainer.model.state_dict()), samples, decision)
         self.last = (samples, decision)
 
+    def chosen(self, trainer: Trainer,
+               policy: TcPolicy) -> tuple[dict, SampleStats, EpochDecision]:
+        """``(weights, samples, decision)`` at ``t_c``: the candidate's, or, when every
+        epoch was unstable, the last epoch's (the policy is told so)."""
+        if self.best is not None:
+            return self.best
+        samples, decision = self.last
+        policy.detector.best_epoch = self.rows[-1]["epoch"]
+        return _cpu_copy(trainer.model.state_dict()), samples, decision
+
 
 class _StateSaver:
     """Writes the run's state after each epoch and reads it back (:mod:`labelclean.resume`)."""
@@ -908,6 +719,18 @@ class _StateSaver:
         log.info("resumed after epoch %d from %s", trainer.epoch, self.folder)
 
 
+def _share_restored(dist: distributed.Dist, run: _RunState, trainer: Trainer) -> None:
+    """Only rank 0 keeps the resume state; the others continue from its weights,
+    optimiser, epoch and RNG streams (the same on every rank in DDP)."""
+    shared = distributed.share(dist, {
+        "trainer": _to_cpu(trainer.state_dict()), "rng": _rng_state(),
+        "done": run.done} if dist.is_main else None)
+    if not dist.is_main:
+        trainer.load_state_dict(shared["trainer"])
+        _set_rng_state(shared["rng"])
+        run.done = bool(shared["done"])
+
+
 def _to_cpu(obj: Any) -> Any:
     """``obj`` with every tensor in it (nested dicts, lists, tuples) copied to the CPU."""
     if isinstance(obj, torch.Tensor):
@@ -957,9 +780,8 @@ def _decide(policy: TcPolicy, stats: EpochStats, samples: SampleStats, data: Dat
 def _history_row(stats: EpochStats, samples: SampleStats, decision: EpochDecision,
                  y: np.ndarray, val: SampleStats | None, val_y: np.ndarray | None,
                  first_visit: dict[str, float]) -> dict[str, Any]:
-    """The loop's own columns of an epoch's history row; the observers' follow them,
-    and the timings close it (metrics.csv keeps this order)."""
-    mixture = decision.mixture
+    """The loop's own columns of an epoch's history row; the observers' follow them
+    (the mixture's first), and the timings close it (metrics.csv keeps this order)."""
     row: dict[str, Any] = {
         "epoch": stats.epoch,
         "steps": stats.steps,
@@ -973,97 +795,12 @@ def _history_row(stats: EpochStats, samples: SampleStats, decision: EpochDecisio
     }
     if val is not None:
         row["val_accuracy"] = float((val.pred == val_y).mean())
-    row.update(
-        {
-            "m_c": mixture.m_c, "s_c": mixture.s_c, "m_w": mixture.m_w,
-            "s_w": mixture.s_w, "r": mixture.r, "delta_L": mixture.delta_L,
-            "threshold": mixture.threshold, "separation": mixture.separation,
-            "bimodal": mixture.bimodal, "n_flagged": int(decision.would_flag.sum()),
-        }
-    )
     return row
-
-
-def _scores_frame(
-    data: Dataset, s: SampleStats, suspicion: np.ndarray, p_noisy: np.ndarray,
-    flags: np.ndarray, mixture: LossMixture, t_c: int, window: int, kind: str = "loss",
-    aum_start: int = 1,
-) -> pd.DataFrame:
-    """One row per sample at ``t_c``, flagged first, each flagged row with its ``reason``.
-
-    ``model_agrees`` marks rows whose model at ``t_c`` predicts the given label.
-    Such a row is flagged only by the AUM (its label was ranked below another
-    class on average over training, then fitted late, as a memorised wrong
-    label is); its ``suggested_label`` is the runner-up class, never the given
-    label, so every flagged row names an alternative and says why.
-    """
-    classes = np.asarray(data.classes, dtype=object)
-    agrees = s.pred == data.y
-    suggested = suggested_labels(s.pred, s.runner_up, data.y)
-    df = pd.DataFrame(
-        {
-            "sample_id": data.ids,
-            "index": np.arange(len(data)),
-            "given_label": classes[data.y],
-            "predicted_label": classes[s.pred],
-            "predicted_prob": s.pred_prob,
-            "given_prob": s.given_prob,
-            "suggested_label": classes[suggested],
-            "model_agrees": agrees,
-            "score": suspicion,
-            "loss": s.loss,
-            "margin": s.margin,
-            "p_noisy": p_noisy,
-            "flagged": flags,
-        }
-    )
-    df = df.sort_values(["flagged", "score"], ascending=[False, False], kind="stable")
-    df.insert(0, "rank", np.arange(1, len(df) + 1))
-    df["reason"] = ""
-    f = df["flagged"].to_numpy()
-    span = f"epochs {max(1, t_c - window + 1)}-{t_c}" if window > 1 else f"epoch {t_c}"
-    if kind == "aum":
-        span = f"epochs {aum_start}-{t_c}"
-    what = {"aum": "mean margin {m:.2f} over {span} < 0 (label ranked below another class "
-                   "on average); ",
-            "loss": "mean loss {s:.2f} over {span} > l_c {t:.2f}; ",
-            "logloss": "log mean loss {s:.2f} over {span} > l_c {t:.2f}; "}[kind]
-    df.loc[f, "reason"] = [
-        what.format(m=-score, s=score, span=span, t=mixture.threshold) + (
-            f"fitted late: at epoch {t_c} the model agrees with {given!r} (p={gp:.2f}), "
-            f"runner-up {sug!r}; likely memorised"
-            if agree else
-            f"model says {pred!r} (p={prob:.2f}), label says {given!r} (p={gp:.3f})"
-        )
-        for score, pred, prob, given, gp, sug, agree in df.loc[
-            f, ["score", "predicted_label", "predicted_prob", "given_label", "given_prob",
-                "suggested_label", "model_agrees"]
-        ].itertuples(index=False)
-    ]
-    return df.reset_index(drop=True)
-
-
-def _label_phases(history: pd.DataFrame, noisy: bool) -> dict:
-    try:
-        from .phases import label_phases, phase_boundaries
-    except ImportError:  # pragma: no cover - phases module is part of the package
-        return {}
-    history["phase"] = label_phases(history, noisy=noisy).to_numpy()
-    return {k: list(v) for k, v in phase_boundaries(history["phase"], history["epoch"]).items()}
-
-
-def _outputs_at(
-    trainer: Trainer, state: dict, embeddings: bool
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """``(pred_probs, embeddings)`` of the model at ``t_c``: ``state`` is loaded
-    into the trainer's model (training is over) for one eval pass."""
-    trainer.model.load_state_dict(state)
-    return trainer.outputs(embeddings=embeddings)
 
 
 def _check_outside_input(folder: str | os.PathLike, data: Dataset) -> None:
     """Refuse a ``tensorboard_dir`` inside the input's folders (never write there)."""
-    from .export import output_forbidden
+    from .writers import output_forbidden
 
     where = Path(folder).resolve()
     for src in output_forbidden(data.source, data.origin, data.files):
@@ -1073,49 +810,3 @@ def _check_outside_input(folder: str | os.PathLike, data: Dataset) -> None:
             raise LabelcleanError(
                 f"tensorboard_dir {folder} lies inside the input {src}; put it elsewhere"
             )
-
-
-def log_tensorboard(folder: str | os.PathLike, history: pd.DataFrame, t_c: int) -> Path:
-    """Write every numeric column of ``history`` as TensorBoard scalars, step =
-    epoch, in a new run folder under ``folder``; returns that run folder.
-
-    Columns are grouped by what they measure (``loss/``, ``accuracy/``,
-    ``mixture/``, ``order/``...), so TensorBoard shows one section each.
-    """
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise LabelcleanError(
-            "tensorboard_dir needs the tensorboard package: pip install 'labelclean[tensorboard]'"
-        ) from None
-    run = Path(folder) / time.strftime("%Y%m%d-%H%M%S")
-    writer = SummaryWriter(log_dir=str(run))
-    try:
-        for row in history.to_dict("records"):
-            step = int(row["epoch"])
-            for name, value in row.items():
-                if name == "epoch" or isinstance(value, str) or value is None:
-                    continue
-                value = float(value)
-                if math.isfinite(value):
-                    writer.add_scalar(f"{_tb_group(name)}/{name}", value, step)
-        writer.add_scalar("decision/t_c", t_c, int(history["epoch"].iloc[-1]))
-    finally:
-        writer.close()
-    log.info("TensorBoard scalars written to %s", run)
-    return run
-
-
-def _tb_group(column: str) -> str:
-    if "loss" in column:
-        return "loss"
-    if "accuracy" in column or column == "classes_learned":
-        return "accuracy"
-    if column in ("m_c", "s_c", "m_w", "s_w", "r", "delta_L", "threshold", "separation",
-                  "bimodal", "n_flagged", "ready", "unstable"):
-        return "mixture"
-    if column.startswith(("seconds", "steps")):
-        return "time"
-    if column.startswith(("true_", "L_c_true", "L_w_true")):
-        return "truth"
-    return "order"

@@ -187,8 +187,9 @@ def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, npr
     """
     from . import distributed, rundir
     from .cleaner import Cleaner
-    from .export import export_result, image_roots
+    from .export import export_result
     from .sources import listed_images
+    from .writers import image_roots
 
     Cleaner(**kw).validate()  # every setting, before any input is read
     inputs = [data] + ([val] if val else [])

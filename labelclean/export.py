@@ -7,6 +7,7 @@ image tree is the ``cleaned/`` folder inside it, so ``--out cleaned/`` puts it a
     cleaned/               image folder input: <class>/<image> without flagged samples
     cleaned.csv            any other input: the CSV (DataFrame) without flagged rows;
                            for a Hugging Face or torch dataset, `index,label` of kept samples
+                           (which one: the input's writer, labelclean.writers)
     flagged_samples.csv    flagged samples, most suspicious first, with an editable `action`
     scores.csv             every training sample's scores at t_c
     metrics.csv            one row per epoch
@@ -15,7 +16,8 @@ image tree is the ``cleaned/`` folder inside it, so ``--out cleaned/`` puts it a
     embeddings.npy         (N, D) float32 penultimate features at t_c (unless turned off)
     checkpoint/            model.safetensors + model.json at t_c
     unreadable.csv         images that could not be decoded (only when skipped)
-    run.json               parameters, versions, t_c, counts, timings
+    run.json               parameters, versions, t_c, counts, the observers' run-level
+                           results (phase_boundaries...), timings
     report.html, figures/  the report and its figures (see labelclean.report)
     .labelclean-run        the marker and manifest of the files above (labelclean.rundir)
 
@@ -30,8 +32,6 @@ with ``'`` (:func:`guard_cell`). The input is only read.
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,19 +57,10 @@ from .rundir import (
     SCORES_FILE,
     UNREADABLE_FILE,
 )
+from .writers import DEFAULT_LINK, LINK_MODES, output_forbidden, writer_for
 
 if TYPE_CHECKING:
-    from .cleaner import CleanResult
-
-#: How ``cleaned/`` refers to the input images. ``copy`` (the default) makes
-#: copy-on-write clones where the filesystem can (btrfs, XFS, APFS...) and plain
-#: copies elsewhere, so an edit under ``cleaned/`` never reaches the input; the
-#: links share the input's files and are only for users who ask for them.
-LINK_MODES = ("copy", "hardlink", "symlink")
-DEFAULT_LINK = "copy"
-
-#: Inputs that are Python objects with no file of their own to protect or re-read.
-OBJECT_ORIGINS = ("arrays", "hf", "torch")
+    from .result import CleanResult
 
 
 def export_result(
@@ -115,41 +106,11 @@ def export_result(
         return staging.commit()
 
 
-def output_forbidden(source, origin: str, files: list | None = None) -> list[Path]:
-    """The files and folders ``--out`` may not overlap: the input, and for a CSV
-    of image paths also the folder its images share (so that a later run over
-    that image tree does not pick up labelclean's outputs)."""
-    if origin in OBJECT_ORIGINS:
-        return []  # in memory: no input on disk to protect
-    if origin == "dataframe":  # its `source` may be just the current folder: the images only
-        return image_roots(files) if files else []
-    forbidden = [Path(source)]
-    if origin == "paths" and files:
-        forbidden += image_roots(files)
-    return forbidden
-
-
-def image_roots(files: list) -> list[Path]:
-    """The deepest folder every image lies in; when that is the filesystem root
-    (images spread over unrelated trees), each image's folder instead."""
-    # resolve() once per folder, not per image: a CSV may list millions
-    folders = {os.path.dirname(os.path.abspath(f)) for f in files}
-    parents = sorted({str(Path(d).resolve()) for d in folders})
-    common = Path(os.path.commonpath(parents))
-    if common != Path(common.anchor):
-        return [common]
-    return [Path(p) for p in parents]
-
-
 def _write_run(result: CleanResult, folder: Path, out: Path, link: str, report: bool) -> None:
     """Write the run's files into ``folder``; ``out`` is where they will end up."""
     data = result.dataset
     keep = ~result.scores.sort_values("index")["flagged"].to_numpy()
-    if data.origin == "folder":
-        kept = ((f, rel) for f, rel, k in zip(data.files, data.ids, keep) if k)
-        write_tree(kept, folder / "cleaned", link)
-    else:
-        write_csv(folder / "cleaned.csv", _cleaned_table(result, keep, out))
+    writer_for(data.origin).write(result, keep, folder, out, link)
     write_csv(folder / REVIEW_FILE, guard_formulas(review_table(result)))
     write_csv(folder / SCORES_FILE, result.scores.drop(columns=["reason"]))
     write_csv(folder / METRICS_FILE, result.history)
@@ -225,12 +186,19 @@ def review_table(result: CleanResult) -> pd.DataFrame:
     return table
 
 
+#: Keys ``run.json`` holds only for some runs (a noise mask, a validation set).
+OPTIONAL_RUN_KEYS = ("against_truth", "val_accuracy_at_t_c")
+
+
 def run_summary(result: CleanResult, out: Path) -> dict:
+    """``run.json``: the input, the settings, ``t_c``, the counts, the verdict, the
+    observers' run-level results (``CleanResult.observed``), the timings."""
     data = result.dataset
-    summary = {
+    writer = writer_for(data.origin)
+    head = {
         "labelclean_version": result.checkpoint_config["labelclean_version"],
         "input": {
-            "source": (f"<{data.origin} object>" if data.origin in OBJECT_ORIGINS
+            "source": (f"<{data.origin} object>" if writer.in_memory
                        else str(Path(data.source).resolve())),
             "origin": data.origin,
             "kind": data.kind,
@@ -252,18 +220,24 @@ def run_summary(result: CleanResult, out: Path) -> dict:
         "verdict": result.verdict.to_dict(),
         "flagged_share_by_class": result.flagged_share_by_class(),
         "mixture_at_t_c": result.mixture.to_dict(),
-        "phase_boundaries": result.phase_boundaries,
+    }
+    tail = {
         "t_c_in_phase_II": _in_phase(result, "II"),
         "timing": result.timing,
         "environment": environment(),
         "outputs": {
-            "cleaned": "cleaned" if data.origin == "folder" else "cleaned.csv",
+            "cleaned": writer.output,
             "flagged": REVIEW_FILE,
             "checkpoint": CHECKPOINT_DIR,
             "pred_probs": PRED_PROBS_FILE if result.pred_probs is not None else None,
             "embeddings": EMBEDDINGS_FILE if result.embeddings is not None else None,
         },
     }
+    clash = sorted(set(result.observed) & (set(head) | set(tail) | set(OPTIONAL_RUN_KEYS)))
+    if clash:
+        raise ValueError(f"observer results would overwrite run.json's own keys: "
+                         f"{', '.join(clash)}")
+    summary = {**head, **result.observed, **tail}
     if result.noise_mask is not None:
         mask = result.noise_mask
         flags = result.scores.sort_values("index")["flagged"].to_numpy()
@@ -308,73 +282,3 @@ def _in_phase(result: CleanResult, phase: str) -> bool | None:
     if not span:
         return None if not result.phase_boundaries else False
     return bool(span[0] <= result.t_c <= span[1])
-
-
-def write_tree(files: Iterable[tuple[str | os.PathLike, str]], dest: Path, link: str) -> None:
-    """Build a cleaned image tree under ``dest``: each ``(source image, relative
-    target)`` of ``files`` placed at ``dest/target`` as ``link`` says (see
-    :data:`LINK_MODES`). ``labelclean run`` and ``labelclean apply`` both write
-    ``cleaned/`` with it."""
-    # `dest` is inside a staging folder: a half-built tree is never visible.
-    dest.mkdir(parents=True, exist_ok=True)
-    for src, rel in files:
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        place_file(Path(src), target, link)
-
-
-def place_file(src: Path, target: Path, link: str) -> None:
-    """Make ``target`` refer to ``src`` as ``link`` says (see :data:`LINK_MODES`)."""
-    if link == "symlink":
-        os.symlink(src.resolve(), target)
-        return
-    if link == "hardlink":
-        try:
-            os.link(src, target)
-            return
-        except OSError:
-            pass  # another filesystem, or links not allowed: copy instead
-    copy_file(src, target)
-
-
-def copy_file(src: Path, target: Path) -> None:
-    """An independent copy of ``src``: a copy-on-write clone where the
-    filesystem supports it (no data copied until one side changes), else bytes."""
-    if not _clone(src, target):
-        shutil.copyfile(src, target)
-    shutil.copystat(src, target)
-
-
-_FICLONE = 0x40049409  # Linux ioctl: share extents copy-on-write (btrfs, XFS, ...)
-
-
-def _clone(src: Path, target: Path) -> bool:
-    try:
-        import fcntl
-    except ImportError:  # not POSIX
-        return False
-    try:
-        with open(src, "rb") as s, open(target, "wb") as t:
-            fcntl.ioctl(t.fileno(), _FICLONE, s.fileno())
-        return True
-    except OSError:  # not supported here (ext4, tmpfs, across filesystems): copy bytes
-        return False
-
-
-def _cleaned_table(result: CleanResult, keep, out: Path) -> pd.DataFrame:
-    data = result.dataset
-    table = data.table
-    rows = data.rows[keep]
-    cleaned = table.iloc[rows].copy()
-    if data.origin in ("paths", "dataframe"):
-        # Relative paths resolved against the input CSV's folder (a DataFrame's
-        # root); rewrite them relative to the cleaned CSV so they still point at
-        # the same images.
-        column = result.params["path_column"]
-        base = Path(data.source).resolve()
-        base = base.parent if data.origin == "paths" else base
-        cleaned[column] = [
-            p if os.path.isabs(p) else os.path.relpath(base / p, out)
-            for p in cleaned[column].astype(str)
-        ]
-    return cleaned

@@ -1,13 +1,16 @@
-"""Per-epoch measurements as observers: one small protocol and a registry.
+"""Measurements as observers: one small protocol and a registry.
 
 After each epoch, :class:`~labelclean.Cleaner`'s loop lets the decision policy
 (:class:`~labelclean.decision.TcPolicy`) observe the epoch, builds the epoch's
-history row (losses, accuracies, the mixture) and then hands an
-:class:`EpochContext` to every observer in :data:`REGISTRY` order. Each returns
-the columns it adds to that row (``metrics.csv``); its ``state_dict`` goes into
-the resume state after every epoch, so a resumed run measures as the
-uninterrupted one would. The shape is Lightning's callbacks: hooks with no-op
-defaults, plus ``state_dict`` / ``load_state_dict``.
+history row (losses, accuracies) and then hands an :class:`EpochContext` to
+every observer in :data:`REGISTRY` order. Each returns the columns it adds to
+that row (``metrics.csv``); its ``state_dict`` goes into the resume state after
+every epoch, so a resumed run measures as the uninterrupted one would. Once the
+epochs are over, each observer's ``on_history`` sees the whole history and the
+chosen ``t_c`` (a :class:`HistoryContext`) and returns run-level results (the
+phase boundaries, say), which land in ``CleanResult.observed`` and ``run.json``.
+The shape is Lightning's callbacks: hooks with no-op defaults, plus
+``state_dict`` / ``load_state_dict``.
 
 A new measurement is one class and one registry entry::
 
@@ -20,21 +23,25 @@ A new measurement is one class and one registry entry::
 
 A factory receives an :class:`ObserverSetup` and may return ``None`` to stay
 out of a run (the truth metrics without a noise mask, the progress bar in a
-log). Only rank 0 of a distributed run observes: the others train their share.
-The policy is not an observer: the loop calls it first, because the flags, the
-stop and the history row all depend on what it decides.
+log, TensorBoard without a folder). Only rank 0 of a distributed run observes:
+the others train their share. The policy is not an observer: the loop calls it
+first, because the flags, the stop and the history row all depend on what it
+decides; the mixture's columns come from an observer that reads its decision.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from . import resume
@@ -47,6 +54,8 @@ from .training import EpochStats, SampleStats, TrainConfig, Trainer
 if TYPE_CHECKING:
     from .cleaner import Cleaner
     from .mixture import LossMixture
+
+log = logging.getLogger("labelclean")
 
 #: Share of training time the order-parameter probe may take with ``probe_every="auto"``.
 PROBE_BUDGET = 0.10
@@ -97,8 +106,27 @@ class EpochContext:
     row: dict[str, Any]
 
 
+@dataclass
+class HistoryContext:
+    """What an observer may read once the epochs are over (rank 0, before the
+    result is assembled)."""
+
+    #: One row per epoch, the DataFrame ``CleanResult.history`` (and ``metrics.csv``)
+    #: will be: the epochs' rows (timings included), ``unstable``, then the columns
+    #: of the observers before this one. An observer may add columns (one value per
+    #: epoch: the phase labeller adds ``phase``) but not change those already there.
+    history: pd.DataFrame
+    #: The chosen epoch (1-based).
+    t_c: int
+    #: The policy's decision at ``t_c`` (its mixture, whether a second population shows).
+    decision: EpochDecision
+    policy: TcPolicy
+    dataset: Dataset
+    noise_mask: np.ndarray | None
+
+
 class Observer:
-    """Base class of per-epoch observers; every hook is optional."""
+    """Base class of observers; every hook is optional."""
 
     def on_fit_start(self, trainer: Trainer) -> None:
         """Before the first epoch of this process (after a restored state: ``trainer.epoch``
@@ -110,6 +138,13 @@ class Observer:
 
     def on_fit_end(self) -> None:
         """After the last epoch, or when training failed (release what it holds)."""
+
+    def on_history(self, context: HistoryContext) -> dict[str, Any]:
+        """Once, after ``on_fit_end`` of a fit that ended well: run-level results
+        by name (plain JSON values). They land in ``CleanResult.observed`` and as
+        top-level keys of ``run.json``; a name another observer or ``run.json``
+        already uses is refused."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         """Everything the observer has accumulated, as plain values and arrays
@@ -160,6 +195,25 @@ def end_of_epoch(observers: dict[str, Observer], context: EpochContext) -> dict[
                              f"row: {', '.join(clash)}")
         context.row.update(columns)
     return context.row
+
+
+def end_of_fit(observers: dict[str, Observer], context: HistoryContext) -> dict[str, Any]:
+    """Run every observer's ``on_history`` in order; returns their run-level results,
+    merged. A result name two observers return, or a history column an observer
+    changed or dropped, is refused."""
+    results: dict[str, Any] = {}
+    for name, obs in observers.items():
+        before = context.history.copy()
+        found = obs.on_history(context)
+        kept = [c for c in before.columns if c in context.history.columns]
+        if kept != list(before.columns) or not context.history[kept].equals(before):
+            raise ValueError(f"observer {name!r} changed history columns it did not add")
+        clash = sorted(set(found) & set(results))
+        if clash:
+            raise ValueError(f"observer {name!r} returned results another observer "
+                             f"returned: {', '.join(clash)}")
+        results.update(found)
+    return results
 
 
 def observer_states(observers: dict[str, Observer]) -> dict[str, dict[str, Any]]:
@@ -218,6 +272,30 @@ class SampleRecorder(Observer):
         if self.state_dir is None:
             raise LabelcleanError("the per-sample history is restored from a state folder")
         self.losses, self.margins = resume.load_samples(self.state_dir, int(state["epochs"]))
+
+
+#: The columns :class:`MixtureColumns` adds, in ``metrics.csv`` order.
+MIXTURE_COLUMNS = ("m_c", "s_c", "m_w", "s_w", "r", "delta_L", "threshold", "separation",
+                   "bimodal", "n_flagged")
+
+
+class MixtureColumns(Observer):
+    """The policy's mixture of the epoch's suspicion scores (``MIXTURE_COLUMNS``) and
+    how many samples it would flag. The policy fits the mixture (it is the
+    decision); this only reports it."""
+
+    @classmethod
+    def create(cls, setup: ObserverSetup) -> MixtureColumns:
+        return cls()
+
+    def on_epoch_end(self, context: EpochContext) -> dict[str, Any]:
+        mixture = context.decision.mixture
+        return {
+            "m_c": mixture.m_c, "s_c": mixture.s_c, "m_w": mixture.m_w,
+            "s_w": mixture.s_w, "r": mixture.r, "delta_L": mixture.delta_L,
+            "threshold": mixture.threshold, "separation": mixture.separation,
+            "bimodal": mixture.bimodal, "n_flagged": int(context.decision.would_flag.sum()),
+        }
 
 
 class TruthMetrics(Observer):
@@ -353,9 +431,95 @@ class ProgressBar(Observer):
             self.bar.close()
 
 
+class PhaseLabeller(Observer):
+    """The phase of every epoch (:func:`labelclean.phases.label_phases`: a ``phase``
+    column) and each phase's first and last epoch (``phase_boundaries``), read
+    from the whole history once the epochs are over."""
+
+    @classmethod
+    def create(cls, setup: ObserverSetup) -> PhaseLabeller:
+        return cls()
+
+    def on_history(self, context: HistoryContext) -> dict[str, Any]:
+        from .phases import label_phases, phase_boundaries
+
+        history = context.history
+        # noisy: the four phases of a run with mislabelled samples, else the two of a clean one
+        history["phase"] = label_phases(history, noisy=context.decision.noisy).to_numpy()
+        bounds = phase_boundaries(history["phase"], history["epoch"])
+        return {"phase_boundaries": {k: list(v) for k, v in bounds.items()}}
+
+
+class TensorBoardLogger(Observer):
+    """Every numeric history column as TensorBoard scalars, written once the
+    epochs are over (:func:`log_tensorboard`), when ``tensorboard_dir`` is set."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = folder
+
+    @classmethod
+    def create(cls, setup: ObserverSetup) -> TensorBoardLogger | None:
+        folder = setup.cleaner.tensorboard_dir
+        return None if folder is None else cls(folder)
+
+    def on_history(self, context: HistoryContext) -> dict[str, Any]:
+        log_tensorboard(self.folder, context.history, context.t_c)
+        return {}
+
+
+def log_tensorboard(folder: str | Path, history: pd.DataFrame, t_c: int) -> Path:
+    """Write every numeric column of ``history`` as TensorBoard scalars, step =
+    epoch, in a new run folder under ``folder``; returns that run folder.
+
+    Columns are grouped by what they measure (``loss/``, ``accuracy/``,
+    ``mixture/``, ``order/``...), so TensorBoard shows one section each.
+    """
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise LabelcleanError(
+            "tensorboard_dir needs the tensorboard package: pip install 'labelclean[tensorboard]'"
+        ) from None
+    run = Path(folder) / time.strftime("%Y%m%d-%H%M%S")
+    writer = SummaryWriter(log_dir=str(run))
+    try:
+        for row in history.to_dict("records"):
+            step = int(row["epoch"])
+            for name, value in row.items():
+                if name == "epoch" or isinstance(value, str) or value is None:
+                    continue
+                value = float(value)
+                if math.isfinite(value):
+                    writer.add_scalar(f"{tensorboard_group(name)}/{name}", value, step)
+        writer.add_scalar("decision/t_c", t_c, int(history["epoch"].iloc[-1]))
+    finally:
+        writer.close()
+    log.info("TensorBoard scalars written to %s", run)
+    return run
+
+
+def tensorboard_group(column: str) -> str:
+    """The TensorBoard section a history column is shown in."""
+    if "loss" in column:
+        return "loss"
+    if "accuracy" in column or column == "classes_learned":
+        return "accuracy"
+    if column in (*MIXTURE_COLUMNS, "ready", "unstable"):
+        return "mixture"
+    if column.startswith(("seconds", "steps")):
+        return "time"
+    if column.startswith(("true_", "L_c_true", "L_w_true")):
+        return "truth"
+    return "order"
+
+
 # The recorder first (the result's arrays), then the history columns in the
-# order metrics.csv has always had them; progress last, after every column.
+# order metrics.csv has always had them; progress after every column; then the
+# end-of-fit observers: phases (adds `phase`), TensorBoard last (sees every column).
 register("samples", SampleRecorder.create)
+register("mixture", MixtureColumns.create)
 register("truth", TruthMetrics.create)
 register("order_parameters", OrderParameterProbe.create)
 register("progress", ProgressBar.create)
+register("phases", PhaseLabeller.create)
+register("tensorboard", TensorBoardLogger.create)

@@ -48,16 +48,10 @@ import pandas as pd
 from . import __version__, rundir
 from ._io import write_csv, write_json
 from .errors import LabelcleanError
-from .export import (
-    DEFAULT_LINK,
-    LINK_MODES,
-    guard_formulas,
-    output_forbidden,
-    unguard_cell,
-    write_tree,
-)
-from .rundir import REVIEW_FILE, RUN_FILE, SCORES_FILE
+from .export import guard_formulas, unguard_cell
+from .rundir import CLEANED_DIR, CLEANED_TABLE, REVIEW_FILE, RUN_FILE, SCORES_FILE
 from .runfiles import RunFolder, read_run
+from .writers import DEFAULT_LINK, LINK_MODES, output_forbidden, write_tree
 
 APPLY_FILE = "apply.json"
 LOG_FILE = "apply_log.csv"
@@ -146,9 +140,9 @@ def apply_review(
                       inputs=[run.root, *_input_footprint(run)]) as staging:
         folder = staging.path
         if run.origin == "folder":
-            write_tree(zip(plan["source"], plan["target"]), folder / "cleaned", link)
+            write_tree(zip(plan["source"], plan["target"]), folder / CLEANED_DIR, link)
         else:
-            write_csv(folder / "cleaned.csv", plan)
+            write_csv(folder / CLEANED_TABLE, plan)
         log = apply_log(run, decisions, plan)
         write_csv(folder / LOG_FILE, guard_formulas(log))
         summary = _summary(run, decisions, review_path, review, staging.out, link)
@@ -400,7 +394,7 @@ def _free_name(target: str, sample_id: str, used: set[str]) -> str:
 def plan_table(run: RunFolder, decisions: dict[int, Decision], out: Path) -> pd.DataFrame:
     """The cleaned CSV: the input CSV's rows of kept samples, in input order, with
     the final labels in the label column and relative image paths rewritten to be
-    valid from ``out`` (as :func:`labelclean.export._cleaned_table` does)."""
+    valid from ``out`` (as :class:`labelclean.writers.PathTableWriter` does)."""
     from .sources import read_csv
 
     if not run.source.is_file():
@@ -509,7 +503,7 @@ def _summary(
         "review": str(review_path.resolve()),
         "input": {k: run.run["input"].get(k) for k in ("source", "origin", "kind")},
         "out": str(out),
-        "dataset": "cleaned" if run.origin == "folder" else "cleaned.csv",
+        "dataset": CLEANED_DIR if run.origin == "folder" else CLEANED_TABLE,
         "link": link if run.origin == "folder" else None,
         "samples": n,
         "flagged": n_flagged,

@@ -77,6 +77,9 @@ PRED_PROBS_FILE = "pred_probs.npy"
 EMBEDDINGS_FILE = "embeddings.npy"
 UNREADABLE_FILE = "unreadable.csv"
 CHECKPOINT_DIR = "checkpoint"
+#: The cleaned dataset: an image tree, or a table for any other input (labelclean.writers).
+CLEANED_DIR = "cleaned"
+CLEANED_TABLE = "cleaned.csv"
 #: Files whose content ``report`` and ``apply`` rely on: checked against the
 #: manifest before use (flagged_samples.csv is meant to be edited, so it is not).
 INTEGRITY_FILES = (RUN_FILE, SCORES_FILE, METRICS_FILE, LOSSES_FILE, MARGINS_FILE,

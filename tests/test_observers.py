@@ -1,8 +1,10 @@
 """The observer seam: a measurement added through the registry reaches the history,
-and its state survives a resume."""
+its state survives a resume, and an end-of-fit observer's results reach the result and
+run.json."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -11,12 +13,16 @@ import pytest
 from conftest import synthetic_images
 
 from labelclean import Cleaner, Dataset, LabelcleanError
+from labelclean.export import export_result
 from labelclean.observers import (
+    MIXTURE_COLUMNS,
     REGISTRY,
     EpochContext,
+    HistoryContext,
     Observer,
     ObserverSetup,
     end_of_epoch,
+    end_of_fit,
     register,
     unregister,
 )
@@ -177,3 +183,127 @@ def test_a_column_already_in_the_row_is_refused():
     with pytest.raises(ValueError, match="'clash' returned columns already .*eval_loss"):
         end_of_epoch({"clash": Clash()}, context)
     assert context.row["eval_loss"] == 0.5
+
+
+# ----------------------------------------------------------------------- end of the fit
+
+
+class LateEpochs(Observer):
+    """A run-level measurement: how many epochs came after t_c, plus a per-epoch
+    column marking them; it records what it was shown."""
+
+    def __init__(self) -> None:
+        self.seen: list[HistoryContext] = []
+
+    def on_history(self, context: HistoryContext) -> dict[str, Any]:
+        self.seen.append(context)
+        context.history["after_t_c"] = context.history["epoch"] > context.t_c
+        return {"epochs_after_t_c": int(context.history["after_t_c"].sum())}
+
+
+@pytest.fixture
+def late():
+    made: list[LateEpochs] = []
+
+    def factory(setup: ObserverSetup) -> LateEpochs:
+        made.append(LateEpochs())
+        return made[-1]
+
+    register("late_epochs", factory)
+    yield made
+    unregister("late_epochs")
+
+
+def test_an_end_of_fit_observers_results_land_in_the_result_and_run_json(data, late, tmp_path):
+    result = Cleaner(**FAST).fit(data)
+    [observer] = late
+    [context] = observer.seen  # once, after the last epoch
+    epochs = len(result.history)
+    assert context.t_c == result.t_c and len(context.history) == epochs
+    assert context.decision.epoch == result.t_c
+    after = epochs - result.t_c
+    assert result.observed["epochs_after_t_c"] == after
+    # its column joins the history, after every per-epoch column and the phase
+    assert list(result.history["after_t_c"]) == [e > result.t_c for e in range(1, epochs + 1)]
+    assert list(result.history.columns)[-2:] == ["phase", "after_t_c"]
+
+    run = json.loads((export_result(result, tmp_path / "run", report=False) / "run.json")
+                     .read_text())
+    assert run["epochs_after_t_c"] == after
+    keys = list(run)
+    # run-level results sit together after the mixture, in registry order
+    assert keys.index("mixture_at_t_c") + 1 == keys.index("phase_boundaries")
+    assert keys.index("phase_boundaries") + 1 == keys.index("epochs_after_t_c")
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert list(metrics["after_t_c"]) == list(result.history["after_t_c"])
+
+
+@pytest.fixture(scope="module")
+def plain(data):
+    """A fit with the default observers only."""
+    return Cleaner(**FAST).fit(data)
+
+
+def test_the_default_end_of_fit_observers_give_the_phases(plain):
+    result = plain
+    assert set(result.observed) == {"phase_boundaries"}
+    assert result.phase_boundaries is result.observed["phase_boundaries"]
+    assert result.history["phase"].map(type).eq(str).all()
+    for name, (first, last) in result.phase_boundaries.items():
+        epochs = result.history.loc[result.history["phase"] == name, "epoch"]
+        assert (first, last) == (epochs.min(), epochs.max())
+
+
+def test_the_mixture_columns_follow_the_loops_and_match_the_mixture_at_t_c(plain):
+    result = plain
+    columns = list(result.history.columns)
+    at = columns.index("m_c")
+    assert columns[at:at + len(MIXTURE_COLUMNS)] == list(MIXTURE_COLUMNS)
+    assert columns[at - 1] == "ready" and columns[at + len(MIXTURE_COLUMNS)] == "true_precision"
+    row = result.history[result.history["epoch"] == result.t_c].iloc[0]
+    assert row["m_c"] == result.mixture.m_c and row["threshold"] == result.mixture.threshold
+    assert row["n_flagged"] == result.n_flagged
+
+
+def _history_context(history: pd.DataFrame) -> HistoryContext:
+    return HistoryContext(history=history, t_c=1, decision=None, policy=None, dataset=None,
+                          noise_mask=None)
+
+
+class Rewrites(Observer):
+    def on_history(self, context: HistoryContext) -> dict[str, Any]:
+        context.history["eval_loss"] = 0.0
+        return {}
+
+
+class Says(Observer):
+    def __init__(self, **results: Any) -> None:
+        self.results = results
+
+    def on_history(self, context: HistoryContext) -> dict[str, Any]:
+        return dict(self.results)
+
+
+def test_an_end_of_fit_observer_may_not_change_the_history_it_was_given():
+    history = pd.DataFrame({"epoch": [1, 2], "eval_loss": [0.5, 0.4]})
+    with pytest.raises(ValueError, match="'rewrites' changed history columns"):
+        end_of_fit({"rewrites": Rewrites()}, _history_context(history))
+
+
+def test_a_result_two_end_of_fit_observers_return_is_refused():
+    history = pd.DataFrame({"epoch": [1, 2]})
+    assert end_of_fit({"a": Says(x=1), "b": Says(y=2)}, _history_context(history)) == \
+        {"x": 1, "y": 2}
+    with pytest.raises(ValueError, match="'b' returned results another observer .*: x"):
+        end_of_fit({"a": Says(x=1), "b": Says(x=2)}, _history_context(history))
+
+
+def test_a_result_named_like_a_run_json_key_is_refused_at_export(data, tmp_path):
+    register("says", lambda setup: Says(t_c=0))
+    try:
+        result = Cleaner(**FAST).fit(data)
+    finally:
+        unregister("says")
+    assert result.observed["t_c"] == 0 and result.t_c != 0  # the result's own t_c stands
+    with pytest.raises(ValueError, match="overwrite run.json's own keys: t_c"):
+        export_result(result, tmp_path / "run", report=False)

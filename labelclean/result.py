@@ -1,0 +1,344 @@
+"""What a fit returns (:class:`CleanResult`) and how it is put together at the end
+of a fit (:func:`assemble_result`): the history, the end-of-fit observers, the
+model's outputs at ``t_c``, the verdict, the scores table, the checkpoint's
+settings and the timings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__
+from .decision import EpochDecision, TcPolicy, Verdict, suggested_labels
+from .distributed import Dist
+from .errors import WithheldWarning
+from .mixture import LossMixture
+from .models import create_model
+from .observers import HistoryContext, Observer, end_of_fit
+from .sources import Dataset
+from .training import SampleStats, TrainConfig, Trainer
+
+if TYPE_CHECKING:
+    from .cleaner import Cleaner
+
+log = logging.getLogger("labelclean")
+
+
+@dataclass
+class CleanResult:
+    """Everything one run found, as plain data.
+
+    Attributes
+    ----------
+    dataset:
+        The training data as read (``dataset.ids`` name the samples).
+    history:
+        One row per epoch: training loss and accuracy, validation accuracy
+        (when a validation set was given), the mixture parameters ``m_c, s_c,
+        m_w, s_w, r``, ``delta_L``, the threshold, the number of samples that
+        would be flagged at that epoch, timings, the order parameters when
+        probed, and the phase label: every column of every observer
+        (:mod:`labelclean.observers`).
+    scores:
+        One row per training sample at ``t_c``: ``sample_id``, ``given_label``,
+        ``predicted_label``, ``predicted_prob``, ``score`` (the loss averaged
+        over the ``window`` epochs ending at ``t_c``, which the mixture and the
+        threshold apply to), ``loss`` (at ``t_c``), ``margin``, ``p_noisy``,
+        ``flagged``.
+    t_c:
+        The chosen epoch (1-based): the checkpoint's and the flags' epoch.
+    mixture:
+        The :class:`~labelclean.mixture.LossMixture` at ``t_c``.
+    losses:
+        ``(epochs, N)`` float32: every sample's loss after every epoch.
+    margins:
+        ``(epochs, N)`` float32: given-label logit minus the largest other logit.
+    second_population:
+        Whether a second (mislabelled) population was found at ``t_c``: the
+        mixture's own bimodality test, or, with ``suspicion="aum"``, that of
+        the AUM or of the window's mean loss. Nothing is flagged without it.
+    verdict:
+        The run's :class:`~labelclean.decision.Verdict`: ``"flagged"``, ``"no
+        second population"`` or ``"withheld"`` (nothing flagged, with the
+        reason, unless ``force_flags``).
+    pred_probs:
+        ``(N, K)`` float32 softmax probabilities of the model at ``t_c`` (eval
+        mode), rows in sample order (``scores``' ``index``), columns in
+        ``dataset.classes`` order: the ``pred_probs`` cleanlab's ``Datalab``
+        and ``find_label_issues`` take (in-sample, not cross-validated).
+    embeddings:
+        ``(N, D)`` float32 penultimate features of the model at ``t_c``, rows
+        as ``pred_probs`` (``features=`` for Datalab's outlier and near-duplicate
+        checks); None with ``Cleaner(embeddings=False)``.
+    observed:
+        The observers' run-level results, by name (their ``on_history``; also
+        top-level keys of ``run.json``): ``phase_boundaries`` among them.
+    """
+
+    dataset: Dataset
+    history: pd.DataFrame
+    scores: pd.DataFrame
+    t_c: int
+    mixture: LossMixture
+    losses: np.ndarray
+    margins: np.ndarray
+    state_dict: dict
+    checkpoint_config: dict
+    params: dict
+    timing: dict
+    stop_reason: str
+    noise_mask: np.ndarray | None = None
+    val: Dataset | None = None
+    second_population: bool | None = None
+    verdict: Verdict | None = None
+    pred_probs: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
+    observed: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.second_population is None:
+            self.second_population = bool(self.mixture.bimodal)
+        if self.verdict is None:
+            self.verdict = (
+                Verdict("flagged") if self.scores["flagged"].any()
+                else Verdict("no second population")
+            )
+
+    @property
+    def flagged(self) -> pd.DataFrame:
+        """Flagged samples, most suspicious (highest ``score``) first: the rows of
+        ``scores`` (for the review file's columns, see :meth:`review_frame`)."""
+        return self.scores[self.scores["flagged"]].reset_index(drop=True)
+
+    def review_frame(self) -> pd.DataFrame:
+        """The table ``flagged_samples.csv`` holds: the flagged rows with ``path``
+        (or ``row``), ``suggested_label`` and an editable ``action`` column
+        (:func:`labelclean.export.review_table`). Written with ``to_csv(...,
+        index=False)`` it is a review file ``labelclean apply`` reads (cells a
+        spreadsheet would run as formulas are guarded only in the exported file)."""
+        from .export import review_table
+
+        return review_table(self)
+
+    @property
+    def phase_boundaries(self) -> dict[str, list[int]]:
+        """First and last epoch of each phase (the phase labeller's result; ``{}``
+        without it)."""
+        return self.observed.get("phase_boundaries", {})
+
+    @property
+    def n_flagged(self) -> int:
+        return int(self.scores["flagged"].sum())
+
+    def flagged_share_by_class(self) -> dict[str, float]:
+        """Share of the samples given each class that are flagged."""
+        shares = self.scores.groupby("given_label", sort=False)["flagged"].mean()
+        return {str(c): float(shares.get(c, 0.0)) for c in self.dataset.classes
+                if c in shares.index}
+
+    @property
+    def estimated_noise_rate(self) -> float:
+        """Fraction of the training samples flagged."""
+        return self.n_flagged / max(1, len(self.scores))
+
+    def export(
+        self, out: str | os.PathLike, *, link: str = "copy", overwrite: bool = False
+    ) -> Path:
+        """Write the cleaned dataset, ``flagged_samples.csv`` and the rest under ``out``.
+
+        See :func:`labelclean.export.export_result`.
+        """
+        from .export import export_result
+
+        return export_result(self, out, link=link, overwrite=overwrite)
+
+    def load_model(self) -> Any:
+        """The early-stopped model at ``t_c``, as a :class:`~labelclean.checkpoint.Checkpoint`."""
+        from .checkpoint import Checkpoint
+
+        shape = tuple(self.checkpoint_config["input_shape"])
+        stat_shape = (shape[0], 1, 1) if len(shape) == 3 else shape
+        model = create_model(
+            self.checkpoint_config["model"], shape, len(self.dataset.classes),
+            torch.tensor(self.checkpoint_config["mean"]).reshape(stat_shape),
+            torch.tensor(self.checkpoint_config["std"]).reshape(stat_shape),
+        )
+        model.load_state_dict(self.state_dict)
+        return Checkpoint(model.eval(), list(self.dataset.classes), dict(self.checkpoint_config))
+
+
+
+def assemble_result(
+    cleaner: Cleaner,
+    *,
+    data: Dataset,
+    val: Dataset | None,
+    noise_mask: np.ndarray | None,
+    trainer: Trainer,
+    config: TrainConfig,
+    dist: Dist,
+    policy: TcPolicy,
+    observers: dict[str, Observer],
+    rows: list[dict[str, Any]],
+    chosen: tuple[dict, SampleStats, EpochDecision],
+    stop_reason: str,
+    model: tuple[str, torch.Tensor, torch.Tensor],
+    started: float,
+) -> CleanResult:
+    """The :class:`CleanResult` of a fit whose epochs are over (rank 0).
+
+    ``rows`` are the epochs' history rows, ``chosen`` the weights, per-sample
+    pass and decision of the epoch chosen as ``t_c``, ``model`` its name and
+    input statistics, and ``started`` the ``time.perf_counter()`` the run would
+    have started at had it never been interrupted. Runs the observers'
+    ``on_history`` (the phases, TensorBoard), loads the weights at ``t_c`` into
+    ``trainer``'s model for one eval pass (``pred_probs``, embeddings), asks the
+    policy for its verdict and warns when it is withheld.
+    """
+    weights, at_tc, decision_tc = chosen
+    t_c = int(decision_tc.epoch)
+    history = pd.DataFrame(rows)
+    history["unstable"] = history["epoch"].isin(policy.detector.unstable_epochs)
+    pred_probs, embeddings = _outputs_at(trainer, weights, cleaner.embeddings)
+    observed = end_of_fit(observers, HistoryContext(
+        history=history, t_c=t_c, decision=decision_tc, policy=policy, dataset=data,
+        noise_mask=noise_mask))
+    verdict, flags = policy.verdict(
+        decision_tc, data.y, list(data.classes), force=cleaner.force_flags,
+        suggested=suggested_labels(at_tc.pred, at_tc.runner_up, data.y),
+    )
+    p_noisy = decision_tc.mixture.posterior(decision_tc.scores)
+    scores = scores_frame(
+        data, at_tc, decision_tc.scores, p_noisy, flags, decision_tc.mixture, t_c,
+        cleaner.window, kind=cleaner.suspicion, aum_start=policy.aum_start or 1,
+    )
+    if verdict.forced:
+        f = scores["flagged"]
+        scores.loc[f, "reason"] = "FORCED (run withheld): " + scores.loc[f, "reason"]
+    if verdict.withheld:
+        warnings.warn(f"labelclean: {verdict}. Try: {verdict.advice}.", WithheldWarning,
+                      stacklevel=4)  # the caller of Cleaner.fit (fit -> _fit -> here)
+    elapsed = time.perf_counter() - started
+    log.info("t_c = epoch %d of %d trained (%s); %s: %d of %d samples flagged",
+             t_c, len(rows), stop_reason, verdict, int(scores["flagged"].sum()), len(data))
+    recorder = observers["samples"]  # the SampleRecorder: the result's per-sample arrays
+    model_name, mean, std = model
+    return CleanResult(
+        dataset=data,
+        history=history,
+        scores=scores,
+        t_c=t_c,
+        mixture=decision_tc.mixture,
+        losses=np.stack(recorder.losses).astype(np.float32),
+        margins=np.stack(recorder.margins).astype(np.float32),
+        state_dict=weights,
+        checkpoint_config={
+            "model": model_name,
+            "classes": list(data.classes),
+            "input_shape": list(data.input_shape),
+            "input_kind": data.kind,
+            "mean": mean.flatten().tolist(),
+            "std": std.flatten().tolist(),
+            "class_order": data.class_order,
+            "epoch": t_c,
+            "labelclean_version": __version__,
+            "inputs": "raw uint8 images (N, C, H, W) at input_shape, or float features",
+        },
+        params={**cleaner.get_params(), "model": model_name, "device": str(trainer.device),
+                "batch_size": config.batch_size, "lr": config.lr,
+                "max_epochs": config.max_epochs, "augment": config.augment,
+                **({"world_size": dist.world_size} if dist.enabled else {})},
+        timing={
+            "total_seconds": elapsed,
+            "train_seconds": float(history["seconds_train"].sum()),
+            "observe_seconds": float(history["seconds_observe"].sum()),
+            "epochs_trained": len(rows),
+            "steps_trained": int(history["steps"].sum()),
+        },
+        stop_reason=stop_reason,
+        noise_mask=noise_mask,
+        val=val,
+        second_population=bool(decision_tc.noisy),
+        verdict=verdict,
+        pred_probs=pred_probs,
+        embeddings=embeddings,
+        observed=observed,
+    )
+
+
+def _outputs_at(
+    trainer: Trainer, state: dict, embeddings: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(pred_probs, embeddings)`` of the model at ``t_c``: ``state`` is loaded
+    into the trainer's model (training is over) for one eval pass."""
+    trainer.model.load_state_dict(state)
+    return trainer.outputs(embeddings=embeddings)
+
+
+def scores_frame(
+    data: Dataset, s: SampleStats, suspicion: np.ndarray, p_noisy: np.ndarray,
+    flags: np.ndarray, mixture: LossMixture, t_c: int, window: int, kind: str = "loss",
+    aum_start: int = 1,
+) -> pd.DataFrame:
+    """One row per sample at ``t_c``, flagged first, each flagged row with its ``reason``.
+
+    ``model_agrees`` marks rows whose model at ``t_c`` predicts the given label.
+    Such a row is flagged only by the AUM (its label was ranked below another
+    class on average over training, then fitted late, as a memorised wrong
+    label is); its ``suggested_label`` is the runner-up class, never the given
+    label, so every flagged row names an alternative and says why.
+    """
+    classes = np.asarray(data.classes, dtype=object)
+    agrees = s.pred == data.y
+    suggested = suggested_labels(s.pred, s.runner_up, data.y)
+    df = pd.DataFrame(
+        {
+            "sample_id": data.ids,
+            "index": np.arange(len(data)),
+            "given_label": classes[data.y],
+            "predicted_label": classes[s.pred],
+            "predicted_prob": s.pred_prob,
+            "given_prob": s.given_prob,
+            "suggested_label": classes[suggested],
+            "model_agrees": agrees,
+            "score": suspicion,
+            "loss": s.loss,
+            "margin": s.margin,
+            "p_noisy": p_noisy,
+            "flagged": flags,
+        }
+    )
+    df = df.sort_values(["flagged", "score"], ascending=[False, False], kind="stable")
+    df.insert(0, "rank", np.arange(1, len(df) + 1))
+    df["reason"] = ""
+    f = df["flagged"].to_numpy()
+    span = f"epochs {max(1, t_c - window + 1)}-{t_c}" if window > 1 else f"epoch {t_c}"
+    if kind == "aum":
+        span = f"epochs {aum_start}-{t_c}"
+    what = {"aum": "mean margin {m:.2f} over {span} < 0 (label ranked below another class "
+                   "on average); ",
+            "loss": "mean loss {s:.2f} over {span} > l_c {t:.2f}; ",
+            "logloss": "log mean loss {s:.2f} over {span} > l_c {t:.2f}; "}[kind]
+    df.loc[f, "reason"] = [
+        what.format(m=-score, s=score, span=span, t=mixture.threshold) + (
+            f"fitted late: at epoch {t_c} the model agrees with {given!r} (p={gp:.2f}), "
+            f"runner-up {sug!r}; likely memorised"
+            if agree else
+            f"model says {pred!r} (p={prob:.2f}), label says {given!r} (p={gp:.3f})"
+        )
+        for score, pred, prob, given, gp, sug, agree in df.loc[
+            f, ["score", "predicted_label", "predicted_prob", "given_label", "given_prob",
+                "suggested_label", "model_agrees"]
+        ].itertuples(index=False)
+    ]
+    return df.reset_index(drop=True)
