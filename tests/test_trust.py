@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 
@@ -117,6 +118,35 @@ def test_a_class_keeps_its_label_while_it_stays_the_plurality_of_its_samples():
     # without suggested labels: as if every flag went to one class (> half flagged withholds)
     verdict, _ = TcPolicy().verdict(_decision(scores, flags, learned=5), y, names)
     assert verdict.withheld
+
+
+def test_flags_that_only_cut_the_tail_of_a_broad_component_are_withheld():
+    # 20 % flagged. Where the mixture's high-suspicion component holds about
+    # as many (digits sym 0.2: 0.20 against 0.20) the flags are that
+    # population; where it holds 60 % (CIFAR-10N 'aggre': 0.61 against 0.31,
+    # precision 0.23) the flags are only the tail of one broad population.
+    y = np.repeat(np.arange(5), 200)
+    flags = np.zeros(1000, bool)
+    flags[::5] = True
+    scores = np.where(flags, 2.0, -2.0) + np.random.default_rng(0).normal(0, 0.1, 1000)
+    suggested = np.where(flags, (y + 1) % 5, y)
+    names = list("abcde")
+
+    def verdict(r: float, f: np.ndarray = flags):
+        d = _decision(scores, f, learned=5)
+        d.mixture = dataclasses.replace(d.mixture, r=r)
+        return TcPolicy().verdict(d, y, names, suggested=suggested)
+
+    ok, out = verdict(0.24)
+    assert ok.status == "flagged" and out.sum() == 200
+    held, out = verdict(0.6)
+    assert held.withheld and "not a population of their own" in held.reason
+    assert "60%" in held.reason and "20.0%" in held.reason and not out.any()
+    # a clean set's handful of flags is not compared
+    few = np.zeros(1000, bool)
+    few[:10] = True
+    small, out = verdict(0.6, few)
+    assert small.status == "flagged" and out.sum() == 10
 
 
 def test_first_visit_chance_is_independence_not_the_commonest_label():
