@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,7 +48,7 @@ LINK_MODES = ("copy", "hardlink", "symlink")
 DEFAULT_LINK = "copy"
 
 
-class SourceWriter:
+class SourceWriter(ABC):
     """Writes the kept samples of one kind of input into a run folder."""
 
     #: What :meth:`write` makes in the run folder (``run.json``'s ``outputs.cleaned``).
@@ -56,12 +57,12 @@ class SourceWriter:
     #: (``run.json`` names it ``<origin object>``).
     in_memory: bool = False
 
+    @abstractmethod
     def write(self, result: CleanResult, keep: np.ndarray, folder: Path, out: Path,
               link: str) -> None:
         """Write ``result.dataset``'s samples where ``keep`` (in sample order) into
         ``folder``, the staging folder of the run folder ``out``; ``link`` is how
         images are placed (:data:`LINK_MODES`)."""
-        raise NotImplementedError
 
     def forbidden(self, source: str | os.PathLike, files: list | None) -> list[Path]:
         """The files and folders the run folder may not overlap: by default the
