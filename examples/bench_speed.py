@@ -11,7 +11,11 @@ Measures, in one process and on the same data, model and batch size:
 (d) (b) with ``loss_pass="train"`` plus mixture and probe (losses kept from
     the training pass);
 (e) with ``--compile``: (b) with ``TrainConfig(compile=True)`` (the compile
-    itself, in the first epoch, is reported apart).
+    itself, in the first epoch, is reported apart);
+(b0) (b) in the default layout (``channels_last=False``, the CPU default
+    before 0.7), and in (c) the eval pass as 0.6 ran it (``eval_pass_0_6``:
+    the unfolded model in the default layout at batch 1024) beside today's
+    (``eval_pass``: batch norms folded, cache-sized batches, channels-last).
 
 Images per second are reported for each, and the ratios (b)/(a), (c)/(b),
 (d)/(b); the epochs alternate between variants so a noisy neighbour hits all
@@ -27,19 +31,21 @@ linear.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from labelclean.cleaner import Cleaner
 from labelclean.mixture import fit_loss_mixture
-from labelclean.models import create_model, input_statistics
+from labelclean.models import create_model, default_model, input_statistics
 from labelclean.noise import inject_noise
+from labelclean.observers import probe_interval
 from labelclean.order_parameters import probe_order_parameters
 from labelclean.training import TrainConfig, Trainer, resolve_device
 
@@ -51,6 +57,19 @@ def mnist(n: int, noise: float = 0.4, seed: int = 0, path: Path = MNIST):
     idx = np.random.default_rng(seed).choice(60_000, n, replace=n > 60_000)
     y, _ = inject_noise(d["y_train"][idx], 10, noise, "symmetric", seed=seed)
     return torch.from_numpy(d["x_train"][idx][:, None].copy()), y
+
+
+def cifar_tiled(n: int, root: Path):
+    """The CIFAR-10N development set's training images (``root/train``, under their
+    'worse' labels) repeated up to ``n``: CIFAR-sized data for throughput and
+    time to ``t_c`` on an accelerator (a repeated image is a duplicate, so
+    quality numbers from it are not CIFAR-10's)."""
+    from labelclean.sources import load_dataset
+
+    ds = load_dataset(root / "train")
+    reps = -(-n // len(ds))
+    x = torch.as_tensor(np.asarray(ds.x)).repeat(reps, 1, 1, 1)[:n]
+    return x.contiguous(), np.tile(np.asarray(ds.y), reps)[:n]
 
 
 def synthetic_rgb(n: int, size: int = 32, seed: int = 0):
@@ -104,9 +123,13 @@ def observe(trainer: Trainer, losses, margins=None, split_from_mixture: bool = T
     parts = {} if parts is None else parts
     device = trainer.device
     start = time.perf_counter()
-    mixture = fit_loss_mixture(losses if margins is None else -margins)
+    # the cleaner's policy fits on the training device: the torch EM on CUDA
+    on = (lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)) \
+        if device.type == "cuda" else (lambda a: a)  # noqa: E731
+    mixture = fit_loss_mixture(on(losses if margins is None else -margins))
     if margins is not None:
-        fit_loss_mixture(losses)
+        fit_loss_mixture(on(losses))
+    sync(device)
     parts["mixture"] = parts.get("mixture", 0.0) + time.perf_counter() - start
     start = time.perf_counter()
     scores = losses if margins is None else -margins
@@ -122,10 +145,11 @@ def sgd(model):
     return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
 
 
-def compare(x: torch.Tensor, y: np.ndarray, model_name: str, epochs: int, batch_size: int,
-            device: torch.device, compiled: bool = False) -> dict:
+def compare(x: torch.Tensor, y: np.ndarray, model_name: str | None, epochs: int,
+            batch_size: int, device: torch.device, compiled: bool = False) -> dict:
     """Seconds per epoch of (a), (a'), (b), (c), (d), (e) on the same data; see the module doc."""
     n = len(y)
+    model_name = model_name or default_model("images", tuple(x.shape[1:]))
     mean, std = input_statistics(x)
     torch.manual_seed(0)
     build = lambda: create_model(model_name, tuple(x.shape[1:]), 10, mean, std)  # noqa: E731
@@ -148,7 +172,15 @@ def compare(x: torch.Tensor, y: np.ndarray, model_name: str, epochs: int, batch_
                                                         batch_size, device)
     cfg = TrainConfig(batch_size=batch_size, lr=0.1, device=str(device))
     tb, tc, td = (Trainer(build(), x, y, cfg) for _ in range(3))
+    tb0 = Trainer(build(), x, y, replace(cfg, channels_last=False))
     c_parts: list[dict] = []
+
+    def eval_0_6() -> None:
+        """0.6's eval pass: the unfolded model, default layout, batch 1024."""
+        model = copy.deepcopy(tc.model).to(memory_format=torch.contiguous_format).eval()
+        with torch.no_grad():
+            for i in range(0, n, 1024):
+                model(x[i : i + 1024].to(device))
 
     def c_epoch():
         start = time.perf_counter()
@@ -159,9 +191,14 @@ def compare(x: torch.Tensor, y: np.ndarray, model_name: str, epochs: int, batch_
         stats = tc.evaluate()
         sync(device)
         parts["eval_pass"] = time.perf_counter() - t0
+        if device.type == "cpu":
+            t0 = time.perf_counter()
+            eval_0_6()
+            parts["eval_pass_0_6"] = time.perf_counter() - t0
         observe(tc, stats.loss, stats.margin, parts=parts)
         c_parts.append(parts)
-        return time.perf_counter() - start
+        # less the 0.6 eval pass it timed beside today's, which (c) does not run
+        return time.perf_counter() - start - parts.get("eval_pass_0_6", 0.0)
 
     def d_epoch():
         start = time.perf_counter()
@@ -170,7 +207,8 @@ def compare(x: torch.Tensor, y: np.ndarray, model_name: str, epochs: int, batch_
         sync(device)
         return time.perf_counter() - start
 
-    variants.update({"b": lambda: tb.train_epoch().seconds, "c": c_epoch, "d": d_epoch})
+    variants.update({"b": lambda: tb.train_epoch().seconds, "b0": lambda: tb0.train_epoch().seconds,
+                     "c": c_epoch, "d": d_epoch})
     compile_s = None
     if compiled:
         te = Trainer(build(), x, y, TrainConfig(batch_size=batch_size, lr=0.1,
@@ -188,13 +226,14 @@ def compare(x: torch.Tensor, y: np.ndarray, model_name: str, epochs: int, batch_
             times[k].append(f())
     best = {k: min(v) for k, v in times.items()}  # least disturbed epoch of each
     base = best.get("a_tuned", best["a"])
-    probe_interval = Cleaner(batch_size=batch_size)._probe_interval(n)
+    probe_every = probe_interval("auto", None, n, batch_size)
     out = {
         "n": n, "input_shape": list(x.shape[1:]), "model": model_name,
         "batch_size": batch_size, "epochs": epochs, "device": _device_name(device),
         "seconds_per_epoch": best,
         "images_per_second": {k: n / v for k, v in best.items()},
         "ratio_b_over_a": best["a"] / best["b"],
+        "ratio_b_over_b0": best["b0"] / best["b"],
         "ratio_b_over_best_plain": base / best["b"],
         "overhead_c_over_b": best["c"] / best["b"] - 1,
         "overhead_d_over_b": best["d"] / best["b"] - 1,
@@ -202,13 +241,14 @@ def compare(x: torch.Tensor, y: np.ndarray, model_name: str, epochs: int, batch_
         # overhead with the cleaner's default schedule: eval pass and mixture fits
         # every epoch, the probe every probe_interval-th epoch
         "observe_parts_seconds": {k: min(p[k] for p in c_parts) for k in c_parts[0]},
-        "probe_interval": probe_interval,
+        "probe_interval": probe_every,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     parts = out["observe_parts_seconds"]
     out["overhead_default_schedule"] = (
-        parts["eval_pass"] + parts["mixture"] + parts["probe"] / probe_interval
+        parts["eval_pass"] + parts["mixture"] + parts["probe"] / probe_every
     ) / best["b"]
+
     if compiled:
         out["compile_first_epoch_seconds"] = compile_s
         out["ratio_e_over_b"] = best["b"] / best["e"]
@@ -221,22 +261,23 @@ def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
-def time_to_tc(x: torch.Tensor, y: np.ndarray, mask: np.ndarray, device: torch.device,
+def time_to_tc(x: torch.Tensor, y: np.ndarray, mask: np.ndarray | None, device: torch.device,
                **cleaner_kwargs) -> dict:
     """One whole ``Cleaner.fit`` (defaults unless overridden): wall time to the decision."""
     from labelclean import Cleaner, Dataset
     from labelclean.bench import evaluate_result
 
+    cleaner_kwargs = {k: v for k, v in cleaner_kwargs.items() if v is not None}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     ds = Dataset.from_arrays(x.numpy(), y, noise_mask=mask)
     start = time.perf_counter()
     res = Cleaner(device=str(device), **cleaner_kwargs).fit(ds, noise_mask=mask)
     wall = time.perf_counter() - start
-    ev = evaluate_result(res, mask)
+    ev = evaluate_result(res, mask) if mask is not None else {}
     out = {"n": len(y), "device": _device_name(device), **cleaner_kwargs,
-           "wall_s": wall, "t_c": res.t_c, "epochs": ev["epochs"], "f1": ev["f1"],
-           "oracle_f1": ev["oracle_f1"], **{k: v for k, v in res.timing.items()},
+           "wall_s": wall, "t_c": res.t_c, "n_flagged": res.n_flagged, "f1": ev.get("f1"),
+           "oracle_f1": ev.get("oracle_f1"), **res.timing,
            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if device.type == "cuda":
         out["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -246,7 +287,8 @@ def time_to_tc(x: torch.Tensor, y: np.ndarray, mask: np.ndarray, device: torch.d
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--n", type=int, default=10_000)
-    ap.add_argument("--model", default="regnetx_002")
+    ap.add_argument("--model", default=None,
+                    help="default: the cleaner's default for the images (labelclean.models)")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
@@ -254,6 +296,8 @@ def main() -> None:
     ap.add_argument("--mnist", type=Path, default=MNIST)
     ap.add_argument("--synthetic-rgb", action="store_true",
                     help="random 3x32x32 images instead of MNIST (throughput only)")
+    ap.add_argument("--cifar", type=Path, default=None,
+                    help="the CIFAR-10N development set's folder: its images repeated up to --n")
     ap.add_argument("--scaling", type=int, nargs="*", default=None,
                     help="time one labelclean epoch (with observation) at each N")
     ap.add_argument("--time-to-tc", action="store_true",
@@ -270,7 +314,8 @@ def main() -> None:
         for n in args.scaling:
             x, y = mnist(n, path=args.mnist)
             mean, std = input_statistics(x)
-            t = Trainer(create_model(args.model, (1, 28, 28), 10, mean, std), x, y,
+            t = Trainer(create_model(args.model or default_model("images", (1, 28, 28)),
+                                     (1, 28, 28), 10, mean, std), x, y,
                         TrainConfig(batch_size=args.batch_size, lr=0.1, device=str(device)))
             secs = []
             for _ in range(args.epochs):
@@ -285,13 +330,20 @@ def main() -> None:
             print(rows[-1], flush=True)
         out["scaling"] = rows
     else:
-        x, y = synthetic_rgb(args.n) if args.synthetic_rgb else mnist(args.n, path=args.mnist)
+        if args.cifar:
+            x, y = cifar_tiled(args.n, args.cifar)
+        else:
+            x, y = synthetic_rgb(args.n) if args.synthetic_rgb else mnist(args.n, path=args.mnist)
         out["compare"] = compare(x, y, args.model, args.epochs, args.batch_size, device,
                                  compiled=args.compile)
         print(json.dumps(out["compare"]), flush=True)
     if args.time_to_tc:
-        x, y = mnist(args.n, noise=0.0, path=args.mnist)
-        noisy, mask = inject_noise(y, 10, 0.4, "symmetric", seed=0)
+        if args.cifar:  # the human 'worse' labels are the noise: no truth to score against
+            x, noisy = cifar_tiled(args.n, args.cifar)
+            mask = None
+        else:
+            x, y = mnist(args.n, noise=0.0, path=args.mnist)
+            noisy, mask = inject_noise(y, 10, 0.4, "symmetric", seed=0)
         out["time_to_tc"] = [
             time_to_tc(x, noisy, mask, device, model=args.model),
             time_to_tc(x, noisy, mask, device, model=args.model, suspicion="aum",

@@ -364,10 +364,10 @@ class Cleaner:
         config = self.train_config(len(train), workers=self.resolved_workers(train),
                                    input_shape=train.input_shape, kind=train.kind)
         config.device = device
+        model_name, mean, std, trainer = self._trainer(train, config, dist)
         policy = TcPolicy(suspicion=self.suspicion, score=self.score, window=self.window,
                           patience=self.patience, seed=self.seed, min_steps=self.min_steps,
-                          patience_steps=self.patience_steps)
-        model_name, mean, std, trainer = self._trainer(train, config, dist)
+                          patience_steps=self.patience_steps, device=trainer.device)
         # rank 0 alone decides, so it alone observes; the others train their share
         observers = build_observers(ObserverSetup(
             cleaner=self, config=config, trainer=trainer, dataset=train, noise_mask=noise_mask,
@@ -389,7 +389,8 @@ class Cleaner:
             self, data=train, val=val_ds, noise_mask=noise_mask, trainer=trainer,
             config=config, dist=dist, policy=policy, observers=observers, rows=run.rows,
             chosen=run.chosen(trainer, policy), stop_reason=run.stop_reason,
-            model=(model_name, mean, std), started=started - run.seconds_before)
+            model=(model_name, mean, std), started=started - run.seconds_before,
+            observer_seconds=run.observer_seconds)
 
     def _trainer(self, train: Dataset, config: TrainConfig, dist: distributed.Dist
                  ) -> tuple[str, torch.Tensor, torch.Tensor, Trainer]:
@@ -428,14 +429,19 @@ class Cleaner:
                     if distributed.stop_together(dist, False):
                         break
                     continue
+                t1 = time.perf_counter()
                 decision = _decide(policy, stats, samples, train, first, trainer.config.seed)
+                t2 = time.perf_counter()
                 row = end_of_epoch(observers, EpochContext(
                     epoch=stats.epoch, stats=stats, samples=samples, val=v, decision=decision,
                     policy=policy, trainer=trainer, dataset=train, noise_mask=noise_mask,
                     row=_history_row(stats, samples, decision, train.y, v, val_y,
-                                     policy.first_visit_record() if first else {})))
-                row["seconds_train"] = stats.seconds
-                row["seconds_observe"] = time.perf_counter() - t0
+                                     policy.first_visit_record() if first else {})),
+                    seconds=run.observer_seconds)
+                t3 = time.perf_counter()
+                row.update({"seconds_train": stats.seconds, "seconds_eval": t1 - t0,
+                            "seconds_decide": t2 - t1, "seconds_observers": t3 - t2,
+                            "seconds_observe": t3 - t0})
                 run.add(row, samples, decision, trainer)
                 stop = distributed.stop_together(dist, policy.should_stop)
                 if stop:
@@ -640,6 +646,8 @@ class _RunState:
     #: Seconds the run had taken before it was resumed.
     seconds_before: float = 0.0
     seconds: float = 0.0
+    #: Each observer's ``on_epoch_end`` wall time, summed over the epochs, by name.
+    observer_seconds: dict[str, float] = field(default_factory=dict)
 
     def add(self, row: dict, samples: SampleStats, decision: EpochDecision,
             trainer: Trainer) -> None:
@@ -692,6 +700,7 @@ class _StateSaver:
             "done": run.done,
             "stop_reason": run.stop_reason,
             "seconds": run.seconds,
+            "observer_seconds": run.observer_seconds,
         })
 
     def restore(self, run: _RunState, trainer: Trainer, policy: TcPolicy,
@@ -716,6 +725,7 @@ class _StateSaver:
         run.done = bool(state["done"])
         run.stop_reason = state["stop_reason"]
         run.seconds_before = float(state["seconds"])
+        run.observer_seconds = dict(state.get("observer_seconds", {}))
         log.info("resumed after epoch %d from %s", trainer.epoch, self.folder)
 
 

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
+import torch
 
 from .mixture import LossMixture, fit_loss_mixture
 
@@ -418,6 +419,8 @@ class TcPolicy:
         seed: int = 0,
         min_steps: int = MIN_STEPS,
         patience_steps: int = PATIENCE_STEPS,
+        mixture_backend: str = "auto",
+        device: str | torch.device = "cpu",
     ) -> None:
         if suspicion not in SUSPICIONS:
             raise ValueError(f"unknown suspicion {suspicion!r}; choose from {SUSPICIONS}")
@@ -425,6 +428,10 @@ class TcPolicy:
         self.window = window
         self.patience = patience
         self.seed = seed
+        # The mixture is fitted where the model trains: on an accelerator by the
+        # torch EM (mixture.fit_loss_mixture's "auto"), on the CPU by scikit-learn.
+        self.mixture_backend = mixture_backend
+        self.device = torch.device(device)
         self.min_steps = min_steps
         self.patience_steps = patience_steps
         aum = suspicion == "aum"
@@ -502,6 +509,14 @@ class TcPolicy:
         not by their correctness (a 27 %-accurate model flagged 93 % of a set)."""
         return classes_learned >= num_classes
 
+    def _fit_mixture(self, values: np.ndarray) -> LossMixture:
+        """The two-component mixture of ``values`` (on ``device`` for the torch EM)."""
+        if self.mixture_backend == "sklearn" or (
+                self.mixture_backend == "auto" and self.device.type == "cpu"):
+            return fit_loss_mixture(values, seed=self.seed, backend="sklearn")
+        scores = torch.from_numpy(np.ascontiguousarray(values)).to(self.device)
+        return fit_loss_mixture(scores, seed=self.seed, backend="torch")
+
     def observe(
         self,
         epoch: int,
@@ -539,7 +554,7 @@ class TcPolicy:
             scores = -self._margin_sum / self._margin_count
         else:
             scores = suspicion_scores(self._stable_losses, None, self.suspicion, self.window)
-        mixture = fit_loss_mixture(scores, seed=self.seed)
+        mixture = self._fit_mixture(scores)
         noisy = mixture.bimodal
         if self.suspicion == "aum":
             # the fallback must hold two epochs running, then stays established
@@ -547,7 +562,7 @@ class TcPolicy:
             self._established = self._established or (self._fallback and before)
             if not noisy:
                 window_loss = np.mean(self._stable_losses, axis=0)
-                noisy = fit_loss_mixture(window_loss, seed=self.seed).bimodal or self._established
+                noisy = self._fit_mixture(window_loss).bimodal or self._established
         ready = self.steps >= self.min_steps and self.learned(classes_learned, num_classes)
         if ready:
             self.ready_epochs.append(epoch)

@@ -32,6 +32,7 @@ import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
@@ -124,46 +125,154 @@ class LossMixture:
         return asdict(self)
 
 
-def fit_loss_mixture(losses: np.ndarray, seed: int = 0) -> LossMixture:
+#: The fit backends :func:`fit_loss_mixture` knows ("auto": torch for tensors on
+#: an accelerator, scikit-learn otherwise).
+BACKENDS = ("auto", "sklearn", "torch")
+#: Regularisation added to each variance, and the EM stopping rule: both
+#: scikit-learn's ``GaussianMixture`` defaults, so the two backends agree.
+_REG_VAR, _EM_TOL, _EM_MAX_ITER = 1e-6, 1e-3, 100
+
+
+def fit_loss_mixture(losses: np.ndarray | torch.Tensor, seed: int = 0,
+                     backend: str = "auto") -> LossMixture:
     """Fit the two-component mixture of section 5 to per-sample ``losses``.
 
     Parameters
     ----------
     losses:
-        One non-negative loss per sample (any shape; flattened).
+        One non-negative loss per sample (any shape; flattened): an array, or
+        a tensor on any device.
     seed:
         Seeds the k-means initialisation and the subsample, for reproducibility.
+    backend:
+        ``"sklearn"``: scikit-learn's ``GaussianMixture`` (k-means
+        initialisation, 3 restarts) on the host. ``"torch"``: the same EM in
+        float64 on the tensor's device, initialised by the exact 1-D two-means
+        split (the optimum those restarts look for), so a GPU run never takes
+        the losses to the host for the fit. ``"auto"``: torch for tensors on an
+        accelerator, scikit-learn otherwise.
 
     Returns
     -------
     LossMixture
         Components ordered so that ``m_c <= m_w``.
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    on_device = isinstance(losses, torch.Tensor) and losses.device.type != "cpu"
+    if backend == "torch" or (backend == "auto" and on_device):
+        return _fit_torch(torch.as_tensor(losses), seed)
+    if isinstance(losses, torch.Tensor):
+        losses = losses.detach().cpu().numpy()
     x = np.asarray(losses, dtype=np.float64).ravel()
     x = x[np.isfinite(x)]
     if len(x) < 4:
         raise ValueError("need at least 4 finite losses to fit a mixture")
-    # A salted stream: ``default_rng(seed).choice(n, k, replace=False)`` is also how
-    # inject_noise picks the samples to corrupt, so an unsalted subsample with the
-    # same seed would be drawn from the corrupted samples only.
-    rng = np.random.default_rng([seed, _SUBSAMPLE_SALT])
-    fit_x = rng.choice(x, MAX_FIT_POINTS, replace=False) if len(x) > MAX_FIT_POINTS else x
+    fit_x = x[_subsample(len(x), seed)]
     mu1, sd1 = float(fit_x.mean()), float(fit_x.std())
     if sd1 < 1e-9:
-        return LossMixture(mu1, 0.0, mu1, 0.0, 0.0, 0.0, mu1, 0.0, 0.0, 0.0, False)
-    n = len(fit_x)
-    bic_1 = float(n * (math.log(2 * math.pi * sd1**2) + 1) + 2 * math.log(n))
-    gm = GaussianMixture(2, covariance_type="full", random_state=seed, reg_covar=1e-6, n_init=3)
+        return _degenerate(mu1)
+    bic_1 = _bic_one(len(fit_x), sd1)
+    gm = GaussianMixture(2, covariance_type="full", random_state=seed, reg_covar=_REG_VAR,
+                         n_init=3, tol=_EM_TOL, max_iter=_EM_MAX_ITER)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         gm.fit(fit_x[:, None])
     bic_2 = float(gm.bic(fit_x[:, None]))
-    means = gm.means_.ravel()
-    sds = np.sqrt(gm.covariances_.ravel())
+    return _mixture(gm.means_.ravel(), np.sqrt(gm.covariances_.ravel()), gm.weights_,
+                    bic_1, bic_2)
+
+
+def _subsample(n: int, seed: int) -> np.ndarray | slice:
+    """The points the fit uses: all, or ``MAX_FIT_POINTS`` drawn without replacement."""
+    if n <= MAX_FIT_POINTS:
+        return slice(None)
+    # A salted stream: ``default_rng(seed).choice(n, k, replace=False)`` is also how
+    # inject_noise picks the samples to corrupt, so an unsalted subsample with the
+    # same seed would be drawn from the corrupted samples only.
+    rng = np.random.default_rng([seed, _SUBSAMPLE_SALT])
+    return rng.choice(n, MAX_FIT_POINTS, replace=False)
+
+
+def _degenerate(mu: float) -> LossMixture:
+    """All losses equal: one population, nothing to separate."""
+    return LossMixture(mu, 0.0, mu, 0.0, 0.0, 0.0, mu, 0.0, 0.0, 0.0, False)
+
+
+def _bic_one(n: int, sd: float) -> float:
+    """BIC of one Gaussian (maximum likelihood, 2 parameters) fitted to ``n`` points."""
+    return float(n * (math.log(2 * math.pi * sd**2) + 1) + 2 * math.log(n))
+
+
+def _fit_torch(losses: torch.Tensor, seed: int) -> LossMixture:
+    """:func:`fit_loss_mixture` with ``backend="torch"``: EM in float64 where
+    ``losses`` lives; only the five fitted numbers and the two BICs leave it."""
+    x = losses.detach().reshape(-1).to(torch.float64)
+    x = x[torch.isfinite(x)]
+    if len(x) < 4:
+        raise ValueError("need at least 4 finite losses to fit a mixture")
+    pick = _subsample(len(x), seed)
+    if not isinstance(pick, slice):
+        pick = torch.from_numpy(pick).to(x.device)
+    x = x[pick]
+    n = len(x)
+    mu1, sd1 = x.mean(), x.std(unbiased=False)
+    if float(sd1) < 1e-9:
+        return _degenerate(float(mu1))
+    # Exact two-means in 1-D: the best split of the sorted losses into a lower
+    # and an upper block (what k-means converges to from a good start).
+    xs = torch.sort(x).values
+    k = torch.arange(1, n, device=x.device, dtype=torch.float64)
+    head = torch.cumsum(xs, 0)[:-1]
+    total = xs.sum()
+    # between-block sum of squares, up to constants: maximised by the best split
+    between = head**2 / k + (total - head) ** 2 / (n - k)
+    cut = int(torch.argmax(between)) + 1
+    resp = torch.zeros(n, 2, dtype=torch.float64, device=x.device)
+    upper = x >= xs[cut]
+    resp[:, 1] = upper.to(torch.float64)
+    resp[:, 0] = 1 - resp[:, 1]
+    weights, means, variances = _m_step(x, resp)
+    bound = -math.inf
+    for _ in range(_EM_MAX_ITER):
+        log_norm, resp = _e_step(x, weights, means, variances)
+        weights, means, variances = _m_step(x, resp)
+        new = float(log_norm.mean())
+        if abs(new - bound) < _EM_TOL:
+            break
+        bound = new
+    log_norm, _ = _e_step(x, weights, means, variances)
+    bic_2 = float(-2 * log_norm.sum() + 5 * math.log(n))  # 2 means, 2 variances, 1 weight
+    fitted = torch.stack([means, variances.sqrt(), weights]).cpu().numpy()
+    return _mixture(fitted[0], fitted[1], fitted[2], _bic_one(n, float(sd1)), bic_2)
+
+
+def _e_step(x: torch.Tensor, weights: torch.Tensor, means: torch.Tensor,
+            variances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per point: the mixture's log density and the components' responsibilities."""
+    log_p = (torch.log(weights) - 0.5 * torch.log(2 * math.pi * variances)
+             - 0.5 * (x[:, None] - means) ** 2 / variances)
+    log_norm = torch.logsumexp(log_p, 1)
+    return log_norm, torch.exp(log_p - log_norm[:, None])
+
+
+def _m_step(x: torch.Tensor, resp: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Weights, means and (regularised) variances from the responsibilities, as
+    scikit-learn computes them."""
+    nk = resp.sum(0) + 10 * torch.finfo(torch.float64).eps
+    means = (resp * x[:, None]).sum(0) / nk
+    variances = (resp * (x[:, None] - means) ** 2).sum(0) / nk + _REG_VAR
+    return nk / len(x), means, variances
+
+
+def _mixture(means: np.ndarray, sds: np.ndarray, weights: np.ndarray,
+             bic_1: float, bic_2: float) -> LossMixture:
+    """The :class:`LossMixture` of two fitted components, in either order."""
     lo, hi = (0, 1) if means[0] <= means[1] else (1, 0)
     m_c, m_w = float(means[lo]), float(means[hi])
     s_c, s_w = float(sds[lo]), float(sds[hi])
-    r = float(gm.weights_[hi])
+    r = float(weights[hi])
     separation = math.sqrt(2) * (m_w - m_c) / math.sqrt(s_c**2 + s_w**2)
     threshold = crossing(m_c, s_c, m_w, s_w, r)
     # A handful of outliers can form a tight component far out with a huge D;

@@ -262,3 +262,67 @@ def input_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     else:
         mean, std = x.float().mean(0), x.float().std(0)
     return mean, torch.where(std > 0, std, torch.ones_like(std))
+
+
+def fold_batch_norm(model: nn.Module) -> nn.Module:
+    """An inference copy of ``model`` with each batch norm that directly follows
+    a convolution folded into that convolution's weights and bias.
+
+    In eval mode a batch norm is a per-channel affine map, so ``bn(conv(x))``
+    equals one convolution with rescaled weights; the copy skips a pass over
+    every activation map. Folded are a ``Conv2d`` followed by a ``BatchNorm2d``
+    in an ``nn.Sequential`` and timm's ``ConvNormAct`` (whose ``BatchNormAct2d``
+    keeps its dropout and activation); any other batch norm is left as it is,
+    since only these two places guarantee that the norm reads the convolution's
+    output and nothing else. ``model`` itself is not changed; the copy is in
+    eval mode and is for forward passes only.
+    """
+    import copy
+
+    folded = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for module in folded.modules():
+            if isinstance(module, nn.Sequential):
+                for i in range(len(module) - 1):
+                    conv, bn = module[i], module[i + 1]
+                    if _foldable(conv, bn) and type(bn) is nn.BatchNorm2d:
+                        _fold_into(conv, bn)
+                        module[i + 1] = nn.Identity()
+                    # conv, max-pool, norm (SmallCNN): a max commutes with an
+                    # increasing affine map, so a norm whose every channel scales
+                    # by a positive factor folds through the pool
+                    bn = module[i + 2] if i + 2 < len(module) else None
+                    if (isinstance(module[i + 1], nn.MaxPool2d) and _foldable(conv, bn)
+                            and type(bn) is nn.BatchNorm2d and bool((_scale(bn) > 0).all())):
+                        _fold_into(conv, bn)
+                        module[i + 2] = nn.Identity()
+            conv, bn = getattr(module, "conv", None), getattr(module, "bn", None)
+            if type(module).__name__ == "ConvNormAct" and _foldable(conv, bn):
+                _fold_into(conv, bn)
+                # timm's BatchNormAct2d: norm, then its dropout and activation
+                rest = [getattr(bn, name, None) for name in ("drop", "act")]
+                module.bn = nn.Sequential(*[m for m in rest if m is not None])
+    return folded
+
+
+def _foldable(conv: nn.Module | None, bn: nn.Module | None) -> bool:
+    return (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+            and bn.running_mean is not None and conv.out_channels == bn.num_features)
+
+
+def _scale(bn: nn.BatchNorm2d) -> torch.Tensor:
+    """The per-channel factor of ``bn`` in eval mode."""
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    return scale if bn.weight is None else scale * bn.weight
+
+
+def _fold_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """Rewrite ``conv`` so that it computes ``bn(conv(x))`` in eval mode."""
+    scale = _scale(bn)
+    shift = -bn.running_mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    if conv.bias is not None:
+        shift = shift + conv.bias * scale
+    conv.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+    conv.bias = nn.Parameter(shift.to(conv.weight.dtype))

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("labelclean")
 
 #: Share of training time the order-parameter probe may take with ``probe_every="auto"``.
-PROBE_BUDGET = 0.10
+PROBE_BUDGET = 0.05
 #: Training steps one probe with the split costs, per sampled minibatch (measured;
 #: see labelclean/order_parameters.py).
 PROBE_STEPS_PER_BATCH = 1.6
@@ -183,12 +183,17 @@ def build_observers(setup: ObserverSetup) -> dict[str, Observer]:
     return {name: obs for name, obs in built.items() if obs is not None}
 
 
-def end_of_epoch(observers: dict[str, Observer], context: EpochContext) -> dict[str, Any]:
+def end_of_epoch(observers: dict[str, Observer], context: EpochContext,
+                 seconds: dict[str, float] | None = None) -> dict[str, Any]:
     """Run every observer's ``on_epoch_end`` in order, adding its columns to
     ``context.row``; returns the row. A column that is already there is refused:
-    two measurements under one name would overwrite each other silently."""
+    two measurements under one name would overwrite each other silently. With
+    ``seconds``, each observer's wall time is added to ``seconds[name]``."""
     for name, obs in observers.items():
+        start = time.perf_counter()
         columns = obs.on_epoch_end(context)
+        if seconds is not None:
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
         clash = sorted(set(columns) & set(context.row))
         if clash:
             raise ValueError(f"observer {name!r} returned columns already in the history "

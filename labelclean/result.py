@@ -194,6 +194,7 @@ def assemble_result(
     stop_reason: str,
     model: tuple[str, torch.Tensor, torch.Tensor],
     started: float,
+    observer_seconds: dict[str, float] | None = None,
 ) -> CleanResult:
     """The :class:`CleanResult` of a fit whose epochs are over (rank 0).
 
@@ -258,13 +259,7 @@ def assemble_result(
                 "batch_size": config.batch_size, "lr": config.lr,
                 "max_epochs": config.max_epochs, "augment": config.augment,
                 **({"world_size": dist.world_size} if dist.enabled else {})},
-        timing={
-            "total_seconds": elapsed,
-            "train_seconds": float(history["seconds_train"].sum()),
-            "observe_seconds": float(history["seconds_observe"].sum()),
-            "epochs_trained": len(rows),
-            "steps_trained": int(history["steps"].sum()),
-        },
+        timing=run_timing(history, t_c, elapsed, observer_seconds),
         stop_reason=stop_reason,
         noise_mask=noise_mask,
         val=val,
@@ -274,6 +269,31 @@ def assemble_result(
         embeddings=embeddings,
         observed=observed,
     )
+
+
+def run_timing(history: pd.DataFrame, t_c: int, elapsed: float,
+               observer_seconds: dict[str, float] | None = None) -> dict[str, Any]:
+    """``run.json``'s ``timing``: where the run's time went. ``observe_share`` is
+    observation over training time (the eval pass, the decision and every
+    observer), ``observe_seconds_by_part`` splits it, and ``seconds_to_t_c`` is
+    training plus observation up to and including epoch ``t_c``."""
+    train = float(history["seconds_train"].sum())
+    observe = float(history["seconds_observe"].sum())
+    parts = {"eval_pass": float(history["seconds_eval"].sum()),
+             "decision": float(history["seconds_decide"].sum())}
+    parts.update({f"observer:{name}": float(sec)
+                  for name, sec in sorted((observer_seconds or {}).items())})
+    upto = history[history["epoch"] <= t_c]
+    return {
+        "total_seconds": elapsed,
+        "train_seconds": train,
+        "observe_seconds": observe,
+        "observe_share": observe / train if train > 0 else float("nan"),
+        "observe_seconds_by_part": parts,
+        "seconds_to_t_c": float((upto["seconds_train"] + upto["seconds_observe"]).sum()),
+        "epochs_trained": len(history),
+        "steps_trained": int(history["steps"].sum()),
+    }
 
 
 def _outputs_at(

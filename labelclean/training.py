@@ -19,6 +19,7 @@ import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from . import distributed
 from .distributed import SINGLE, Dist
 from .errors import LabelcleanError
+from .models import fold_batch_norm
 
 AUGMENTATIONS = ("none", "shift", "shift-flip")
 #: Host inputs larger than this are not pinned whole (their batches are).
@@ -46,7 +48,8 @@ class TrainConfig:
     (pinned on CUDA) while the device computes: for memory-mapped images
     (``Dataset.mapped``), which the OS pages in from disk. ``compile`` runs
     the training and evaluation forward passes through ``torch.compile``.
-    ``augment`` applies to images only: ``"shift"`` translates each image by
+    ``eval_batch_size`` (default: :func:`eval_batch_size`) batches the
+    per-sample passes. ``augment`` applies to images only: ``"shift"`` translates each image by
     up to ``shift_pixels`` (zero padding), ``"shift-flip"`` also mirrors half
     the images left-right (leave it off for digits and text).
     """
@@ -62,7 +65,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool | None = None
     channels_last: bool | None = None
-    eval_batch_size: int = 1024
+    eval_batch_size: int | None = None
     workers: int = 0
     compile: bool = False
 
@@ -70,7 +73,7 @@ class TrainConfig:
         if self.augment not in AUGMENTATIONS:
             raise LabelcleanError(f"augment must be one of {', '.join(AUGMENTATIONS)}")
         for name in ("lr", "batch_size", "max_epochs", "eval_batch_size"):
-            if getattr(self, name) <= 0:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise LabelcleanError(f"{name} must be positive, got {getattr(self, name)}")
         if self.workers < 0:
             raise LabelcleanError(f"workers must be >= 0, got {self.workers}")
@@ -181,7 +184,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.images = x.dim() == 4
         self.channels_last = self.images and (
-            config.channels_last if config.channels_last is not None else self.device.type == "cuda"
+            config.channels_last if config.channels_last is not None else True
         )
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -211,6 +214,11 @@ class Trainer:
             weight_decay=config.weight_decay,
         )
         self.epoch = 0
+        #: ``(weights version, model)``: the batch-norm-folded copy the per-sample
+        #: passes run, rebuilt after the weights change.
+        self._inference: tuple[int, nn.Module] | None = None
+        self._weights_version = 0
+        self._eval_batch: int | None = config.eval_batch_size
 
     # ------------------------------------------------------------------ state
 
@@ -223,6 +231,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        self._weights_version += 1
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = int(state["epoch"])
@@ -321,6 +330,7 @@ class Trainer:
         but not the fixed-weight measurement that :meth:`evaluate` makes.
         """
         start = time.perf_counter()
+        self._weights_version += 1
         cfg = self.config
         n = len(self.y)
         world = self.dist.world_size
@@ -429,7 +439,7 @@ class Trainer:
         runs the uncompiled model, whose ``embed`` is not part of the compiled
         forward."""
         self.model.eval()
-        batches = list(torch.arange(len(self.x)).split(self.config.eval_batch_size))
+        batches = list(torch.arange(len(self.x)).split(self._eval_batch_size()))
         probs, feats = [], []
         for xb in self._batches(self.x, batches):
             with self._autocast():
@@ -446,11 +456,68 @@ class Trainer:
         """Eval-mode float32 logits of ``x`` in order, as ``(start, logits)`` per
         batch of ``eval_batch_size`` (callers hold ``torch.no_grad``)."""
         x = x if x.device == self.device else self.place(x)
-        self.model.eval()
-        batches = list(torch.arange(len(x)).split(self.config.eval_batch_size))
+        model = self._inference_model()
+        batches = list(torch.arange(len(x)).split(self._eval_batch_size()))
         for idx, xb in zip(batches, self._batches(x, batches), strict=True):
             with self._autocast():
-                yield int(idx[0]), self.forward(xb).float()
+                yield int(idx[0]), model(xb).float()
+
+    def _inference_model(self) -> nn.Module:
+        """The model the per-sample passes run: a batch-norm-folded eval copy of
+        the current weights (:func:`labelclean.models.fold_batch_norm`), made
+        once per change of the weights; the compiled forward when compiling
+        (folding would recompile it every epoch)."""
+        self.model.eval()
+        if self.config.compile:
+            return self.forward
+        if self._inference is None or self._inference[0] != self._weights_version:
+            self._inference = (self._weights_version, fold_batch_norm(self.model))
+        return self._inference[1]
+
+    def _eval_batch_size(self) -> int:
+        """``config.eval_batch_size``, or chosen once by :func:`eval_batch_size`."""
+        if self._eval_batch is None:
+            self._eval_batch = eval_batch_size(self.model, self.x[:2].to(self.device),
+                                               self.device)
+        return self._eval_batch
+
+
+#: Bytes of the largest activation map of one eval batch on the CPU: a batch
+#: whose maps stay about this size runs from the cache (docs/performance.md).
+EVAL_BATCH_BYTES = 16 << 20
+#: Eval batch on accelerators, and the most on the CPU.
+MAX_EVAL_BATCH = 1024
+
+
+def eval_batch_size(model: nn.Module, sample: torch.Tensor, device: torch.device) -> int:
+    """The batch of the per-sample passes: :data:`MAX_EVAL_BATCH` on an
+    accelerator; on the CPU the largest power of two (32 to 1024) whose largest
+    activation map, measured by one forward pass of ``sample``, stays within
+    :data:`EVAL_BATCH_BYTES`. Larger batches spill the cache there: a 32 px
+    colour network at batch 1024 took 1.8x as long per image as at 128."""
+    if device.type != "cpu":
+        return MAX_EVAL_BATCH
+    largest = [0]
+
+    def hook(_module: nn.Module, _inputs: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor):
+            largest[0] = max(largest[0], out[0].numel() * out.element_size())
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model(sample)
+        model.train(was_training)
+    finally:
+        for h in handles:
+            h.remove()
+    batch = MAX_EVAL_BATCH
+    while batch > 32 and batch * largest[0] > EVAL_BATCH_BYTES:
+        batch //= 2
+    return batch
 
 
 class _Rows(Dataset):

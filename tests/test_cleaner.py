@@ -45,6 +45,24 @@ def test_history_has_one_row_per_epoch_with_the_mixture(result):
     assert h.loc[h.epoch == result.t_c, "n_flagged"].item() == result.n_flagged
 
 
+def test_timing_splits_observation_into_its_parts(result):
+    h, timing = result.history, result.timing
+    np.testing.assert_allclose(
+        h["seconds_observe"], h["seconds_eval"] + h["seconds_decide"] + h["seconds_observers"])
+    parts = timing["observe_seconds_by_part"]
+    assert parts["eval_pass"] == pytest.approx(h["seconds_eval"].sum())
+    assert parts["decision"] == pytest.approx(h["seconds_decide"].sum())
+    observers = {k: v for k, v in parts.items() if k.startswith("observer:")}
+    assert "observer:samples" in observers and all(v >= 0 for v in observers.values())
+    # the observers' own clocks sit inside the loop's clock around them
+    assert sum(observers.values()) <= h["seconds_observers"].sum() + 1e-6
+    assert timing["observe_share"] == pytest.approx(
+        timing["observe_seconds"] / timing["train_seconds"])
+    upto = h[h["epoch"] <= result.t_c]
+    assert timing["seconds_to_t_c"] == pytest.approx(
+        (upto["seconds_train"] + upto["seconds_observe"]).sum())
+
+
 def test_flagged_sorted_by_suspicion(result):
     # the default suspicion: minus the area under the margin, flagged when AUM < 0
     assert result.params["suspicion"] == "aum"
@@ -253,8 +271,9 @@ def test_trainer_folds_a_trailing_batch_of_one():
 
 def test_probe_interval_keeps_the_probe_within_budget():
     c = Cleaner()
-    # 10,000 samples: 78 steps an epoch; a split probe of K=16 costs ~26 steps
-    assert c._probe_interval(10_000, 128) == 4
+    # 10,000 samples: 78 steps an epoch; a split probe of K=16 costs ~26 steps,
+    # a budget of 5% of training allows one every 7th epoch (26 / 7 = 3.7 steps)
+    assert c._probe_interval(10_000, 128) == 7
     assert c._probe_interval(100_000, 128) == 1
     assert Cleaner(probe_every=0)._probe_interval(10_000, 128) == 0
     assert Cleaner(probe_every="2")._probe_interval(10, 32) == 2

@@ -30,7 +30,8 @@ from labelclean.resume import load_state
 
 FAST = dict(model="mlp:16", max_epochs=5, patience=10, lr=0.02, batch_size=32,
             probe_every=0, min_steps=10, patience_steps=0, progress=False)
-TIMINGS = ["seconds_train", "seconds_observe"]
+TIMINGS = ["seconds_train", "seconds_eval", "seconds_decide", "seconds_observers",
+           "seconds_observe"]
 
 
 class Boom(RuntimeError):

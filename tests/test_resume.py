@@ -67,7 +67,8 @@ OPTIONS = ["--model", "mlp:64", "--max-epochs", "12", "--patience", "4", "--lr",
            "--batch-size", "32", "--probe-every", "3", "--min-steps", "100",
            "--patience-steps", "0", "--seed", "0", "--noise-column", "noisy"]
 STEPS_PER_EPOCH = 12
-TIMINGS = ["seconds_train", "seconds_observe"]
+TIMINGS = ["seconds_train", "seconds_eval", "seconds_decide", "seconds_observers",
+           "seconds_observe"]
 
 
 @pytest.fixture(scope="module")
@@ -223,6 +224,9 @@ def test_the_python_api_resumes_a_finished_state(small_folder, tmp_path):
     pd.testing.assert_frame_equal(again.scores, first.scores)
     pd.testing.assert_frame_equal(again.history.drop(columns=TIMINGS),
                                   first.history.drop(columns=TIMINGS))
+    # the observers' clocks come back with the state: no epoch ran, nothing was added
+    assert (again.timing["observe_seconds_by_part"]
+            == first.timing["observe_seconds_by_part"])
 
 
 def test_resuming_with_other_settings_is_refused(small_folder, tmp_path):
