@@ -35,17 +35,19 @@ def replay(run_dir: Path) -> dict:
     if "first_visit_z" in history and "first_visit_steps" not in history:  # a 0.4 run
         history["first_visit_steps"] = history["steps"].iloc[0]
     scores = pd.read_csv(run_dir / "scores.csv", dtype={"given_label": str,
-                                                         "suggested_label": str})
+                                                         "suggested_label": str,
+                                                         "predicted_label": str})
     scores = scores.sort_values("index")
     y = scores["given_label"].map(index).to_numpy()
     suggested = scores["suggested_label"].map(index).to_numpy()
+    predicted = scores["predicted_label"].astype(str).map(index).to_numpy()
     params = {k: run["params"][k] for k in POLICY_PARAMS}
     policy = TcPolicy.replay(history, np.load(run_dir / "losses.npy"),
                              np.load(run_dir / "margins.npy"), len(classes), **params)
     if policy.t_c != run["t_c"]:
         raise SystemExit(f"{run_dir}: the replay reached t_c = {policy.t_c}, the run {run['t_c']}")
     verdict, flags = policy.verdict(policy.best, y, [str(c) for c in classes],
-                                    suggested=suggested)
+                                    suggested=suggested, predicted=predicted)
     row = {"run": str(run_dir), "t_c": policy.t_c, "verdict_then": run["verdict"]["status"],
            "verdict_now": verdict.status, "flagged_now": float(flags.mean()),
            "reason": verdict.reason}

@@ -112,7 +112,8 @@ class Cleaner:
         ``augment="auto"`` (default) translates and mirrors colour images
         (:data:`~labelclean.models.DEFAULT_RGB_AUGMENT`) and leaves other inputs
         alone.
-        ``device="auto"`` uses CUDA when present (fp32, channels-last);
+        ``device="auto"`` uses CUDA when present (fp32; images run
+        channels-last on every device);
         ``amp=True`` adds bf16 autocast there.
     lr, batch_size:
         ``batch_size="auto"`` (default) aims at about 50 SGD steps an epoch

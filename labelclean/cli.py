@@ -15,6 +15,7 @@ import click
 from . import __version__
 from .decision import MIN_STEPS, PATIENCE_STEPS, SCORES, SUSPICIONS, WITHHELD_EXIT_STATUS
 from .errors import LabelcleanError, WithheldWarning
+from .observers import PROBE_BUDGET
 from .summary import print_summary, withheld_paragraph
 
 _SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -142,7 +143,7 @@ def training_options(f):
                      "instead of stopping."),
         click.option("--probe-every", default="auto", show_default=True, callback=_auto_or_int,
                      help="Estimate order parameters every N epochs (0: off; auto: as often "
-                     "as keeps the probe under 10% of training time)."),
+                     f"as keeps the probe under {PROBE_BUDGET:.0%} of training time)."),
         click.option("--probe-batches", type=int, default=None,
                      help="Minibatch gradients per order-parameter probe (K)."),
         click.option("--spectrum", is_flag=True, help="Also estimate the noise spectrum's D_s."),

@@ -216,7 +216,7 @@ def assemble_result(
         noise_mask=noise_mask))
     verdict, flags = policy.verdict(
         decision_tc, data.y, list(data.classes), force=cleaner.force_flags,
-        suggested=suggested_labels(at_tc.pred, at_tc.runner_up, data.y),
+        suggested=suggested_labels(at_tc.pred, at_tc.runner_up, data.y), predicted=at_tc.pred,
     )
     p_noisy = decision_tc.mixture.posterior(decision_tc.scores)
     scores = scores_frame(

@@ -261,3 +261,27 @@ def test_the_summary_shows_the_flagged_share_per_class(tmp_path):
     line = next(s for s in r.output.splitlines() if s.startswith("flagged by class"))
     assert all(f"c{k} " in line for k in range(3))
     assert "verdict            flagged" in r.output
+
+
+def test_no_population_is_claimed_only_of_labels_the_model_agrees_with():
+    # CIFAR-10N 'random1': 16.9 % wrong, no population stood apart, and the
+    # model agreed with 74 % of the given labels: that is no evidence of clean labels
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 50)
+    scores = rng.normal(-2.0, 0.5, 200)  # one population, AUM > 0 throughout
+    decision = EpochDecision(epoch=39, scores=scores, mixture=fit_loss_mixture(scores),
+                             noisy=False, ready=True, classes_learned=4,
+                             would_flag=np.zeros(200, bool), is_best=True)
+    names = list("abcd")
+    disagree = rng.permutation(200)[:52]
+    weak = y.copy()
+    weak[disagree] = (y[disagree] + 1) % 4
+    verdict, out = TcPolicy().verdict(decision, y, names, predicted=weak)
+    assert verdict.withheld and not out.any()
+    assert "agreed with only 74% of the given labels" in verdict.reason
+    good = y.copy()
+    good[disagree[:10]] = (y[disagree[:10]] + 1) % 4  # 95 % agreement
+    verdict, _ = TcPolicy().verdict(decision, y, names, predicted=good)
+    assert verdict.status == "no second population"
+    # a caller without predictions gets the verdict it always got
+    assert TcPolicy().verdict(decision, y, names)[0].status == "no second population"
