@@ -3,7 +3,8 @@
 At a given epoch the per-sample losses are modelled as
 ``l ~ (1 - r) N(m_c, s_c^2) + r N(m_w, s_w^2)``: a low-loss, clean population
 and a high-loss, mislabelled one. :func:`fit_loss_mixture` fits it with
-scikit-learn's :class:`~sklearn.mixture.GaussianMixture` and returns a
+scikit-learn's :class:`~sklearn.mixture.GaussianMixture` (on the host) or the
+same EM in torch (on an accelerator, where the model trains) and returns a
 :class:`LossMixture` holding the paper's parameters, the separation
 ``delta_L = m_w - m_c``, the threshold ``l_c`` and a decision on whether a
 second population is there at all.

@@ -301,7 +301,7 @@ def _outputs_at(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """``(pred_probs, embeddings)`` of the model at ``t_c``: ``state`` is loaded
     into the trainer's model (training is over) for one eval pass."""
-    trainer.model.load_state_dict(state)
+    trainer.load_weights(state)
     return trainer.outputs(embeddings=embeddings)
 
 

@@ -231,10 +231,16 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self._weights_version += 1
-        self.model.load_state_dict(state["model"])
+        self.load_weights(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = int(state["epoch"])
+
+    def load_weights(self, weights: dict) -> None:
+        """Load a model ``state_dict`` (the weights at ``t_c``, say). Weights change
+        through this, :meth:`load_state_dict` or :meth:`train_epoch` only, so that
+        the per-sample passes never run a stale folded copy."""
+        self._weights_version += 1
+        self.model.load_state_dict(weights)
 
     # ------------------------------------------------------------------ data
 
@@ -494,7 +500,8 @@ def eval_batch_size(model: nn.Module, sample: torch.Tensor, device: torch.device
     accelerator; on the CPU the largest power of two (32 to 1024) whose largest
     activation map, measured by one forward pass of ``sample``, stays within
     :data:`EVAL_BATCH_BYTES`. Larger batches spill the cache there: a 32 px
-    colour network at batch 1024 took 1.8x as long per image as at 128."""
+    colour network is several times slower per image at batch 1024 than at 128
+    (docs/performance.md)."""
     if device.type != "cpu":
         return MAX_EVAL_BATCH
     largest = [0]

@@ -110,6 +110,9 @@ def test_trainer_measures_with_the_folded_copy_of_the_current_weights():
     trainer.train_epoch()
     trainer.load_state_dict(state)  # and after weights are loaded
     np.testing.assert_allclose(trainer.evaluate().loss, reference(), rtol=1e-4, atol=1e-5)
+    trainer.train_epoch()
+    trainer.load_weights(state["model"])
+    np.testing.assert_allclose(trainer.evaluate().loss, reference(), rtol=1e-4, atol=1e-5)
 
 
 def test_channels_last_training_matches_the_default_layout():
