@@ -123,9 +123,10 @@ def observe(trainer: Trainer, losses, margins=None, split_from_mixture: bool = T
     parts = {} if parts is None else parts
     device = trainer.device
     start = time.perf_counter()
-    # the cleaner's policy fits on the training device: the torch EM on CUDA
-    on = (lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)) \
-        if device.type == "cuda" else (lambda a: a)  # noqa: E731
+    def on(a: np.ndarray):
+        """Where the cleaner's policy fits: on CUDA the torch EM, on the device."""
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device) if device.type == "cuda" else a
+
     mixture = fit_loss_mixture(on(losses if margins is None else -margins))
     if margins is not None:
         fit_loss_mixture(on(losses))

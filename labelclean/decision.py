@@ -711,7 +711,8 @@ class TcPolicy:
             if share > MAX_FLAGGED_SHARE:
                 reasons.append(f"{100 * share:.0f}% of the samples have their label ranked "
                                "below another class on average (AUM < 0)")
-        if not reasons and (not decision.noisy or not flags.any()) and predicted is not None:
+        no_population = not decision.noisy or not flags.any()
+        if not reasons and no_population and predicted is not None:
             agreement = float((np.asarray(predicted) == y).mean())
             if agreement < MIN_CLEAN_AGREEMENT:
                 reasons.append(
@@ -723,7 +724,7 @@ class TcPolicy:
         if reasons:
             verdict = Verdict("withheld", "; ".join(reasons), advice, forced=force)
             return verdict, (flags if force and decision.noisy else np.zeros_like(flags))
-        if not decision.noisy or not flags.any():
+        if no_population:
             return Verdict("no second population",
                            "no population of wrong labels stood apart; nothing flagged"), flags
         return Verdict("flagged", f"{int(flags.sum())} samples ({100 * flags.mean():.1f}%)"), flags

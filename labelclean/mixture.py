@@ -229,10 +229,8 @@ def _fit_torch(losses: torch.Tensor, seed: int) -> LossMixture:
     # between-block sum of squares, up to constants: maximised by the best split
     between = head**2 / k + (total - head) ** 2 / (n - k)
     cut = int(torch.argmax(between)) + 1
-    resp = torch.zeros(n, 2, dtype=torch.float64, device=x.device)
     upper = x >= xs[cut]
-    resp[:, 1] = upper.to(torch.float64)
-    resp[:, 0] = 1 - resp[:, 1]
+    resp = torch.stack([~upper, upper], 1).to(torch.float64)
     weights, means, variances = _m_step(x, resp)
     bound = -math.inf
     for _ in range(_EM_MAX_ITER):

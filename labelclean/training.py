@@ -512,13 +512,13 @@ def eval_batch_size(model: nn.Module, sample: torch.Tensor, device: torch.device
 
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
+    was_training = model.training
+    model.eval()
     try:
-        was_training = model.training
-        model.eval()
         with torch.no_grad():
             model(sample)
-        model.train(was_training)
     finally:
+        model.train(was_training)
         for h in handles:
             h.remove()
     batch = MAX_EVAL_BATCH
