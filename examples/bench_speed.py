@@ -26,6 +26,12 @@ linear.
 
     python examples/bench_speed.py --n 10000 --epochs 2 --threads 2
     python examples/bench_speed.py --scaling 2500 10000 40000 --epochs 1
+
+On a lent GPU (the data must travel with the command: pack it first):
+
+    python examples/bench_speed.py --pack-cifar ../shared/datasets/cifar10n_dev cifar10n.npz
+    python examples/bench_speed.py --device cuda --threads 8 --cifar cifar10n.npz --n 50000 \
+        --epochs 0 --time-to-tc --tc-sizes 50000 10000
 """
 
 from __future__ import annotations
@@ -59,17 +65,45 @@ def mnist(n: int, noise: float = 0.4, seed: int = 0, path: Path = MNIST):
     return torch.from_numpy(d["x_train"][idx][:, None].copy()), y
 
 
-def cifar_tiled(n: int, root: Path):
-    """The CIFAR-10N development set's training images (``root/train``, under their
-    'worse' labels) repeated up to ``n``: CIFAR-sized data for throughput and
-    time to ``t_c`` on an accelerator (a repeated image is a duplicate, so
-    quality numbers from it are not CIFAR-10's)."""
+LABEL_SETS = ("clean", "worse", "aggre", "random1")
+
+
+def pack_cifar(root: Path, out: Path) -> None:
+    """The CIFAR-10N development set's training images, decoded once as labelclean
+    reads them, with every label set, into one ``.npz``: what travels to a lent
+    GPU (``../shared`` does not)."""
+    import pandas as pd
+
     from labelclean.sources import load_dataset
 
-    ds = load_dataset(root / "train")
-    reps = -(-n // len(ds))
-    x = torch.as_tensor(np.asarray(ds.x)).repeat(reps, 1, 1, 1)[:n]
-    return x.contiguous(), np.tile(np.asarray(ds.y), reps)[:n]
+    table = pd.read_csv(root / "labels.csv")
+    table = table[table["path"].str.startswith("train/")]
+    frame = pd.DataFrame({"path": [str(root / p) for p in table["path"]],
+                          "label": table["worse"]})
+    ds = load_dataset(frame)
+    classes = sorted(table["clean"].unique())
+    labels = {k: np.array([classes.index(c) for c in table[k]]) for k in LABEL_SETS}
+    np.savez_compressed(out, x=np.asarray(ds.x), classes=np.array(classes), **labels)
+
+
+def cifar_tiled(n: int, source: Path, labels: str = "worse"):
+    """The CIFAR-10N development set's training images (a folder with
+    ``labels.csv``, or the ``.npz`` of :func:`pack_cifar`) under the human
+    ``labels``, repeated up to ``n``: CIFAR-sized data for throughput and time to
+    ``t_c`` on an accelerator. Returns ``x, given labels, wrong-label mask``; a
+    repeated image is a duplicate, so quality numbers at ``n`` > 10,000 are not
+    CIFAR-10's."""
+    if source.suffix != ".npz":
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            pack_cifar(source, Path(tmp) / "cifar10n.npz")
+            return cifar_tiled(n, Path(tmp) / "cifar10n.npz", labels)
+    d = np.load(source)
+    reps = -(-n // len(d["clean"]))
+    x = torch.as_tensor(d["x"]).repeat(reps, 1, 1, 1)[:n]
+    given = np.tile(d[labels], reps)[:n]
+    return x.contiguous(), given, given != np.tile(d["clean"], reps)[:n]
 
 
 def synthetic_rgb(n: int, size: int = 32, seed: int = 0):
@@ -278,6 +312,7 @@ def time_to_tc(x: torch.Tensor, y: np.ndarray, mask: np.ndarray | None, device: 
     ev = evaluate_result(res, mask) if mask is not None else {}
     out = {"n": len(y), "device": _device_name(device), **cleaner_kwargs,
            "wall_s": wall, "t_c": res.t_c, "n_flagged": res.n_flagged, "f1": ev.get("f1"),
+           "verdict": str(res.verdict),
            "oracle_f1": ev.get("oracle_f1"), **res.timing,
            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if device.type == "cuda":
@@ -298,15 +333,24 @@ def main() -> None:
     ap.add_argument("--synthetic-rgb", action="store_true",
                     help="random 3x32x32 images instead of MNIST (throughput only)")
     ap.add_argument("--cifar", type=Path, default=None,
-                    help="the CIFAR-10N development set's folder: its images repeated up to --n")
+                    help="the CIFAR-10N development set's folder, or its .npz (--pack-cifar): "
+                         "its images repeated up to --n")
     ap.add_argument("--scaling", type=int, nargs="*", default=None,
                     help="time one labelclean epoch (with observation) at each N")
     ap.add_argument("--time-to-tc", action="store_true",
                     help="also time whole Cleaner.fit runs on the MNIST data (40%% noise)")
+    ap.add_argument("--tc-sizes", type=int, nargs="*", default=None,
+                    help="--time-to-tc at these N (default: --n); the loss-pass variant "
+                         "at the first")
+    ap.add_argument("--pack-cifar", type=Path, nargs=2, metavar=("DIR", "NPZ"), default=None,
+                    help="write the CIFAR-10N development set as one .npz for --cifar, and exit")
     ap.add_argument("--compile", action="store_true",
                     help="also (e): (b) with TrainConfig(compile=True)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    if args.pack_cifar:
+        pack_cifar(*args.pack_cifar)
+        return
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     out: dict = {"threads": args.threads, "torch": torch.__version__}
@@ -330,28 +374,31 @@ def main() -> None:
             rows.append({"n": n, "seconds_per_epoch": best, "us_per_image": 1e6 * best / n})
             print(rows[-1], flush=True)
         out["scaling"] = rows
-    else:
+    elif args.epochs > 0:  # --epochs 0: only --time-to-tc
         if args.cifar:
-            x, y = cifar_tiled(args.n, args.cifar)
+            x, y, _ = cifar_tiled(args.n, args.cifar)
         else:
             x, y = synthetic_rgb(args.n) if args.synthetic_rgb else mnist(args.n, path=args.mnist)
         out["compare"] = compare(x, y, args.model, args.epochs, args.batch_size, device,
                                  compiled=args.compile)
         print(json.dumps(out["compare"]), flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=2))
     if args.time_to_tc:
-        if args.cifar:  # the human 'worse' labels are the noise: no truth to score against
-            x, noisy = cifar_tiled(args.n, args.cifar)
-            mask = None
-        else:
-            x, y = mnist(args.n, noise=0.0, path=args.mnist)
-            noisy, mask = inject_noise(y, 10, 0.4, "symmetric", seed=0)
-        out["time_to_tc"] = [
-            time_to_tc(x, noisy, mask, device, model=args.model),
-            time_to_tc(x, noisy, mask, device, model=args.model, suspicion="aum",
-                       loss_pass="train"),
-        ]
-        for row in out["time_to_tc"]:
-            print(json.dumps(row), flush=True)
+        out["time_to_tc"] = []
+        for i, n in enumerate(args.tc_sizes or [args.n]):
+            if args.cifar:  # the human 'worse' labels are the noise; the clean ones the truth
+                x, noisy, mask = cifar_tiled(n, args.cifar)
+            else:
+                x, y = mnist(n, noise=0.0, path=args.mnist)
+                noisy, mask = inject_noise(y, 10, 0.4, "symmetric", seed=0)
+            variants = [{}] + ([{"suspicion": "aum", "loss_pass": "train"}] if i == 0 else [])
+            for extra in variants:
+                row = time_to_tc(x, noisy, mask, device, model=args.model, **extra)
+                out["time_to_tc"].append(row)
+                print(json.dumps(row), flush=True)
+                if args.json:  # as it arrives: a lease can end mid-run
+                    args.json.write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))

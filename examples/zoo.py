@@ -87,10 +87,10 @@ def write_cell(dataset: str, cell: str, root: Path) -> tuple[Path, dict[str, boo
     return root / "data", dict(zip(paths, mask.tolist()))
 
 
-def run_labelclean(data: Path, out: Path, threads: int) -> dict:
+def run_labelclean(data: Path, out: Path, threads: int, extra: tuple[str, ...] = ()) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     cmd = [sys.executable, "-m", "labelclean", "run", str(data), "--out", str(out),
-           "--overwrite"]
+           "--overwrite", *extra]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -158,7 +158,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench_out/zoo"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-cleanlab", action="store_true")
+    ap.add_argument("--cleanlab-if-flagged", action="store_true",
+                    help="run cleanlab only beside a run that flagged (the floor compares those)")
     ap.add_argument("--markdown", type=Path, default=None)
+    ap.add_argument("--labelclean-args", default="",
+                    help="options added to every `labelclean run` "
+                         "(a study, not the zoo's defaults)")
     args = ap.parse_args()
     rows = []
     table = args.out / "zoo.csv"
@@ -171,7 +176,7 @@ def main() -> None:
             Path(json.loads((work / "truth.json").read_text())["data"]),
             json.loads((work / "truth.json").read_text())["truth"])
         (work / "truth.json").write_text(json.dumps({"data": str(data), "truth": truth}))
-        lc = run_labelclean(data, work / "run", args.threads)
+        lc = run_labelclean(data, work / "run", args.threads, tuple(args.labelclean_args.split()))
         p, r, f = score(lc["flagged"], truth)
         run = lc["run"]
         row = {"dataset": dataset, "cell": cell, "n": len(truth),
@@ -181,7 +186,8 @@ def main() -> None:
                "verdict": run["verdict"]["status"], "t_c": run["t_c"],
                "epochs": run["timing"]["epochs_trained"], "model": run["params"]["model"],
                "wall_s": lc["wall"]}
-        if not args.no_cleanlab:
+        skip = args.no_cleanlab or (args.cleanlab_if_flagged and row["verdict"] != "flagged")
+        if not skip:
             flagged, wall = run_cleanlab(data, run, args.threads)
             row.update({"cleanlab_f1": score(flagged, truth)[2], "cleanlab_wall_s": wall})
         else:  # keep an earlier cleanlab result that had the same per-fold budget
