@@ -160,6 +160,8 @@ def main() -> None:
     ap.add_argument("--no-cleanlab", action="store_true")
     ap.add_argument("--cleanlab-if-flagged", action="store_true",
                     help="run cleanlab only beside a run that flagged (the floor compares those)")
+    ap.add_argument("--cleanlab-only", action="store_true",
+                    help="run cleanlab beside cells already in --out, without rerunning labelclean")
     ap.add_argument("--markdown", type=Path, default=None)
     ap.add_argument("--labelclean-args", default="",
                     help="options added to every `labelclean run` "
@@ -172,20 +174,27 @@ def main() -> None:
     for spec in args.cells:
         dataset, cell = spec.split(":")
         work = args.out / f"{dataset}_{cell}"
+        if args.cleanlab_only and not (work / "run" / "run.json").exists():
+            raise SystemExit(f"{spec}: no saved run in {work}; run the cell first")
         data, truth = write_cell(dataset, cell, work) if not (work / "truth.json").exists() else (
             Path(json.loads((work / "truth.json").read_text())["data"]),
             json.loads((work / "truth.json").read_text())["truth"])
         (work / "truth.json").write_text(json.dumps({"data": str(data), "truth": truth}))
-        lc = run_labelclean(data, work / "run", args.threads, tuple(args.labelclean_args.split()))
-        p, r, f = score(lc["flagged"], truth)
-        run = lc["run"]
-        row = {"dataset": dataset, "cell": cell, "n": len(truth),
-               "true_noise": float(np.mean(list(truth.values()))),
-               "f1": f, "precision": p, "recall": r,
-               "flagged_share": len(lc["flagged"]) / len(truth),
-               "verdict": run["verdict"]["status"], "t_c": run["t_c"],
-               "epochs": run["timing"]["epochs_trained"], "model": run["params"]["model"],
-               "wall_s": lc["wall"]}
+        if args.cleanlab_only:  # beside the cell's saved run and row, with its budget
+            run = json.loads((work / "run" / "run.json").read_text())
+            row = next(x for x in rows if (x["dataset"], x["cell"]) == (dataset, cell))
+        else:
+            lc = run_labelclean(data, work / "run", args.threads,
+                                tuple(args.labelclean_args.split()))
+            p, r, f = score(lc["flagged"], truth)
+            run = lc["run"]
+            row = {"dataset": dataset, "cell": cell, "n": len(truth),
+                   "true_noise": float(np.mean(list(truth.values()))),
+                   "f1": f, "precision": p, "recall": r,
+                   "flagged_share": len(lc["flagged"]) / len(truth),
+                   "verdict": run["verdict"]["status"], "t_c": run["t_c"],
+                   "epochs": run["timing"]["epochs_trained"], "model": run["params"]["model"],
+                   "wall_s": lc["wall"]}
         skip = args.no_cleanlab or (args.cleanlab_if_flagged and row["verdict"] != "flagged")
         if not skip:
             flagged, wall = run_cleanlab(data, run, args.threads)
