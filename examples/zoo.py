@@ -176,10 +176,13 @@ def main() -> None:
         work = args.out / f"{dataset}_{cell}"
         if args.cleanlab_only and not (work / "run" / "run.json").exists():
             raise SystemExit(f"{spec}: no saved run in {work}; run the cell first")
-        data, truth = write_cell(dataset, cell, work) if not (work / "truth.json").exists() else (
-            Path(json.loads((work / "truth.json").read_text())["data"]),
-            json.loads((work / "truth.json").read_text())["truth"])
-        (work / "truth.json").write_text(json.dumps({"data": str(data), "truth": truth}))
+        saved = work / "truth.json"
+        if saved.exists():
+            cell_data = json.loads(saved.read_text())
+            data, truth = Path(cell_data["data"]), cell_data["truth"]
+        else:
+            data, truth = write_cell(dataset, cell, work)
+            saved.write_text(json.dumps({"data": str(data), "truth": truth}))
         if args.cleanlab_only:  # beside the cell's saved run and row, with its budget
             run = json.loads((work / "run" / "run.json").read_text())
             row = next(x for x in rows if (x["dataset"], x["cell"]) == (dataset, cell))
