@@ -28,7 +28,15 @@ Writing goes through :func:`begin`, which returns a :class:`Staging`:
    folder, and the old folder's manifest files removed.
 
 So until the swap, ``out`` holds the previous complete output untouched, and a
-failed or killed command leaves no visible trace. Whatever a killed command
+failed or killed command leaves no visible trace.
+
+``out`` is owned from :func:`begin` to :meth:`Staging.commit`: an exclusive
+``flock`` on the hidden lock file ``.<out>.labelclean-lock`` beside it (released
+by the kernel when the process dies, so a killed command never leaves a stale
+lock). A second command on the same ``out`` fails at once, in one line. The
+overwrite decision is taken again at commit: an ``out`` that became non-empty
+meanwhile (by other means than labelclean) is not replaced without
+``--overwrite``, nor ever when it holds no labelclean output of this kind. Whatever a killed command
 left beside ``out`` is put right by the next command on that ``out``
 (:func:`recover`): a stale staging folder is removed, an interrupted swap is
 either undone (the previous output is renamed back) or finished.
@@ -48,6 +56,7 @@ Reading a run folder back is the job of :mod:`labelclean.runfiles`
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -64,7 +73,8 @@ from .errors import LabelcleanError
 MARKER = ".labelclean-run"
 FORMAT = "labelclean-output"
 #: What a folder of each kind is called in messages ("holds no labelclean run").
-KINDS = {"run": "labelclean run", "apply": "labelclean output", "demo": "labelclean demo"}
+KINDS = {"run": "labelclean run", "apply": "labelclean output", "demo": "labelclean demo",
+         "bench": "labelclean bench"}
 # One place for the names of a run folder's files (labelclean.export writes them,
 # labelclean.runfiles reads them).
 RUN_FILE = "run.json"
@@ -85,7 +95,9 @@ CLEANED_TABLE = "cleaned.csv"
 INTEGRITY_FILES = (RUN_FILE, SCORES_FILE, METRICS_FILE, LOSSES_FILE, MARGINS_FILE,
                    PRED_PROBS_FILE, EMBEDDINGS_FILE, UNREADABLE_FILE,
                    f"{CHECKPOINT_DIR}/model.json")
-_STAGE, _OLD = "stage", "old"
+_STAGE, _OLD, _LOCK = "stage", "old", "lock"
+#: OS errors that mean "the disk is full": named with the folder being written.
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 #: The staging folder's sub-folder holding a run's resume state (never committed).
 RESUME_DIR = "resume"
 
@@ -184,6 +196,10 @@ class Staging:
     #: its saved state, for the next ``--resume`` (a mistyped option must not cost
     #: the hours already trained).
     resumed: bool = False
+    #: Whether ``--overwrite`` was given: checked again at :meth:`commit`.
+    overwrite: bool = False
+    #: The lock on ``out`` (:class:`OutLock`), held until commit or abort.
+    lock: OutLock | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -197,6 +213,16 @@ class Staging:
         shutil.rmtree(self.state_dir, ignore_errors=True)
         marker = _marker(self.kind, self.id, complete=True, files=manifest_of(self.path))
         write_json(self.path / MARKER, marker)
+        # The decision taken in begin() is taken again: `out` may have been
+        # filled meanwhile by something that does not take the lock.
+        if self.out.exists() and not self.out.is_dir():
+            raise LabelcleanError(f"--out {self.out} appeared meanwhile and is not a folder; "
+                                  "nothing was replaced")
+        try:
+            check_replaceable(self.out, kind=self.kind, overwrite=self.overwrite)
+        except LabelcleanError as e:
+            raise LabelcleanError(f"{e} (it was filled while this command ran; nothing was "
+                                  "replaced)") from None
         if self.out.is_dir() and any(self.out.iterdir()):
             old = _sibling(self.out, _OLD)
             _rename(self.out, old)
@@ -206,21 +232,25 @@ class Staging:
             # absent, or an empty folder the user made: renaming onto it replaces it
             _rename(self.path, self.out)
         self.created.clear()
+        self.release()
         return self.out
+
+    def release(self) -> None:
+        """Let other commands have ``out`` (done by :meth:`commit` and :meth:`abort`)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def abort(self) -> None:
         """Remove the staging folder and any parent folders this command created
         (a resumed staging folder stays, for the next resume)."""
         if self.resumed:
+            self.release()
             return
         if self.path.exists():
             shutil.rmtree(self.path, ignore_errors=True)
-        for folder in reversed(self.created):
-            try:
-                folder.rmdir()
-            except OSError:
-                break  # someone put something there: it is theirs now
-        self.created.clear()
+        self.release()
+        _unmake(self.created)
 
     def __enter__(self) -> Staging:
         return self
@@ -228,6 +258,13 @@ class Staging:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
+            if isinstance(exc, OSError) and exc.errno in _FULL:
+                # the file named by the OS may be the input being copied: say
+                # which folder was being written
+                raise LabelcleanError(
+                    f"{exc.strerror or 'No space left on device'} while writing --out "
+                    f"{self.out} (in {self.path.parent}); nothing was replaced"
+                ) from None
 
 
 def begin(
@@ -254,10 +291,21 @@ def begin(
     check_overlap(out, inputs)
     if out.exists() and not out.is_dir():
         raise LabelcleanError(f"--out {out} exists and is not a folder")
-    left = resumable(out, kind) if resume else None
-    recover(out, keep=left)
-    check_replaceable(out, kind=kind, overwrite=overwrite)
+    check_replaceable(out, kind=kind, overwrite=overwrite)  # before making anything
     created = _make_parents(out.parent)
+    try:
+        lock = OutLock.acquire(out)
+    except BaseException:
+        _unmake(created)
+        raise
+    try:
+        left = resumable(out, kind) if resume else None
+        recover(out, keep=left)
+        check_replaceable(out, kind=kind, overwrite=overwrite)  # recovery may change it
+    except BaseException:
+        lock.release()
+        _unmake(created)
+        raise
     run_id = uuid.uuid4().hex
     if left is not None:
         run_id = (read_marker(left) or {}).get("id", run_id)
@@ -272,9 +320,10 @@ def begin(
         if out.is_dir():
             _probe(out)  # the swap must be able to move the user's files out of it
     except BaseException:
-        Staging(out, path, kind, run_id, created).abort()
+        Staging(out, path, kind, run_id, created, lock=lock).abort()
         raise
-    return Staging(out, path, kind, run_id, created, resumed=left is not None)
+    return Staging(out, path, kind, run_id, created, resumed=left is not None,
+                   overwrite=overwrite, lock=lock)
 
 
 def check_overlap(out: Path, inputs: Iterable[str | os.PathLike], what: str = "--out") -> None:
@@ -325,6 +374,8 @@ def recover(out: Path, keep: Path | None = None) -> None:
         return
     for role in (_OLD, _STAGE):
         for sibling in sorted(out.parent.glob(f".{_escape(out.name)}.labelclean-{role}-*")):
+            if not sibling.is_dir() or sibling.is_symlink():
+                continue
             if _owner_alive(sibling) or read_marker(sibling) is None or sibling == keep:
                 continue
             if role == _STAGE:
@@ -429,6 +480,68 @@ def _make_parents(folder: Path) -> list[Path]:
                 made.rmdir()
             raise
     return missing
+
+
+def _unmake(created: list[Path]) -> None:
+    """Remove the (empty) parent folders a command made, innermost first; empties ``created``."""
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:
+            break  # someone put something there: it is theirs now
+    created.clear()
+
+
+class OutLock:
+    """An exclusive lock on an ``out`` folder: ``flock`` on ``.<out>.labelclean-lock``
+    beside it. The kernel drops it when the holder dies; the holder removes the
+    file when it lets go."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path, self.fd = path, fd
+
+    @classmethod
+    def acquire(cls, out: Path) -> OutLock:
+        """Take the lock on ``out``, or raise :class:`LabelcleanError` at once when
+        another command holds it."""
+        import fcntl
+
+        path = out.parent / f".{out.name}.labelclean-{_LOCK}"
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+                os.close(fd)
+                raise LabelcleanError(
+                    f"--out {out} is in use by another labelclean command (pid {holder}); "
+                    "wait for it to finish, or choose another folder") from None
+            except BaseException:
+                os.close(fd)
+                raise
+            # the previous holder may have removed the file between our open and lock
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                return cls(path, fd)
+            os.close(fd)
+
+    def release(self) -> None:
+        if self.fd < 0:
+            return
+        try:
+            if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
+                os.unlink(self.path)  # still holding it: nobody else has this file
+        except OSError:
+            pass
+        finally:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def _probe(folder: Path) -> None:

@@ -662,3 +662,104 @@ def test_a_checkpoint_without_a_checksum_still_loads(tmp_path):
     folder = _checkpoint(tmp_path / "ck")
     _edit_config(folder / CONFIG, weights_sha256=None)  # as written before issue 14
     assert load_checkpoint(folder).classes == ["a", "b", "c"]
+
+
+# ============================================================================= issue 28
+# "Users' data is sacred, second round": one test (at least) per defect.
+
+
+def _python_cli(*args) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "labelclean", *map(str, args)]
+
+
+def _wait_for(predicate, timeout: float = 120.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("first", ["plain", "overwrite"])
+def test_two_runs_to_one_out_never_lose_a_complete_run(tmp_path, features, first):
+    """Two `labelclean run` processes to one --out: the first (a real process,
+    stopped while it holds --out) keeps it; the second fails at once in one line,
+    with or without --overwrite, and never replaces the first's complete run."""
+    import subprocess
+
+    out = tmp_path / "out"
+    flags = {"plain": [], "overwrite": ["--overwrite"]}
+    second = "overwrite" if first == "plain" else "plain"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    a = subprocess.Popen(_python_cli(*run_args(features, out, *flags[first])), env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        _wait_for(lambda: any("stage" in p.name for p in stale_siblings(out))
+                  or a.poll() is not None, what="the first run to open --out")
+        a.send_signal(signal.SIGSTOP)  # it holds --out, stopped mid-run
+        line = one_line_error(cli(*run_args(features, out, *flags[second])))
+        assert "in use by another labelclean command" in line
+        assert not out.exists()
+    finally:
+        a.send_signal(signal.SIGCONT)
+        output = a.communicate(timeout=300)[0].decode()
+    assert a.returncode == 0, output
+    assert_complete_run(out)
+    before = tree_digest(out)
+    # Once the first has finished, the second without --overwrite is refused
+    # (and with it, replaces the run the proper way).
+    r = cli(*run_args(features, out, *flags[second]))
+    if second == "plain":
+        assert "pass --overwrite" in one_line_error(r)
+        assert tree_digest(out) == before
+    else:
+        assert r.exit_code == 0, r.output
+        assert_complete_run(out)
+
+
+def test_commit_never_replaces_an_out_filled_meanwhile(tmp_path, previous):
+    from labelclean import rundir
+
+    out = tmp_path / "out"
+    staging = rundir.begin(out, kind="run", overwrite=False)
+    (staging.path / "run.json").write_text("{}")
+    copy_run(previous, out)  # someone else's complete run appears meanwhile
+    before = tree_digest(out)
+    with pytest.raises(LabelcleanError, match="filled while this command ran"):
+        with staging:
+            staging.commit()
+    assert tree_digest(out) == before and stale_siblings(out) == []
+    # a hand-made folder appearing under an --overwrite run is not replaced either
+    shutil.rmtree(out)
+    staging = rundir.begin(out, kind="run", overwrite=True)
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(LabelcleanError, match="holds no labelclean run"):
+        with staging:
+            staging.commit()
+    assert (out / "notes.txt").read_text() == "mine" and stale_siblings(out) == []
+
+
+def test_a_held_out_is_refused_at_once_and_freed_by_a_kill(tmp_path):
+    """The lock is the kernel's: a killed holder leaves nothing that blocks."""
+    from labelclean import rundir
+
+    out = tmp_path / "out"
+    pid = os.fork()
+    if pid == 0:
+        try:
+            rundir.begin(out, kind="run", overwrite=False)
+            os.kill(os.getpid(), signal.SIGSTOP)
+        finally:
+            os._exit(0)
+    _wait_for(lambda: os.waitpid(pid, os.WNOHANG | os.WUNTRACED)[0] == pid,
+              what="the child to stop")
+    with pytest.raises(LabelcleanError, match=rf"in use by another labelclean command \(pid {pid}\)"):
+        rundir.begin(out, kind="run", overwrite=False)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    staging = rundir.begin(out, kind="run", overwrite=False)  # the killed one's left-overs go
+    staging.abort()
+    assert stale_siblings(out) == [] and not out.exists()
