@@ -26,6 +26,7 @@ Per seed it reports
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -37,12 +38,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import rundir
+from ._io import write_csv
+from .checks import check_rate, check_seed
 from .cleaner import Cleaner, CleanResult
 from .errors import LabelcleanError
 from .models import create_model, default_model, input_statistics
 from .noise import NOISE_KINDS, inject_noise, precision_recall_f1
-from .rundir import check_overlap
-from .sources import Dataset
+from .paths import check_input, image_roots
+from .sources import Dataset, listed_images
 from .training import TrainConfig, Trainer
 
 #: Columns of the printed table (the CSV has every column).
@@ -56,8 +60,7 @@ def corrupt(data: Dataset, kind: str, rate: float, seed: int) -> Dataset:
     """A copy of ``data`` with noisy labels and ``noise_mask`` set to the changed ones."""
     if kind not in NOISE_KINDS:
         raise LabelcleanError(f"noise must be one of {', '.join(NOISE_KINDS)}")
-    if not 0 <= rate < 1:
-        raise LabelcleanError(f"--rate must be in [0, 1), got {rate}")
+    check_rate(rate, "--rate")
     noisy, mask = inject_noise(data.y, data.num_classes, rate, kind, seed=seed)
     return dataclasses.replace(data, y=noisy, noise_mask=mask)
 
@@ -144,6 +147,7 @@ def run_bench(
     retrain: bool = False,
     test: str | Path | Dataset | None = None,
     out: str | Path | None = None,
+    overwrite: bool = False,
     echo: Callable[[str], None] | None = None,
     **cleaner_kwargs: Any,
 ) -> pd.DataFrame:
@@ -151,12 +155,48 @@ def run_bench(
 
     ``data`` must carry trusted labels. ``cleaner_kwargs`` go to
     :class:`~labelclean.cleaner.Cleaner` (``seed`` is set per row). With
-    ``out``, writes ``bench.csv`` there (and ``flags_seed<k>.csv`` per seed).
+    ``out``, writes ``bench.csv`` there (and ``flags_seed<k>.csv`` per seed),
+    as a run writes its folder (:mod:`labelclean.rundir`): ``out`` must be
+    empty or absent, or hold a previous bench and ``overwrite`` be given; it is
+    written beside ``out`` and swapped in once every seed is done.
     """
     if retrain and test is None:
         raise LabelcleanError("--retrain needs a held-out test set (--test)")
+    # every setting before any data is read or any folder made
+    if noise not in NOISE_KINDS:
+        raise LabelcleanError(f"noise must be one of {', '.join(NOISE_KINDS)}")
+    check_rate(rate, "--rate")
+    if not len(seeds):
+        raise LabelcleanError("--seeds names no seed")
+    for seed in seeds:
+        check_seed(seed, "--seeds")
     cleaner_kwargs.pop("seed", None)
     base = Cleaner(**cleaner_kwargs)
+    base.validate()
+    staging = None
+    if out is not None:
+        # bench.csv and the flags must not land in the data they measure
+        paths = [p for p in (data, test) if isinstance(p, (str, os.PathLike))]
+        forbidden = []
+        for p in paths:
+            check_input(p)
+            forbidden.append(p)
+            images = listed_images(p, base.kind, base.path_column)
+            forbidden += image_roots(images) if images else []
+        staging = rundir.begin(out, kind="bench", overwrite=overwrite, inputs=forbidden)
+    with staging if staging is not None else contextlib.nullcontext():
+        df = _bench(base, data, noise, rate, list(seeds), retrain, test, staging, echo,
+                    cleaner_kwargs)
+        if staging is not None:
+            staging.commit()
+    return df
+
+
+def _bench(base: Cleaner, data: str | Path | Dataset, noise: str, rate: float,
+           seeds: list[int], retrain: bool, test: str | Path | Dataset | None,
+           staging: rundir.Staging | None, echo: Callable[[str], None] | None,
+           cleaner_kwargs: dict[str, Any]) -> pd.DataFrame:
+    """:func:`run_bench`'s work, writing into ``staging`` (when given)."""
     clean = base.load(data)
     test_ds = None
     if test is not None:
@@ -165,11 +205,7 @@ def run_bench(
             raise LabelcleanError(
                 f"test inputs are {test_ds.input_shape}, training inputs {clean.input_shape}"
             )
-    out_dir = None if out is None else Path(out)
-    if out_dir is not None:
-        # bench.csv and the flags must not land in the data they measure
-        check_overlap(out_dir, [p for p in (data, test) if isinstance(p, (str, os.PathLike))])
-        out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = None if staging is None else staging.path
     rows = []
     for seed in seeds:
         noisy = corrupt(clean, noise, rate, seed)
@@ -187,13 +223,13 @@ def run_bench(
             row.update(retrain_accuracies(noisy, flags, test_ds, cleaner))
         rows.append(row)
         if out_dir is not None:
-            result.scores.to_csv(out_dir / f"flags_seed{seed}.csv", index=False)
+            write_csv(out_dir / f"flags_seed{seed}.csv", result.scores)
         if echo is not None:
             echo(f"seed {seed}: F1 {row['f1']:.3f} (oracle {row['oracle_f1']:.3f} at epoch "
                  f"{row['oracle_epoch']}), t_c {row['t_c']}, {wall:.0f} s wall")
     df = pd.DataFrame(rows)
     if out_dir is not None:
-        df.to_csv(out_dir / "bench.csv", index=False)
+        write_csv(out_dir / "bench.csv", df)
     return df
 
 

@@ -30,6 +30,7 @@ import torch
 
 from . import distributed
 from . import resume as resume_mod
+from .checks import check_cleaner
 from .decision import (
     MIN_STEPS,
     PATIENCE_STEPS,
@@ -377,7 +378,8 @@ class Cleaner:
         saver = None
         if state_dir is not None and dist.is_main:
             saver = _StateSaver(state_dir, self._resume_settings(),
-                                resume_mod.data_fingerprint(train.ids, train.y, train.classes))
+                                resume_mod.data_fingerprint(train.ids, train.y, train.classes,
+                                                            train.x))
             if resume:
                 saver.restore(run, trainer, policy, observers)
         if resume and dist.enabled:
@@ -581,6 +583,7 @@ class Cleaner:
                 raise LabelcleanError(f"unknown device {self.device!r}") from None
         if self.progress not in (True, False, "auto"):
             raise LabelcleanError(f"progress must be True, False or 'auto', got {self.progress!r}")
+        check_cleaner(self)  # seed range, optional packages, folders (labelclean.checks)
 
     def resolved_workers(self, data: Dataset) -> int:
         """``workers`` for ``data``, ``"auto"`` resolved (see the class docstring)."""

@@ -189,14 +189,14 @@ def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, npr
     from . import distributed, rundir
     from .cleaner import Cleaner
     from .export import export_result
+    from .paths import check_input
     from .sources import listed_images
     from .writers import image_roots
 
     Cleaner(**kw).validate()  # every setting, before any input is read
     inputs = [data] + ([val] if val else [])
     for path in inputs:  # before --out is touched
-        if not path.exists():
-            raise LabelcleanError(f"input not found: {path}")
+        check_input(path)  # a file or a folder (labelclean.paths), not a pipe
     cache = kw.get("cache")
     if cache is not None and (out.resolve() == cache.resolve()
                               or out.resolve() in cache.resolve().parents):
@@ -301,11 +301,12 @@ def apply_command(
 @click.option("--test", type=click.Path(path_type=Path), default=None,
               help="Held-out test data with trusted labels (for --retrain).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Folder for bench.csv and the per-seed flags.")
+              help="Folder for bench.csv and the per-seed flags (must be empty or absent).")
+@click.option("--overwrite", is_flag=True, help="Replace a previous bench in --out.")
 @training_options
 def bench_command(data: Path, more_seeds: tuple[int, ...], noise: str, rate: float,
                   seeds: tuple[int, ...], retrain: bool, test: Path | None, out: Path | None,
-                  **kw) -> None:
+                  overwrite: bool, **kw) -> None:
     """Corrupt DATA's trusted labels, clean them, and score the flags against the truth.
 
     Prints precision, recall, F1, AUROC, estimated vs true noise rate, t_c, the
@@ -316,7 +317,7 @@ def bench_command(data: Path, more_seeds: tuple[int, ...], noise: str, rate: flo
     kw.pop("seed", None)
     seeds = tuple(dict.fromkeys(seeds + more_seeds))  # "--seeds 0 1 2" as well as repeated
     df = run_bench(data, noise=noise, rate=rate, seeds=list(seeds), retrain=retrain, test=test,
-                   out=out, echo=click.echo, **kw)
+                   out=out, overwrite=overwrite, echo=click.echo, **kw)
     click.echo(format_table(df))
     if out is not None:
         click.echo(f"written {out}/bench.csv")

@@ -19,6 +19,7 @@ from PIL import Image
 
 from . import rundir
 from ._io import write_csv, write_json
+from .checks import check_rate, check_seed
 from .errors import LabelcleanError
 from .models import DEFAULT_IMAGE_MODEL
 from .noise import inject_noise, precision_recall_f1
@@ -63,6 +64,13 @@ def run_demo(
     from .cleaner import Cleaner
     from .summary import print_summary
 
+    # every setting first: a refused one leaves no folder behind
+    check_rate(noise, "--noise")
+    check_seed(seed, "--seed")
+    cleaner_kwargs.setdefault("progress", True)
+    cleaner_kwargs.setdefault("seed", seed)
+    cleaner_kwargs.setdefault("model", DEMO_MODEL)
+    Cleaner(**cleaner_kwargs).validate()
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise LabelcleanError(f"--out {out} exists and is not a folder")
@@ -78,12 +86,9 @@ def run_demo(
     echo(f"writing 1797 digits with {noise:.0%} wrong labels to {out / 'data'}")
     truth = write_digits_folder(out / "data", noise, seed)
     write_csv(out / "truth.csv", truth)
-    cleaner_kwargs.setdefault("progress", True)
-    cleaner_kwargs.setdefault("seed", seed)
     # The demo must finish in well under a minute on a laptop CPU: an MLP learns
     # 8x8 digits in seconds, where the default CNN takes minutes (docs/benchmarks.md,
     # "Dataset zoo"). Every other setting is the default.
-    cleaner_kwargs.setdefault("model", DEMO_MODEL)
     echo(f"cleaning with model {cleaner_kwargs['model']} (the default for images is "
          f"{DEFAULT_IMAGE_MODEL}; the demo uses an MLP to finish in seconds), "
          "every other setting at its default")

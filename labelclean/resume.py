@@ -58,7 +58,14 @@ def samples_file(epoch: int) -> str:
 def save_state(folder: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write ``state`` (plain values, numpy arrays, tensors) to ``folder/state.pt`` atomically."""
     payload = {"version": STATE_VERSION, **_encode(state)}
-    return atomic_write(Path(folder) / STATE_FILE, lambda tmp: torch.save(payload, tmp))
+    path = Path(folder) / STATE_FILE
+    try:
+        return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    except (OSError, RuntimeError) as e:
+        # torch reports a full disk as a RuntimeError ("file write failed")
+        raise LabelcleanError(
+            f"cannot save the resume state in {folder}: {_first_line(e)} (is the disk "
+            "full?); nothing was replaced") from None
 
 
 def load_state(folder: str | os.PathLike) -> dict[str, Any] | None:
@@ -109,13 +116,29 @@ def load_samples(folder: str | os.PathLike, epochs: int) -> tuple[list[np.ndarra
     return losses, margins
 
 
-def data_fingerprint(ids: list[str], y: np.ndarray, classes: list[str]) -> str:
-    """A hash of the samples' names, labels and classes: resuming on other data is refused."""
-    h = hashlib.sha256()
-    h.update("\x1f".join(map(str, classes)).encode())
+#: Samples hashed at a time by :func:`data_fingerprint` (bounds its memory on
+#: memory-mapped inputs).
+_HASH_ROWS = 4096
+
+
+def data_fingerprint(ids: list[str], y: np.ndarray, classes: list[str],
+                     x: Any = None) -> str:
+    """A hash of the samples' names, labels, classes and, given ``x``, their
+    content (the decoded images or the features, as trained on): resuming on
+    other data, or on the same files with other pixels or values, is refused.
+
+    Names are hashed as the bytes they stand for (``surrogateescape``), so a
+    file name that is not valid UTF-8 is hashed like any other."""
+    h = hashlib.blake2b(digest_size=32)
+    h.update("\x1f".join(map(str, classes)).encode("utf-8", "surrogateescape"))
     h.update(b"\x1e")
-    h.update("\x1f".join(map(str, ids)).encode())
+    h.update("\x1f".join(map(str, ids)).encode("utf-8", "surrogateescape"))
     h.update(np.ascontiguousarray(np.asarray(y, dtype=np.int64)).tobytes())
+    if x is not None:
+        values = x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        h.update(f"|{values.dtype}|{values.shape}|".encode())
+        for start in range(0, len(values), _HASH_ROWS):
+            h.update(np.ascontiguousarray(values[start:start + _HASH_ROWS]).tobytes())
     return h.hexdigest()
 
 
@@ -135,7 +158,8 @@ def check_compatible(saved: dict[str, Any], settings: dict[str, Any], fingerprin
     if saved.get("data") != fingerprint:
         raise LabelcleanError(
             f"cannot resume the run in {where}: it was started on other data (other "
-            "samples, labels or classes); start again without --resume")
+            "samples, labels, classes, or pixel or feature values); start again without "
+            "--resume")
 
 
 # ----------------------------------------------------------------------------- encoding

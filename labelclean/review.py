@@ -49,6 +49,7 @@ from . import __version__, rundir
 from ._io import write_csv, write_json
 from .errors import LabelcleanError
 from .export import guard_formulas, unguard_cell
+from .paths import class_name_problem
 from .rundir import CLEANED_DIR, CLEANED_TABLE, REVIEW_FILE, RUN_FILE, SCORES_FILE
 from .runfiles import RunFolder, read_run
 from .writers import DEFAULT_LINK, LINK_MODES, output_forbidden, write_tree
@@ -169,9 +170,12 @@ def _check_sample_ids(run: RunFolder) -> None:
     """Every sample of a folder input must be ``<its class>/<file>`` inside the
     input folder, and every class a plain folder name: an edited ``scores.csv``
     or ``model.json`` must not make apply read or write outside its folders."""
+    # the class-name policy labelclean run read them with (labelclean.paths)
+    folder = run.origin == "folder"
     for c in run.classes:
-        if not _is_plain_relative(c) or "/" in c:
-            raise LabelcleanError(f"the run's class {c!r} is not a plain folder name")
+        problem = class_name_problem(c, folder=folder)
+        if problem:
+            raise LabelcleanError(f"the run's class {c!r} {problem}; refusing to use it")
     if run.origin != "folder":
         return
     for sample_id, label in zip(run.scores["sample_id"], run.scores["given_label"],

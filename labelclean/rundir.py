@@ -69,6 +69,7 @@ from pathlib import Path
 from . import __version__
 from ._io import write_json
 from .errors import LabelcleanError
+from .paths import check_overlap  # noqa: F401 - rundir.check_overlap, as before
 
 MARKER = ".labelclean-run"
 FORMAT = "labelclean-output"
@@ -326,20 +327,6 @@ def begin(
                    overwrite=overwrite, lock=lock)
 
 
-def check_overlap(out: Path, inputs: Iterable[str | os.PathLike], what: str = "--out") -> None:
-    """Refuse an ``out`` that is, contains or lies inside an input folder, or a
-    CSV input's folder (``what`` names ``out`` in the message)."""
-    out = Path(out).resolve()
-    for src in inputs:
-        src = Path(src).resolve()
-        if src.is_dir():
-            clash = out == src or src in out.parents or out in src.parents
-        else:  # a CSV: don't write into its folder, or over it
-            clash = out == src or out == src.parent or out in src.parents
-        if clash:
-            raise LabelcleanError(f"{what} {out} overlaps the input {src}; choose another folder")
-
-
 def check_replaceable(out: Path, *, kind: str, overwrite: bool) -> None:
     """May a new output of ``kind`` take the place of whatever is at ``out``?"""
     if not out.is_dir() or not any(out.iterdir()):
@@ -417,7 +404,8 @@ def _empty_but_state(staging: Path) -> None:
 def stale_siblings(out: str | os.PathLike) -> list[Path]:
     """Hidden staging/old folders beside ``out`` (for tests and diagnostics)."""
     out = Path(out).absolute()
-    return sorted(out.parent.glob(f".{_escape(out.name)}.labelclean-*"))
+    return sorted(p for p in out.parent.glob(f".{_escape(out.name)}.labelclean-*")
+                  if p.name != f".{out.name}.labelclean-{_LOCK}")
 
 
 # ----------------------------------------------------------------------------- helpers

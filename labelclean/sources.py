@@ -52,6 +52,7 @@ import hashlib
 import logging
 import os
 import re
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -61,11 +62,20 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .errors import LabelcleanError
+from .paths import check_class_names, check_input, check_outside, image_roots
 
 log = logging.getLogger("labelclean")
+
+#: Images of more pixels than this (8192 x 8192) are unreadable files, whatever
+#: their header's format: a 200-byte file can claim 30000 x 30000 pixels (a
+#: "decompression bomb"). Below PIL's own warning limit, so PIL never warns
+#: about an image labelclean would decode; its warning for the larger ones
+#: (which labelclean refuses anyway) is silenced.
+MAX_IMAGE_PIXELS = 2**26
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 #: Share of physical memory the decoded images may take before they are memory-mapped.
 MEMORY_FRACTION = 0.25
@@ -300,9 +310,7 @@ def load_dataset(
             image_size=image_size, classes=classes, skip_unreadable=skip_unreadable,
             workers=workers, cache=cache, max_memory=max_memory,
         )
-    path = Path(source)
-    if not path.exists():
-        raise LabelcleanError(f"input not found: {path}")
+    path = check_input(source)
     if path.is_dir() and kind in ("auto", "folder"):
         splits = split_layout(path)
         if splits is not None:
@@ -447,6 +455,9 @@ def _labels_column(table: pd.DataFrame, label_column: str, path: Path) -> pd.Ser
         raise LabelcleanError(
             f"{path.name}: {int(missing.sum())} rows have no label (first: data row {row + 1})"
         )
+    # the cells as written: "a" and "a " would become one class once stripped
+    raw = [v if isinstance(v, str) else label_name(v) for v in pd.unique(labels)]
+    check_class_names(raw, f"{path.name}: label", folder=False)
     return labels.map(label_name)
 
 
@@ -503,6 +514,9 @@ def load_path_csv(
             f"{path.name}: {len(missing)} image paths do not exist (first: {missing[0]})"
         )
     noise = _noise_column(table, noise_column, path)
+    if cache is not None:
+        # never inside the tree the images share (labelclean.paths), as for --out
+        check_outside(cache, image_roots(files), "--cache")
     return _load_images(
         files, list(labels), list(raw.astype(str)), origin, source or path, table,
         np.arange(len(table)), noise=noise, image_size=image_size, classes=classes,
@@ -558,6 +572,7 @@ def _scan_folder(root: Path) -> tuple[list[Path], list[str]]:
         raise LabelcleanError(
             f"{root} has a single class ({class_dirs[0].name}); at least two are needed"
         )
+    check_class_names([d.name for d in class_dirs], f"{root}: class folder", folder=True)
     files: list[Path] = []
     labels: list[str] = []
     for d in class_dirs:
@@ -727,11 +742,7 @@ def cache_dir(cache: str | os.PathLike | None, source: Path) -> Path | None:
     """The cache folder, refused when it lies inside the input (never write there)."""
     if cache is None:
         return None
-    folder = Path(cache).resolve()
-    root = source.resolve()
-    if folder == root or root in folder.parents:
-        raise LabelcleanError(f"--cache {cache} lies inside the input {source}; put it elsewhere")
-    return folder
+    return check_outside(cache, [source], "--cache")
 
 
 def _cache_key(files: list[Path], image_size: int | None) -> str:
@@ -878,15 +889,33 @@ def _read_mapped(cache: Path, key: str) -> tuple[np.ndarray, np.ndarray, list[st
     return x, keep, reasons
 
 
+def read_image(file: str | os.PathLike, target: tuple[int, int] | None = None
+               ) -> np.ndarray | str:
+    """One image file as :func:`load_dataset` reads it: ``uint8`` at ``target``
+    (width, height; default its own size), 2-D for grayscale, ``(H, W, 3)`` for
+    colour; or, for a file that cannot be read, why (a short line). It never
+    raises: whatever the decoder says about a file makes it unreadable."""
+    size = _probe_size(Path(file))
+    return _decode(Path(file), size, target or size)
+
+
 def _probe_size(file: Path) -> tuple[int, int] | str:
     """The image's (width, height) from its header, or why it cannot be read."""
     try:
         if file.stat().st_size == 0:
             return "zero-byte file"
         with Image.open(file) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+            w, h = im.size
+    # Every error a decoder raises on a damaged file (PIL's DecompressionBombError,
+    # struct.error, IndexError, ... have no common base) makes the file unreadable.
+    except Exception as e:  # noqa: BLE001
         return error_reason(e)
+    if w < 1 or h < 1:
+        return f"image of {w}x{h} pixels"
+    if w * h > MAX_IMAGE_PIXELS:
+        return (f"image of {w}x{h} pixels, over the limit of {MAX_IMAGE_PIXELS:,} "
+                "(a damaged header or a decompression bomb)")
+    return w, h
 
 
 def _decode(file: Path, size: tuple[int, int] | str, target: tuple[int, int]) -> np.ndarray | str:
@@ -895,9 +924,11 @@ def _decode(file: Path, size: tuple[int, int] | str, target: tuple[int, int]) ->
         return size
     try:
         with Image.open(file) as im:
+            if im.size != size:  # the file changed since it was probed
+                return f"image size changed from {size} to {im.size} while reading"
             im.load()
             return decode_image(im, target)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except Exception as e:  # noqa: BLE001 - as in _probe_size
         return error_reason(e)
 
 
@@ -931,6 +962,8 @@ def to_l_or_rgb(im: Image.Image) -> Image.Image:
 
 def error_reason(e: BaseException) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, MemoryError):
+        text = "out of memory while decoding"
     return text[:200]
 
 

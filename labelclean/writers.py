@@ -34,6 +34,7 @@ import pandas as pd
 
 from ._io import write_csv
 from .errors import LabelcleanError
+from .paths import image_roots
 from .rundir import CLEANED_DIR, CLEANED_TABLE
 from .sources import Dataset
 
@@ -166,18 +167,6 @@ def output_forbidden(source: str | os.PathLike, origin: str,
     """The files and folders ``--out`` (and the state and TensorBoard folders) may
     not overlap for an input of ``origin`` (:meth:`SourceWriter.forbidden`)."""
     return writer_for(origin).forbidden(source, files)
-
-
-def image_roots(files: list) -> list[Path]:
-    """The deepest folder every image lies in; when that is the filesystem root
-    (images spread over unrelated trees), each image's folder instead."""
-    # resolve() once per folder, not per image: a CSV may list millions
-    folders = {os.path.dirname(os.path.abspath(f)) for f in files}
-    parents = sorted({str(Path(d).resolve()) for d in folders})
-    common = Path(os.path.commonpath(parents))
-    if common != Path(common.anchor):
-        return [common]
-    return [Path(p) for p in parents]
 
 
 register_writer("folder", ImageTreeWriter())

@@ -1,0 +1,129 @@
+"""The path policy: where labelclean reads, and where it may write.
+
+One set of rules for every command and every folder it writes (``--out``, its
+staging folder, ``--cache``, ``--tensorboard-dir``, ``labelclean bench --out``):
+
+* **The input is only read.** Nothing is written at, inside or (for ``--out``,
+  which ``--overwrite`` may empty) around the input: a folder input, a CSV's
+  folder, and the folder the images of a path CSV share
+  (:func:`image_roots`). :func:`check_outside` and :func:`check_overlap` say
+  no, in one line, before any data is read or any training starts.
+* **Class names are names, not paths.** :func:`check_class_names`, the same
+  for ``labelclean run`` (at read time) and ``labelclean apply``: no control
+  characters (NUL, line breaks...), none empty; a class that becomes a folder
+  (image-folder inputs: ``cleaned/<class>/``) has no ``/``, is not ``.`` or
+  ``..`` and has no leading or trailing spaces (``a`` and ``a `` would be
+  different folders but look like one class). CSV labels are stripped of
+  surrounding spaces, as always, and ``/`` is allowed there (``n/a``), but two
+  spellings that differ only by those spaces are refused, not merged.
+* **An input is a regular file or a folder.** A pipe (``run <(cat x.csv)``), a
+  socket or a device is refused (:func:`check_input`): labelclean reads its
+  input more than once, and ``labelclean apply`` reads it again later.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+
+from .errors import LabelcleanError
+
+
+def check_input(path: str | os.PathLike, what: str = "input") -> Path:
+    """``path``, refused when missing or when neither a regular file nor a folder."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise LabelcleanError(f"{what} not found: {path}") from None
+    except OSError as e:
+        raise LabelcleanError(f"cannot read the {what} {path}: {e.strerror or e}") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = ("a pipe (as `<(...)` makes)" if stat.S_ISFIFO(mode) else
+                "a socket" if stat.S_ISSOCK(mode) else "a device")
+        raise LabelcleanError(
+            f"the {what} {path} is {kind}, not a file or folder: labelclean reads its input "
+            "more than once (and `apply` reads it again later); save it to a file first")
+    return path
+
+
+def class_name_problem(name: str, *, folder: bool) -> str | None:
+    """What is wrong with ``name`` as a class name (None: nothing); ``folder``:
+    the class is also a folder name (see the module docstring)."""
+    if not name.strip():
+        return "is empty"
+    bad = next((c for c in name if ord(c) < 32 or 127 <= ord(c) < 160), None)
+    if bad is not None:
+        return f"contains the control character {bad!r}"
+    if folder:
+        if "/" in name or "\\" in name and os.sep == "\\":
+            return "contains a path separator"
+        if name in (".", ".."):
+            return "is not a folder name"
+        if name != name.strip():
+            return "has leading or trailing spaces (rename the folder)"
+    return None
+
+
+def check_class_names(names: Iterable[str], what: str, *, folder: bool) -> None:
+    """Refuse class names against the policy (module docstring); ``what`` says
+    where they come from (``data.csv: label``)."""
+    stripped: dict[str, str] = {}
+    for name in names:
+        name = str(name)
+        problem = class_name_problem(name, folder=folder)
+        if problem:
+            raise LabelcleanError(f"{what} {name!r} {problem}; class names must be plain names")
+        key = name.strip()
+        if key in stripped and stripped[key] != name:
+            raise LabelcleanError(
+                f"{what}s {stripped[key]!r} and {name!r} differ only by leading or trailing "
+                "spaces; make them one spelling (or two names)")
+        stripped[key] = name
+
+
+def image_roots(files: list) -> list[Path]:
+    """The deepest folder every image lies in; when that is the filesystem root
+    (images spread over unrelated trees), each image's folder instead."""
+    # resolve() once per folder, not per image: a CSV may list millions
+    folders = {os.path.dirname(os.path.abspath(f)) for f in files}
+    parents = sorted({str(Path(d).resolve()) for d in folders})
+    common = Path(os.path.commonpath(parents))
+    if common != Path(common.anchor):
+        return [common]
+    return [Path(p) for p in parents]
+
+
+def _root(src: Path) -> Path:
+    """The folder an input occupies: itself, or a file's folder."""
+    return src if src.is_dir() else src.parent
+
+
+def check_outside(path: str | os.PathLike, inputs: Iterable[str | os.PathLike],
+                  what: str) -> Path:
+    """Refuse a folder labelclean writes (``what``: ``--cache``, ``tensorboard_dir``)
+    that is or lies inside an input (a folder, a CSV's folder, an image tree)."""
+    where = Path(path).resolve()
+    for src in inputs:
+        src = Path(src).resolve()
+        root = _root(src)
+        if where == root or root in where.parents:
+            raise LabelcleanError(f"{what} {path} lies inside the input {src}; put it elsewhere")
+    return where
+
+
+def check_overlap(out: str | os.PathLike, inputs: Iterable[str | os.PathLike],
+                  what: str = "--out") -> None:
+    """Refuse an ``out`` that is, contains or lies inside an input folder, or a
+    CSV input's folder (``what`` names ``out`` in the message)."""
+    out = Path(out).resolve()
+    for src in inputs:
+        src = Path(src).resolve()
+        if src.is_dir():
+            clash = out == src or src in out.parents or out in src.parents
+        else:  # a CSV: don't write into its folder, or over it
+            clash = out == src or out == src.parent or out in src.parents
+        if clash:
+            raise LabelcleanError(f"{what} {out} overlaps the input {src}; choose another folder")
