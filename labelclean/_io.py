@@ -1,4 +1,9 @@
-"""Atomic writes: a reader never sees a half-written file under ``--out``."""
+"""Atomic writes: a reader never sees a half-written file under ``--out``.
+
+Text is UTF-8 with ``surrogateescape``: a file name that is not valid UTF-8
+(``caf\xe9.png``, which Python holds as ``'caf\udce9.png'``) is written as the
+bytes it is made of and read back (:data:`TEXT_ERRORS`) as the same name.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+#: How labelclean's text files encode what is not UTF-8 (file names' stray bytes).
+TEXT_ERRORS = "surrogateescape"
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -44,7 +52,7 @@ def _umask() -> int:
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     def _w(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(tmp, "w", encoding="utf-8", errors=TEXT_ERRORS) as f:
             f.write(text)
 
     return atomic_write(path, _w)
@@ -55,7 +63,8 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def write_csv(path: str | os.PathLike, df: pd.DataFrame) -> Path:
-    return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+    return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False, encoding="utf-8",
+                                                    errors=TEXT_ERRORS))
 
 
 def write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:

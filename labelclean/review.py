@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__, rundir
-from ._io import write_csv, write_json
+from ._io import TEXT_ERRORS, write_csv, write_json
 from .errors import LabelcleanError
 from .export import guard_formulas, unguard_cell
 from .paths import class_name_problem
@@ -203,7 +203,8 @@ def read_review(path: Path, run: RunFolder) -> pd.DataFrame:
     if not path.is_file():
         raise LabelcleanError(f"review file not found: {path}")
     try:
-        review = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        review = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig",
+                             encoding_errors=TEXT_ERRORS)
     except pd.errors.EmptyDataError:
         raise LabelcleanError(f"{path} is empty (expected the columns of {REVIEW_FILE})") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:

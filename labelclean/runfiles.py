@@ -7,6 +7,12 @@ designates. The report (:mod:`labelclean.report`), ``labelclean apply``
 :func:`read_run`, so a run folder is checked the same way wherever it is
 used: ``run.json`` and ``scores.csv`` must be there and agree with each other
 and with the manifest, and ``scores.csv`` must hold one row per sample.
+
+What a run folder holds is untrusted (the marker may be gone, the manifest
+rewritten): every value of ``run.json`` a reader uses has its type checked
+(:data:`RUN_TYPES`), as have ``scores.csv``'s numbers, ``metrics.csv`` and the
+per-epoch arrays; a damaged file is one :class:`LabelcleanError` line naming
+it, never a traceback nor a value shown unchecked.
 """
 
 from __future__ import annotations
@@ -14,12 +20,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 
-from ._io import read_json_object
+from ._io import TEXT_ERRORS, read_json_object
 from .errors import LabelcleanError
 from .rundir import (
     CHECKPOINT_DIR,
@@ -38,6 +44,42 @@ REQUIRED_COLUMNS = ("index", "sample_id", "given_label", "flagged", "rank")
 #: Read as text, so that a class named ``"01"`` stays ``"01"``.
 TEXT_COLUMNS = ("sample_id", "given_label", "predicted_label", "suggested_label")
 MODEL_FILE = f"{CHECKPOINT_DIR}/model.json"
+#: ``scores.csv`` columns that must be numbers when present.
+NUMERIC_COLUMNS = ("index", "rank", "predicted_prob", "p_noisy", "loss", "score", "margin")
+
+# Types of run.json's values, as readers use them: "int", "num" (a finite or
+# non-finite number, not a bool), "bool", "str", "list", "dict"; "?" before one
+# allows null. Nested dicts are checked key by key; a key that is absent is
+# left for readers to default.
+_INT, _NUM, _STR = "int", "num", "str"
+RUN_TYPES: dict[str, Any] = {
+    "t_c": _INT,
+    "samples": _INT,
+    "flagged": _INT,
+    "kept": _INT,
+    "estimated_noise_rate": _NUM,
+    "second_population_found": "?bool",
+    "t_c_in_phase_II": "?bool",
+    "stop_reason": "?str",
+    "val_accuracy_at_t_c": _NUM,
+    "labelclean_version": "?str",
+    "input": {"source": _STR, "origin": _STR, "kind": _STR, "classes": ["str"],
+              "class_order": "?str", "input_shape": ["int"], "unreadable": _INT,
+              "samples": _INT, "class_to_idx": "dict"},
+    "params": {"window": "?int", "suspicion": "?str", "model": "?str", "device": "?str",
+               "pretrained": "?bool", "path_column": _STR, "label_column": _STR},
+    "mixture_at_t_c": "?dict",
+    "timing": {"epochs_trained": _INT, "total_seconds": _NUM, "train_seconds": _NUM,
+               "observe_seconds": _NUM},
+    "phase_boundaries": "?spans",
+    "verdict": {"status": "?str", "text": "?str", "reason": "?str", "advice": "?str",
+                "forced": "?bool"},
+    "against_truth": {"precision": _NUM, "recall": _NUM, "f1": _NUM,
+                      "true_noise_rate": _NUM},
+    "environment": "dict",
+    "flagged_share_by_class": "?dict",
+    "outputs": "dict",
+}
 
 _View = TypeVar("_View", bound="RunFolder")
 
@@ -134,18 +176,21 @@ def read_run(run_dir: str | os.PathLike) -> RunFolder:
     # first: a file changed after the run is named as such, not as unparsable
     verify(root, INTEGRITY_FILES)
     run = read_json_object(root / RUN_FILE)
+    check_types(root / RUN_FILE, run, RUN_TYPES)
     scores = _read_scores(root / SCORES_FILE)
     check_scores(root, run, scores)
     metrics_file = root / METRICS_FILE
-    metrics = pd.read_csv(metrics_file) if metrics_file.is_file() else pd.DataFrame()
+    metrics = _read_metrics(metrics_file) if metrics_file.is_file() else pd.DataFrame()
     unreadable_file = root / UNREADABLE_FILE
     unreadable = (
-        pd.read_csv(unreadable_file, dtype=str, keep_default_na=False)
+        _read_table(unreadable_file, ("path", "reason"), dtype=str, keep_default_na=False,
+                    encoding_errors=TEXT_ERRORS)
         if unreadable_file.is_file()
         else pd.DataFrame({"path": [], "reason": []})
     )
     model_file = root / MODEL_FILE
     model = read_json_object(model_file) if model_file.is_file() else {}
+    check_types(model_file, model, {"classes": ["str"], "model": "?str"})
     return RunFolder(
         root=root, run=run, metrics=metrics, scores=scores,
         losses=_read_per_epoch(root / LOSSES_FILE, len(scores)),
@@ -157,14 +202,94 @@ def read_run(run_dir: str | os.PathLike) -> RunFolder:
 def _read_scores(path: Path) -> pd.DataFrame:
     try:
         scores = pd.read_csv(path, dtype=dict.fromkeys(TEXT_COLUMNS, str),
-                             keep_default_na=False)
+                             keep_default_na=False, encoding_errors=TEXT_ERRORS)
         missing = [c for c in REQUIRED_COLUMNS if c not in scores.columns]
         if missing:
             raise KeyError(f"no column {', '.join(missing)}")
         scores["flagged"] = scores["flagged"].astype(str).str.lower().isin(["true", "1"])
+        for column in NUMERIC_COLUMNS:
+            if column in scores.columns and not pd.api.types.is_numeric_dtype(scores[column]):
+                raise ValueError(f"its column {column!r} holds text, not numbers")
         return scores.sort_values("index", kind="stable").reset_index(drop=True)
     except (ValueError, KeyError, TypeError, pd.errors.ParserError) as e:
-        raise LabelcleanError(f"cannot read {path}: {e}") from None
+        raise LabelcleanError(f"cannot read {path}: {_first_line(e)}; the run folder is "
+                              "damaged") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _read_table(path: Path, columns: tuple[str, ...] = (), **kw) -> pd.DataFrame:
+    """A CSV of the run folder; a damaged one is one LabelcleanError line."""
+    try:
+        table = pd.read_csv(path, **kw)
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise LabelcleanError(f"cannot read {path}: {_first_line(e)}; the run folder is "
+                              "damaged") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise LabelcleanError(f"{path} is damaged: no column {', '.join(missing)}")
+    return table
+
+
+def _read_metrics(path: Path) -> pd.DataFrame:
+    """``metrics.csv``: one row per epoch, ``epoch`` counting 1, 2, ... when present."""
+    metrics = _read_table(path)
+    if "epoch" in metrics.columns:
+        epoch = pd.to_numeric(metrics["epoch"], errors="coerce").to_numpy(dtype=float)
+        if not (np.isfinite(epoch).all() and (epoch == np.round(epoch)).all()
+                and (epoch >= 0).all()):
+            raise LabelcleanError(f"{path} is damaged: its epoch column is not whole numbers")
+        metrics["epoch"] = epoch.astype(np.int64)
+    return metrics
+
+
+def check_types(path: Path, value: dict, spec: dict[str, Any], where: str = "") -> None:
+    """Refuse a JSON object whose values have other types than ``spec`` says
+    (see :data:`RUN_TYPES`); ``path`` names the file in the message."""
+    for key, want in spec.items():
+        if key not in value:
+            continue
+        got, name = value[key], f"{where}{key}"
+        if isinstance(want, dict):
+            if not isinstance(got, dict):
+                _damaged(path, name, "an object", got)
+            check_types(path, got, want, f"{name}.")
+        elif isinstance(want, list):
+            if not isinstance(got, list) or not all(_is(v, want[0]) for v in got):
+                _damaged(path, name, f"a list of {want[0]}", got)
+        elif not _is(got, want):
+            _damaged(path, name, want.lstrip("?"), got)
+
+
+def _is(value: Any, want: str) -> bool:
+    if want.startswith("?"):
+        if value is None:
+            return True
+        want = want[1:]
+    if want == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if want == "num":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if want == "bool":
+        return isinstance(value, bool)
+    if want == "str":
+        return isinstance(value, str)
+    if want == "dict":
+        return isinstance(value, dict)
+    if want == "spans":  # {"I": [first, last], ...}: whole epochs
+        return isinstance(value, dict) and all(
+            isinstance(v, list) and len(v) == 2 and all(_is(e, "int") for e in v)
+            for v in value.values())
+    raise ValueError(want)
+
+
+def _damaged(path: Path, key: str, want: str, got: Any) -> None:
+    shown = repr(got)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    raise LabelcleanError(f"{path} is damaged: {key!r} should be {want}, not {shown}")
 
 
 def check_scores(root: Path, run: dict, scores: pd.DataFrame) -> None:
@@ -192,7 +317,13 @@ def _read_per_epoch(path: Path, n: int) -> np.ndarray | None:
     # Memory-mapped: only the rows a reader touches are read from disk.
     if not path.is_file():
         return None
-    values = np.load(path, mmap_mode="r")
+    try:
+        values = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:  # a truncated or foreign file
+        raise LabelcleanError(f"cannot read {path}: {_first_line(e)}; the run folder is "
+                              "damaged") from None
+    if values.dtype.kind not in "fiu":
+        raise LabelcleanError(f"{path} is damaged: it holds {values.dtype}, not numbers")
     if values.ndim != 2 or values.shape[1] != n:
         return None
     return values

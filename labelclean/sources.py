@@ -64,6 +64,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from ._io import TEXT_ERRORS
 from .errors import LabelcleanError
 from .paths import check_class_names, check_input, check_outside, image_roots
 
@@ -427,10 +428,12 @@ def read_csv(
     like any other, kept as written; other columns parse as pandas does."""
     sep = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
-        table = pd.read_csv(path, sep=sep, nrows=nrows)
+        # file names that are not UTF-8 come back as the same names (labelclean._io)
+        table = pd.read_csv(path, sep=sep, nrows=nrows, encoding_errors=TEXT_ERRORS)
         text = [c for c in text_columns if c in table.columns]
         if text and len(table):
             raw = pd.read_csv(path, sep=sep, nrows=nrows, usecols=text, dtype=str,
+                              encoding_errors=TEXT_ERRORS,
                               keep_default_na=False, na_values=[""])
             for column in text:
                 table[column] = raw[column].astype(object)

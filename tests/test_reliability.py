@@ -756,10 +756,260 @@ def test_a_held_out_is_refused_at_once_and_freed_by_a_kill(tmp_path):
             os._exit(0)
     _wait_for(lambda: os.waitpid(pid, os.WNOHANG | os.WUNTRACED)[0] == pid,
               what="the child to stop")
-    with pytest.raises(LabelcleanError, match=rf"in use by another labelclean command \(pid {pid}\)"):
+    held = rf"in use by another labelclean command \(pid {pid}\)"
+    with pytest.raises(LabelcleanError, match=held):
         rundir.begin(out, kind="run", overwrite=False)
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     staging = rundir.begin(out, kind="run", overwrite=False)  # the killed one's left-overs go
     staging.abort()
     assert stale_siblings(out) == [] and not out.exists()
+
+
+def test_bench_out_never_overwrites_the_users_files(tmp_path, features):
+    from labelclean.bench import run_bench
+
+    fast = dict(seeds=[0], model="mlp:16", max_epochs=2, patience=1, min_steps=0,
+                probe_every=0, progress=False)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "bench.csv").write_text("my own results\n")
+    (mine / "flags_seed0.csv").write_text("mine too\n")
+    before = tree_digest(mine)
+    with pytest.raises(LabelcleanError, match="is not empty; pass --overwrite"):
+        run_bench(features, out=mine, **fast)
+    with pytest.raises(LabelcleanError, match="holds no labelclean bench"):
+        run_bench(features, out=mine, overwrite=True, **fast)
+    assert tree_digest(mine) == before and stale_siblings(mine) == []
+    out = tmp_path / "bench"
+    run_bench(features, out=out, **fast)
+    assert read_marker(out)["kind"] == "bench" and (out / "bench.csv").is_file()
+    (out / "notes.txt").write_text("mine")
+    run_bench(features, out=out, overwrite=True, **fast)  # a bench replaces a bench
+    assert (out / "notes.txt").read_text() == "mine" and (out / "flags_seed0.csv").is_file()
+    line = one_line_error(cli("bench", features, "--out", out, "--seeds", "0",
+                              "--model", "mlp:16", "--epochs", "2"))
+    assert "pass --overwrite" in line
+
+
+@pytest.mark.parametrize("args, what", [
+    (["--seed", "-1"], "seed must be an integer from 0 to 4294967295"),
+    (["--seed", "4294967296"], "seed must be an integer from 0 to 4294967295"),
+    (["--tensorboard-dir", "TB"], "tensorboard_dir needs the tensorboard package"),
+], ids=["seed -1", "seed 2**32", "tensorboard missing"])
+def test_run_settings_are_refused_before_any_data_is_read(tmp_path, features, monkeypatch,
+                                                          args, what):
+    import sys
+
+    import labelclean.sources
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed
+
+    def never(*_a, **_k):
+        raise AssertionError("the data was read before the settings were checked")
+
+    monkeypatch.setattr(labelclean.sources, "read_csv", never)
+    out = tmp_path / "new" / "out"
+    args = [str(tmp_path / a) if a == "TB" else a for a in args]
+    assert what in one_line_error(cli(*run_args(features, out), *args))
+    assert not (tmp_path / "new").exists() and not (tmp_path / "TB").exists()
+
+
+@pytest.mark.parametrize("args, what", [
+    (["--noise", "1.5"], "--noise must be a number in [0, 1)"),
+    (["--noise", "-0.1"], "--noise must be a number in [0, 1)"),
+    (["--seed", "-5"], "--seed must be an integer from 0"),
+])
+def test_demo_settings_are_refused_before_any_folder_is_made(tmp_path, args, what):
+    out = tmp_path / "demo"
+    assert what in one_line_error(cli("demo", "--out", out, *args))
+    assert not out.exists()
+    # nothing half-made blocks the next, good demo
+    assert not any(tmp_path.iterdir())
+
+
+def test_bench_settings_are_refused_before_any_data_is_read(tmp_path, features):
+    for args, what in ((["--seeds", "-1"], "--seeds must be an integer from 0"),
+                       (["--rate", "1.5"], "--rate must be a number in [0, 1)"),
+                       (["--seed", "0", "--lr", "-1"], "lr must be positive")):
+        line = one_line_error(cli("bench", features, "--out", tmp_path / "b", *args))
+        assert what in line
+    assert not (tmp_path / "b").exists()
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A tiny valid-looking PNG whose header claims ``width`` x ``height`` pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+FUZZ_FORMATS = {"png": "PNG", "jpg": "JPEG", "gif": "GIF", "bmp": "BMP", "tif": "TIFF",
+                "webp": "WEBP"}
+
+
+def _fuzz_cases(n_per_format: int, seed: int = 0):
+    """``(suffix, bytes)``: small valid images of each format with mutated headers
+    (flipped bytes, set bytes, truncations) in their first 64 bytes."""
+    import io
+
+    rng = np.random.default_rng(seed)
+    for suffix, fmt in FUZZ_FORMATS.items():
+        for mode in ("L", "RGB"):
+            img = Image.fromarray(rng.integers(0, 255, (12, 10, 3 if mode == "RGB" else 1),
+                                               dtype=np.uint8).squeeze(), mode)
+            buf = io.BytesIO()
+            img.save(buf, format=fmt)
+            good = buf.getvalue()
+            for _ in range(n_per_format // 2):
+                data = bytearray(good)
+                how = rng.integers(0, 4)
+                head = min(64, len(data))
+                for _ in range(int(rng.integers(1, 4))):
+                    at = int(rng.integers(0, head))
+                    if how == 0:
+                        data[at] ^= 1 << int(rng.integers(0, 8))
+                    elif how == 1:
+                        data[at] = int(rng.choice([0, 0xFF, 0x7F, 0x80]))
+                    else:
+                        data[at] = int(rng.integers(0, 256))
+                if how == 3:
+                    data = data[: int(rng.integers(1, len(data)))]
+                yield suffix, bytes(data)
+
+
+def test_no_mutated_image_header_raises_past_the_reader(tmp_path):
+    """>= 2,000 mutated PNG/JPEG/GIF/BMP/TIFF/WebP headers: each file is an image
+    or an unreadable file with a reason, never an exception; and load_dataset
+    over folders of them reads or refuses in one LabelcleanError line."""
+    from labelclean.sources import read_image
+
+    cases = list(_fuzz_cases(340))
+    assert len(cases) >= 2000
+    outcomes = {"image": 0, "unreadable": 0}
+    for i, (suffix, data) in enumerate(cases):
+        path = tmp_path / f"m{i % 50}.{suffix}"
+        path.write_bytes(data)
+        got = read_image(path, (8, 8))
+        if isinstance(got, str):
+            assert got and "\n" not in got and len(got) <= 200
+            outcomes["unreadable"] += 1
+        else:
+            assert got.dtype == np.uint8 and got.shape[:2] == (8, 8)
+            outcomes["image"] += 1
+    assert outcomes["image"] and outcomes["unreadable"]
+    # whole folders of them through load_dataset, with and without --skip-unreadable
+    for k in range(3):
+        root = tmp_path / f"data{k}"
+        for i, (suffix, data) in enumerate(cases[k * 97::31][:60]):
+            p = root / f"c{i % 2}" / f"{i}.{suffix}"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data)
+        for skip in (True, False):
+            try:
+                ds = load_dataset(root, skip_unreadable=skip, image_size=8)
+            except LabelcleanError as e:
+                assert "\n" not in str(e)
+            else:
+                assert len(ds) + len(ds.unreadable) == 60
+
+
+def test_a_decompression_bomb_is_an_unreadable_file(tmp_path):
+    from labelclean.sources import MAX_IMAGE_PIXELS, read_image
+
+    data = make_folder(tmp_path / "data", n=30)
+    bomb = data / "c0" / "bomb.png"
+    bomb.write_bytes(_png_claiming(9000, 9000))  # 81 megapixels: over labelclean's limit
+    assert 9000 * 9000 > MAX_IMAGE_PIXELS
+    assert "image of 9000x9000 pixels, over the limit" in read_image(bomb)
+    bomb.write_bytes(_png_claiming(30000, 30000))  # 900 megapixels: over PIL's too
+    assert "decompression bomb" in read_image(bomb)
+    line = one_line_error(cli(*run_args(data, tmp_path / "out")))
+    assert "1 unreadable images (first: c0/bomb.png: " in line and "bomb" in line
+    r = cli(*run_args(data, tmp_path / "out", "--skip-unreadable"))
+    assert r.exit_code == 0, r.output
+    assert pd.read_csv(tmp_path / "out" / "unreadable.csv")["path"].tolist() == ["c0/bomb.png"]
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def _damage(run: Path, how: str) -> None:
+    (run / MARKER).unlink()  # no manifest to catch it: the reader must
+    doc = json.loads((run / "run.json").read_text())
+    edits = {
+        "t_c text": ("t_c", "5"),
+        "samples text": ("samples", "many"),
+        "input a list": ("input", []),
+        "classes not names": ("input", {**doc["input"], "classes": [1, 2]}),
+        "timing text": ("timing", {"total_seconds": "soon"}),
+        "verdict text": ("verdict", "fine"),
+        "val accuracy text": ("val_accuracy_at_t_c", "high"),
+        "truth text": ("against_truth", {"precision": "x", "recall": 1, "f1": 1,
+                                         "true_noise_rate": 0.1}),
+        "phase span html": ("phase_boundaries", {"I": [1, "<b>2</b>"]}),
+        "params a string": ("params", "x"),
+    }
+    if how in edits:
+        key, value = edits[how]
+        doc[key] = value
+        (run / "run.json").write_text(json.dumps(doc))
+    elif how == "losses truncated":
+        p = run / "losses.npy"
+        p.write_bytes(p.read_bytes()[:100])
+    elif how == "margins text":
+        np.save(run / "margins.npy", np.array([["a"]]))
+    elif how == "metrics broken":
+        (run / "metrics.csv").write_bytes(b"epoch,a\n1,2\n3,4,5,6\n")
+    elif how == "metrics epoch text":
+        m = pd.read_csv(run / "metrics.csv")
+        m["epoch"] = "e" + m["epoch"].astype(str)
+        m.to_csv(run / "metrics.csv", index=False)
+    elif how == "scores text":
+        s = pd.read_csv(run / "scores.csv")
+        s["p_noisy"] = "?"
+        s.to_csv(run / "scores.csv", index=False)
+    else:
+        raise ValueError(how)
+
+
+DAMAGED_RUNS = ["t_c text", "samples text", "input a list", "classes not names", "timing text",
+                "verdict text", "val accuracy text", "truth text", "phase span html",
+                "params a string", "losses truncated", "margins text", "metrics broken",
+                "metrics epoch text", "scores text"]
+
+
+@pytest.mark.parametrize("how", DAMAGED_RUNS)
+def test_report_on_a_damaged_run_is_one_clear_line(tmp_path, previous, how):
+    run = copy_run(previous, tmp_path / "run")
+    _damage(run, how)
+    line = one_line_error(cli("report", run))
+    assert "damaged" in line or "cannot read" in line, line
+
+
+def test_report_escapes_every_value_of_run_json(tmp_path, previous):
+    run = copy_run(previous, tmp_path / "run", marker=False)
+    doc = json.loads((run / "run.json").read_text())
+    evil = "<script>alert(1)</script>"
+    doc["phase_boundaries"] = {evil: [1, 2]}
+    doc["stop_reason"] = evil
+    doc["verdict"] = {**doc.get("verdict", {}), "status": "withheld", "reason": evil,
+                      "advice": evil, "text": evil}
+    doc["timing"]["epochs_trained"] = 3
+    doc["params"]["model"] = evil
+    doc["input"]["source"] = evil
+    (run / "run.json").write_text(json.dumps(doc))
+    r = cli("report", run)
+    assert r.exit_code == 0, r.output
+    page = (run / "report.html").read_text()
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page

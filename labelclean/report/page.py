@@ -45,7 +45,9 @@ def static_text(name: str) -> str:
 
 
 def _e(x: object) -> str:
-    return html.escape(str(x), quote=True)
+    # a file name's undecodable bytes show as U+FFFD (the page itself stays UTF-8)
+    text = str(x).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return html.escape(text, quote=True)
 
 
 def _num(x: float | int, digits: int = 4) -> str:
@@ -97,7 +99,7 @@ def summary_html(run: RunFiles) -> str:
     cut = (f"flag rule AUM &lt; 0, not the mixture's crossing {threshold}"
            if run.suspicion == "aum" else f"threshold l_c {threshold}")
     rows.append(_row(
-        "t_c", f"epoch {run.t_c} of {_e(epochs)} trained "
+        "t_c", f"epoch {_e(run.t_c)} of {_e(epochs)} trained "
         f"<span class=muted>(ΔL {_num(float_of(mix, 'delta_L'))}, mixture weight r "
         f"{_num(float_of(mix, 'r'), 3)}, {cut})</span>", "t_c", run.t_c,
     ))
@@ -105,7 +107,8 @@ def summary_html(run: RunFiles) -> str:
         rows.append(_row("stopped", _e(r["stop_reason"])))
     spans = r.get("phase_boundaries") or {}
     if spans:
-        text = ", ".join(f"{_e(k)}: epochs {v[0]}–{v[1]}" for k, v in spans.items())
+        # run.json is untrusted: its values are escaped like any user string
+        text = ", ".join(f"{_e(k)}: epochs {_e(v[0])}–{_e(v[1])}" for k, v in spans.items())
         in_ii = r.get("t_c_in_phase_II")
         if in_ii is not None:
             text += f" <span class=muted>(t_c {'in' if in_ii else 'not in'} phase II)</span>"
