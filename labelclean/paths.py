@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -67,6 +68,26 @@ def class_name_problem(name: str, *, folder: bool) -> str | None:
     return None
 
 
+def check_utf8_names(names: Iterable[str], where: str | os.PathLike) -> None:
+    """Refuse file names that are not valid UTF-8 (Python holds their stray bytes
+    as lone surrogates, ``'caf\\udce9.png'``), before any training: the tables a
+    run writes go through pandas, whose text columns cannot hold them, so such a
+    run would fail after training. Renaming the files is the user's fix."""
+    bad = [n for n in names if any(0xD800 <= ord(c) <= 0xDFFF for c in n)]
+    if bad:
+        shown = os.fsencode(bad[0])
+        encoding = sys.getfilesystemencoding()
+        if encoding.lower().replace("-", "") != "utf8":
+            raise LabelcleanError(
+                f"{len(bad)} file names in {where} cannot be decoded with this locale's "
+                f"encoding, {encoding} (first: {shown!r}); run under a UTF-8 locale "
+                "(e.g. LC_ALL=C.UTF-8)")
+        raise LabelcleanError(
+            f"{len(bad)} file names in {where} are not valid UTF-8 (first: {shown!r}); "
+            "labelclean cannot keep such names through its tables: rename them "
+            "(e.g. `convmv -f latin1 -t utf8`)")
+
+
 def check_class_names(names: Iterable[str], what: str, *, folder: bool) -> None:
     """Refuse class names against the policy (module docstring); ``what`` says
     where they come from (``data.csv: label``)."""
@@ -78,8 +99,9 @@ def check_class_names(names: Iterable[str], what: str, *, folder: bool) -> None:
             raise LabelcleanError(f"{what} {name!r} {problem}; class names must be plain names")
         key = name.strip()
         if key in stripped and stripped[key] != name:
+            one, other = sorted((stripped[key], name))
             raise LabelcleanError(
-                f"{what}s {stripped[key]!r} and {name!r} differ only by leading or trailing "
+                f"{what}s {one!r} and {other!r} differ only by leading or trailing "
                 "spaces; make them one spelling (or two names)")
         stripped[key] = name
 

@@ -64,9 +64,8 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from ._io import TEXT_ERRORS
 from .errors import LabelcleanError
-from .paths import check_class_names, check_input, check_outside, image_roots
+from .paths import check_class_names, check_input, check_outside, check_utf8_names, image_roots
 
 log = logging.getLogger("labelclean")
 
@@ -332,6 +331,7 @@ def load_dataset(
             raise LabelcleanError(f"--kind folder needs a directory, got a file: {path}")
         files, labels = _scan_folder(path)
         ids = [f.relative_to(path).as_posix() for f in files]
+        check_utf8_names(ids, path)
         return _load_images(
             files, labels, ids, "folder", path, None, None, noise=None,
             image_size=image_size, classes=classes, skip_unreadable=skip_unreadable,
@@ -428,12 +428,10 @@ def read_csv(
     like any other, kept as written; other columns parse as pandas does."""
     sep = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
-        # file names that are not UTF-8 come back as the same names (labelclean._io)
-        table = pd.read_csv(path, sep=sep, nrows=nrows, encoding_errors=TEXT_ERRORS)
+        table = pd.read_csv(path, sep=sep, nrows=nrows)
         text = [c for c in text_columns if c in table.columns]
         if text and len(table):
             raw = pd.read_csv(path, sep=sep, nrows=nrows, usecols=text, dtype=str,
-                              encoding_errors=TEXT_ERRORS,
                               keep_default_na=False, na_values=[""])
             for column in text:
                 table[column] = raw[column].astype(object)

@@ -1013,3 +1013,143 @@ def test_report_escapes_every_value_of_run_json(tmp_path, previous):
     assert r.exit_code == 0, r.output
     page = (run / "report.html").read_text()
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+# ----------------------------------------------------------------------------- the path policy
+
+
+def test_cache_inside_a_path_csv_image_tree_is_refused(tmp_path, images):
+    before, digest = file_hashes(images), tree_digest(images)
+    table = _path_csv_over(images, tmp_path / "lists")
+    cache = images / "cache"
+    line = one_line_error(cli(*run_args(table, tmp_path / "out"), "--cache", cache))
+    assert f"--cache {cache} lies inside the input" in line
+    with pytest.raises(LabelcleanError, match="lies inside the input"):
+        load_dataset(table, cache=images / "c0" / "deeper")
+    assert not cache.exists() and not (tmp_path / "out").exists()
+    assert file_hashes(images) == before and tree_digest(images) == digest
+
+
+def test_a_pipe_as_input_is_one_clear_line(tmp_path, features):
+    fifo = tmp_path / "x.csv"
+    os.mkfifo(fifo)  # what `labelclean run <(cat x.csv)` is given
+    line = one_line_error(cli(*run_args(fifo, tmp_path / "out")))
+    assert "is a pipe" in line and "save it to a file first" in line
+    assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+@pytest.mark.parametrize("kind", ["images", "features"])
+def test_resume_refuses_data_whose_values_changed(tmp_path, kind):
+    fast = dict(model="mlp:16", max_epochs=2, patience=1, min_steps=0, probe_every=0,
+                progress=False, batch_size=16)
+    if kind == "images":
+        data = make_folder(tmp_path / "data", n=30)
+    else:
+        data = make_features(tmp_path / "data" / "t.csv", ["a", "b", "c"], n=60)
+    state = tmp_path / "state"
+    Cleaner(**fast).fit(data, state_dir=state)
+    Cleaner(**fast).fit(data, state_dir=state, resume=True)  # the same data: resumes
+    # same files, same names, same labels; other pixels or feature values
+    if kind == "images":
+        p = sorted((data / "c0").glob("*.png"))[0]
+        Image.fromarray(255 - np.asarray(Image.open(p)), "L").save(p)
+    else:
+        table = pd.read_csv(data)
+        table.loc[3, "f0"] += 1.0
+        table.to_csv(data, index=False)
+    with pytest.raises(LabelcleanError, match="started on other data .*pixel or feature"):
+        Cleaner(**fast).fit(data, state_dir=state, resume=True)
+
+
+def test_a_full_disk_while_saving_the_resume_state_is_one_line(tmp_path, features,
+                                                               monkeypatch):
+    def full(*_a, **_k):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos "
+                           "2304 vs 2192\nfile write failed")
+
+    monkeypatch.setattr(torch, "save", full)
+    line = one_line_error(cli(*run_args(features, tmp_path / "out")))
+    assert "cannot save the resume state in" in line and "disk" in line
+    assert not (tmp_path / "out").exists() and stale_siblings(tmp_path / "out") == []
+
+
+# ----------------------------------------------------------------------------- names
+
+
+def test_file_names_that_are_not_utf8_are_refused_before_training(tmp_path, monkeypatch):
+    """`caf\\xe9.png` under a UTF-8 locale (and any non-ASCII name under LC_ALL=C
+    without UTF-8 mode): one line before training, not a traceback after it."""
+    import labelclean.training
+    from labelclean.resume import data_fingerprint
+
+    def never(*_a, **_k):
+        raise AssertionError("trained on names that cannot be written")
+
+    monkeypatch.setattr(labelclean.training.Trainer, "train_epoch", never)
+    data = make_folder(tmp_path / "data", n=30)
+    p = sorted((data / "c0").iterdir())[0]
+    p.rename(p.with_name(os.fsdecode(b"caf\xe9.png")))
+    line = one_line_error(cli(*run_args(data, tmp_path / "out")))
+    assert "file names in" in line and "caf\\xe9.png" in line
+    assert not (tmp_path / "out").exists()
+    # the resume fingerprint hashes such a name as the bytes it stands for
+    assert data_fingerprint([os.fsdecode(b"caf\xe9.png")], np.zeros(1), ["a"])
+
+
+@pytest.mark.parametrize("case", ["folder with a trailing space", "labels differing by a space",
+                                  "a NUL in a label"])
+def test_class_names_are_checked_when_read(tmp_path, case):
+    if case == "folder with a trailing space":
+        data = make_folder(tmp_path / "data", n=30)
+        shutil.copytree(data / "c1", data / "c1 ")
+        what = "class folder 'c1 ' has leading or trailing spaces"
+    else:
+        data = make_features(tmp_path / "t.csv", ["a", "b", "c"], n=60)
+        table = pd.read_csv(data)
+        table.loc[0, "label"] = "a " if case == "labels differing by a space" else "b\x00"
+        table.to_csv(data, index=False)
+        what = ("labels 'a' and 'a ' differ only by leading or trailing spaces"
+                if case == "labels differing by a space" else "contains the control character")
+    assert what in one_line_error(cli(*run_args(data, tmp_path / "out")))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_class_named_n_a_runs_and_applies(tmp_path):
+    """`n/a` is a class name of a table (docs/reliability.md): apply takes the
+    unedited run as run took the data."""
+    data = make_features(tmp_path / "t.csv", ["n/a", "b", "c"], n=120)
+    out = tmp_path / "run"
+    r = cli(*run_args(data, out))
+    assert r.exit_code == 0, r.output
+    r = cli("apply", out, "--out", tmp_path / "final")
+    assert r.exit_code == 0, r.output
+    assert "n/a" in set(pd.read_csv(tmp_path / "final" / "cleaned.csv",
+                                    keep_default_na=False)["label"])
+
+
+# ----------------------------------------------------------------------------- messages
+
+
+def test_a_huge_cell_gives_a_bounded_error_line(tmp_path, previous):
+    review = tmp_path / "r.csv"
+    pd.DataFrame({"index": ["0"], "path": ["x" * 20_000_000], "action": ["remove"]}).to_csv(
+        review, index=False)
+    line = one_line_error(cli("apply", previous, "--review", review, "--out", tmp_path / "f"))
+    assert "no sample with this index and path" in line and len(line) < 1100
+
+
+def test_a_full_disk_during_apply_names_the_folder_written(tmp_path, previous, monkeypatch):
+    import labelclean.writers
+
+    def full(src, target, *_a):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src))
+
+    monkeypatch.setattr(labelclean.writers, "copy_file", full)
+    final = tmp_path / "final"
+    line = one_line_error(cli("apply", previous, "--out", final))
+    assert f"No space left on device while writing --out {final}" in line
+    assert str(json.loads((previous / "run.json").read_text())["input"]["source"]) not in line
+    assert not final.exists() and stale_siblings(final) == []
