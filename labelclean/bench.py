@@ -184,6 +184,7 @@ def run_bench(
             images = listed_images(p, base.kind, base.path_column)
             forbidden += image_roots(images) if images else []
         staging = rundir.begin(out, kind="bench", overwrite=overwrite, inputs=forbidden)
+        staging.private_to(paths)
     with staging if staging is not None else contextlib.nullcontext():
         df = _bench(base, data, noise, rate, list(seeds), retrain, test, staging, echo,
                     cleaner_kwargs)

@@ -103,6 +103,9 @@ def export_result(
                                inputs=output_forbidden(data.source, data.origin, data.files))
     with staging:
         _write_run(result, staging.path, staging.out, link, report)
+        # no output more readable than the most private input file (labelclean.paths)
+        staging.private_to([] if writer_for(data.origin).in_memory
+                           else [data.source, *(data.files or [])])
         return staging.commit()
 
 

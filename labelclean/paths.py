@@ -16,6 +16,11 @@ staging folder, ``--cache``, ``--tensorboard-dir``, ``labelclean bench --out``):
   different folders but look like one class). CSV labels are stripped of
   surrounding spaces, as always, and ``/`` is allowed there (``n/a``), but two
   spellings that differ only by those spaces are refused, not merged.
+* **Outputs are no more readable than the input.** An output folder gets no
+  group (other) permission when some input file is not group- (world-)
+  readable (:func:`privacy_strip`, :func:`restrict_tree`): a private dataset
+  does not come out as a world-readable report with thumbnails, embeddings
+  and copies.
 * **An input is a regular file or a folder.** A pipe (``run <(cat x.csv)``), a
   socket or a device is refused (:func:`check_input`): labelclean reads its
   input more than once, and ``labelclean apply`` reads it again later.
@@ -149,3 +154,36 @@ def check_overlap(out: str | os.PathLike, inputs: Iterable[str | os.PathLike],
             clash = out == src or out == src.parent or out in src.parents
         if clash:
             raise LabelcleanError(f"{what} {out} overlaps the input {src}; choose another folder")
+
+
+def privacy_strip(paths: Iterable[str | os.PathLike]) -> int:
+    """The permission bits outputs of ``paths`` (input files and folders) must
+    not have: ``0o070`` when one of them is not group-readable, ``0o007`` when
+    one is not world-readable (both: ``0o077``)."""
+    strip = 0
+    for p in paths:
+        try:
+            mode = os.stat(p).st_mode
+        except OSError:
+            continue  # gone or unreadable: the reader says so
+        if not mode & stat.S_IRGRP:
+            strip |= 0o070
+        if not mode & stat.S_IROTH:
+            strip |= 0o007
+        if strip == 0o077:
+            break
+    return strip
+
+
+def restrict_tree(folder: str | os.PathLike, strip: int) -> None:
+    """Remove the ``strip`` permission bits from ``folder`` and everything in it
+    (symlinks are left alone: their own mode means nothing)."""
+    if not strip:
+        return
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in (*dirnames, *filenames):
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            if not stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) & strip:
+                os.chmod(p, stat.S_IMODE(st.st_mode) & ~strip)
+    os.chmod(folder, stat.S_IMODE(os.stat(folder).st_mode) & ~strip)

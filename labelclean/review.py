@@ -148,6 +148,8 @@ def apply_review(
         write_csv(folder / LOG_FILE, guard_formulas(log))
         summary = _summary(run, decisions, review_path, review, staging.out, link)
         write_json(folder / APPLY_FILE, summary)
+        # no output more readable than the most private input file (labelclean.paths)
+        staging.private_to([run.source, *(plan["source"] if run.origin == "folder" else [])])
         staging.commit()
     return summary
 

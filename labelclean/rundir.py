@@ -69,7 +69,7 @@ from pathlib import Path
 from . import __version__
 from ._io import write_json
 from .errors import LabelcleanError
-from .paths import check_overlap  # noqa: F401 - rundir.check_overlap, as before
+from .paths import check_overlap, privacy_strip, restrict_tree
 
 MARKER = ".labelclean-run"
 FORMAT = "labelclean-output"
@@ -201,6 +201,13 @@ class Staging:
     overwrite: bool = False
     #: The lock on ``out`` (:class:`OutLock`), held until commit or abort.
     lock: OutLock | None = None
+    #: Permission bits the output may not have (:meth:`private_to`).
+    strip: int = 0
+
+    def private_to(self, inputs: Iterable[str | os.PathLike]) -> None:
+        """Make the output no more readable than the most private of ``inputs``
+        (files and folders read), from :meth:`commit` on (labelclean.paths)."""
+        self.strip |= privacy_strip(inputs)
 
     @property
     def state_dir(self) -> Path:
@@ -212,8 +219,10 @@ class Staging:
         # The state is dropped first: killed between the two, a resume starts
         # over, whereas a committed state would be a stray file in the output.
         shutil.rmtree(self.state_dir, ignore_errors=True)
+        restrict_tree(self.path, self.strip)
         marker = _marker(self.kind, self.id, complete=True, files=manifest_of(self.path))
         write_json(self.path / MARKER, marker)
+        restrict_tree(self.path / MARKER, self.strip)
         # The decision taken in begin() is taken again: `out` may have been
         # filled meanwhile by something that does not take the lock.
         if self.out.exists() and not self.out.is_dir():

@@ -1153,3 +1153,20 @@ def test_a_full_disk_during_apply_names_the_folder_written(tmp_path, previous, m
     assert f"No space left on device while writing --out {final}" in line
     assert str(json.loads((previous / "run.json").read_text())["input"]["source"]) not in line
     assert not final.exists() and stale_siblings(final) == []
+
+
+def test_outputs_are_no_more_readable_than_the_input(tmp_path):
+    data = make_folder(tmp_path / "data", n=30)
+    for p in data.rglob("*"):
+        p.chmod(0o700 if p.is_dir() else 0o600)
+    data.chmod(0o700)
+    out, final = tmp_path / "run", tmp_path / "final"
+    r = cli(*run_args(data, out))
+    assert r.exit_code == 0, r.output
+    assert cli("apply", out, "--out", final).exit_code == 0
+    for tree in (out, final):
+        for p in [tree, *tree.rglob("*")]:
+            if not p.is_symlink():
+                assert p.stat().st_mode & 0o077 == 0, p
+    # an ordinary input keeps the ordinary modes (rel::test_weights_have_the_mode...)
+    assert (out / "report.html").stat().st_mode & 0o777 == 0o600 & ~_umask()
