@@ -187,3 +187,29 @@ def restrict_tree(folder: str | os.PathLike, strip: int) -> None:
             if not stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) & strip:
                 os.chmod(p, stat.S_IMODE(st.st_mode) & ~strip)
     os.chmod(folder, stat.S_IMODE(os.stat(folder).st_mode) & ~strip)
+
+
+#: The longest file name (in bytes) labelclean makes: POSIX filesystems' NAME_MAX.
+NAME_MAX = 255
+
+
+def fit_name(name: str, tag: str = "", limit: int = NAME_MAX) -> str:
+    """``name`` with ``tag`` put before its extension (``a.png``, ``.previous`` ->
+    ``a.previous.png``), its stem shortened when the result would be longer than
+    ``limit`` bytes: then the stem keeps its start and gets ``~<hash>`` of the
+    whole name, so two long names never shorten to the same one."""
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem:
+        stem, ext = name, ""
+    suffix = f"{tag}.{ext}" if ext else tag
+    candidate = stem + suffix
+    if len(os.fsencode(candidate)) <= limit:
+        return candidate
+    import hashlib
+
+    mark = "~" + hashlib.sha256(os.fsencode(name)).hexdigest()[:10]
+    room = limit - len(os.fsencode(mark + suffix))
+    if room < 1:  # an extension as long as a name: keep it out
+        suffix, room = tag, limit - len(os.fsencode(mark + tag))
+    short = os.fsencode(stem)[:room].decode("utf-8", "ignore") if room > 0 else ""
+    return short + mark + suffix

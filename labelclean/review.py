@@ -49,7 +49,7 @@ from . import __version__, rundir
 from ._io import TEXT_ERRORS, write_csv, write_json
 from .errors import LabelcleanError
 from .export import guard_formulas, unguard_cell
-from .paths import class_name_problem
+from .paths import class_name_problem, fit_name
 from .rundir import CLEANED_DIR, CLEANED_TABLE, REVIEW_FILE, RUN_FILE, SCORES_FILE
 from .runfiles import RunFolder, read_run
 from .writers import DEFAULT_LINK, LINK_MODES, output_forbidden, write_tree
@@ -384,17 +384,18 @@ def _move_to_class(sample_id: str, label: str) -> str:
 
 
 def _free_name(target: str, sample_id: str, used: set[str]) -> str:
+    """``target``, or, when another image has that name, ``__from_<old class>``
+    (and a counter) added before the extension, the file name shortened to the
+    filesystem's limit when that makes it too long (``paths.fit_name``; the
+    destination is in apply_log.csv)."""
     if target not in used:
         return target
     old_class = sample_id.split("/")[0]
-    stem, dot, ext = target.rpartition(".")
-    if not dot:
-        stem, ext = target, ""
-    base = f"{stem}__from_{old_class}"
-    suffix = f".{ext}" if dot else ""
-    candidate, k = base + suffix, 2
+    folder, _, name = target.rpartition("/")
+    prefix = f"{folder}/" if folder else ""
+    candidate, k = prefix + fit_name(name, f"__from_{old_class}"), 2
     while candidate in used:
-        candidate, k = f"{base}_{k}{suffix}", k + 1
+        candidate, k = prefix + fit_name(name, f"__from_{old_class}_{k}"), k + 1
     return candidate
 
 

@@ -69,7 +69,7 @@ from pathlib import Path
 from . import __version__
 from ._io import write_json
 from .errors import LabelcleanError
-from .paths import check_overlap, privacy_strip, restrict_tree
+from .paths import check_overlap, fit_name, privacy_strip, restrict_tree
 
 MARKER = ".labelclean-run"
 FORMAT = "labelclean-output"
@@ -607,19 +607,41 @@ def _remove_ours(root: Path, folder: Path, new: Path | None, marker: dict) -> No
                 except OSError:
                     pass  # the user's files are still in it
             elif new is not None:
-                _carry(child, new / rel)  # a folder the user made
+                _carry(child, new / rel, new)  # a folder the user made
         elif key in files and fingerprint(child) == files[key]:
             child.unlink()
         elif new is not None:
-            _carry(child, new / rel)
+            _carry(child, new / rel, new)
 
 
-def _carry(src: Path, dst: Path) -> None:
-    """Move the user's ``src`` to ``dst``, or beside it when the new output has that name."""
+#: Where :func:`_carry` records the user's files it had to rename (relative to
+#: the output folder): ``original,now``, one row per file, appended.
+RENAMED_FILE = "renamed_by_labelclean.csv"
+
+
+def _carry(src: Path, dst: Path, root: Path | None = None) -> None:
+    """Move the user's ``src`` to ``dst``, or beside it when the new output has that
+    name (``x.previous.png``; shortened to the filesystem's name limit when needed,
+    the new name recorded in :data:`RENAMED_FILE` under ``root``)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    target, k = dst, 1
+    target, k, shortened = dst, 1, False
     while target.exists() or target.is_symlink():
         tag = ".previous" if k == 1 else f".previous-{k}"
-        target = dst.with_name(f"{dst.stem}{tag}{dst.suffix}")
+        target = dst.with_name(fit_name(dst.name, tag))
+        shortened = target.name != fit_name(dst.name, tag, limit=1 << 30)
         k += 1
     os.rename(src, target)
+    if root is not None and shortened:
+        _record_rename(root, dst.relative_to(root), target.relative_to(root))
+
+
+def _record_rename(root: Path, original: Path, now: Path) -> None:
+    import csv
+
+    log = root / RENAMED_FILE
+    new = not log.exists()
+    with open(log, "a", newline="", encoding="utf-8", errors="surrogateescape") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(["original", "now"])
+        writer.writerow([original.as_posix(), now.as_posix()])

@@ -1170,3 +1170,29 @@ def test_outputs_are_no_more_readable_than_the_input(tmp_path):
                 assert p.stat().st_mode & 0o077 == 0, p
     # an ordinary input keeps the ordinary modes (rel::test_weights_have_the_mode...)
     assert (out / "report.html").stat().st_mode & 0o777 == 0o600 & ~_umask()
+
+
+def test_an_edited_copy_with_a_long_name_survives_overwrite(tmp_path):
+    """A 249-character image name, its copy in cleaned/ edited, then --overwrite:
+    the edited copy is kept under a name that fits (the mapping recorded), and
+    the folder stays usable."""
+    from labelclean.paths import fit_name
+    from labelclean.rundir import RENAMED_FILE
+
+    data = make_folder(tmp_path / "data", n=30)
+    for p in sorted((data / "c0").iterdir()):
+        p.rename(p.with_name("x" * 240 + p.name))  # 249 characters
+    out = tmp_path / "run"
+    assert cli(*run_args(data, out)).exit_code == 0
+    edited = sorted((out / "cleaned" / "c0").iterdir())[0]
+    Image.open(edited).rotate(90).save(edited)
+    content = edited.read_bytes()
+    r = cli(*run_args(data, out, "--overwrite"))
+    assert r.exit_code == 0, r.output
+    kept = edited.with_name(fit_name(edited.name, ".previous"))
+    assert kept.read_bytes() == content and len(kept.name) <= 255
+    log = pd.read_csv(out / RENAMED_FILE)
+    assert log.values.tolist() == [[f"cleaned/c0/{edited.name}", f"cleaned/c0/{kept.name}"]]
+    assert_complete_run(out)
+    assert cli("report", out).exit_code == 0
+    assert cli(*run_args(data, out, "--overwrite")).exit_code == 0
