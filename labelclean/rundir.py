@@ -30,6 +30,17 @@ Writing goes through :func:`begin`, which returns a :class:`Staging`:
 So until the swap, ``out`` holds the previous complete output untouched, and a
 failed or killed command leaves no visible trace.
 
+Where the rename onto ``out`` cannot work, staging happens inside ``out``
+instead (:func:`staged_inside`): ``out`` a mount point (a Docker volume: the
+parent is another filesystem, and a mount point cannot be renamed over), or a
+writable ``out`` in a parent that is not. The hidden ``.labelclean-stage-*``,
+``.labelclean-old-*`` and ``.labelclean-lock`` are then inside ``out``, and the
+commit moves the previous output's entries into the old folder and the new
+ones out of the staging folder (the marker last, so a complete marker means a
+complete output; :func:`recover` undoes or finishes a killed one). An ``out``
+that is a symlink to a folder is followed: the swap happens at its target, and
+the link keeps pointing at the new output.
+
 ``out`` is owned from :func:`begin` to :meth:`Staging.commit`: an exclusive
 ``flock`` on the hidden lock file ``.<out>.labelclean-lock`` beside it (released
 by the kernel when the process dies, so a killed command never leaves a stale
@@ -61,6 +72,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -203,6 +215,8 @@ class Staging:
     lock: OutLock | None = None
     #: Permission bits the output may not have (:meth:`private_to`).
     strip: int = 0
+    #: The staging folder is inside ``out`` (:func:`staged_inside`).
+    inside: bool = False
 
     def private_to(self, inputs: Iterable[str | os.PathLike]) -> None:
         """Make the output no more readable than the most private of ``inputs``
@@ -233,7 +247,9 @@ class Staging:
         except LabelcleanError as e:
             raise LabelcleanError(f"{e} (it was filled while this command ran; nothing was "
                                   "replaced)") from None
-        if self.out.is_dir() and any(self.out.iterdir()):
+        if self.inside:
+            self._swap_inside()
+        elif self.out.is_dir() and _content(self.out):
             old = _sibling(self.out, _OLD)
             _rename(self.out, old)
             _rename(self.path, self.out)
@@ -244,6 +260,27 @@ class Staging:
         self.created.clear()
         self.release()
         return self.out
+
+    def _swap_inside(self) -> None:
+        """The commit of a staging folder inside ``out``: the previous entries
+        into an old folder inside ``out``, the new ones out of the staging folder
+        (the marker last), then the old folder retired."""
+        out, old = self.out, None
+        previous = _content(out)
+        if previous:
+            old = _sibling(out, _OLD, inside=True)
+            old.mkdir()
+            for entry in previous:
+                _rename(entry, old / entry.name)
+        for entry in sorted(self.path.iterdir()):
+            if entry.name != MARKER:
+                _rename(entry, out / entry.name)
+        _rename(self.path / MARKER, out / MARKER)
+        self.path.rmdir()
+        if self.strip:
+            os.chmod(out, stat.S_IMODE(out.stat().st_mode) & ~self.strip)
+        if old is not None:
+            _retire(old, out)
 
     def release(self) -> None:
         """Let other commands have ``out`` (done by :meth:`commit` and :meth:`abort`)."""
@@ -296,22 +333,22 @@ def begin(
     labelclean output of this ``kind`` (nothing is deleted then); an
     :class:`OSError` when the place is not writable.
     """
-    out = Path(out).absolute()
-    out = out.parent.resolve() / out.name  # resolve links above, not `out` itself
+    out = _normal(out)
     check_overlap(out, inputs)
     if out.exists() and not out.is_dir():
         raise LabelcleanError(f"--out {out} exists and is not a folder")
-    check_replaceable(out, kind=kind, overwrite=overwrite)  # before making anything
     created = _make_parents(out.parent)
+    inside = staged_inside(out)
     try:
-        lock = OutLock.acquire(out)
+        lock = OutLock.acquire(out, inside)
     except BaseException:
         _unmake(created)
         raise
     try:
         left = resumable(out, kind) if resume else None
         recover(out, keep=left)
-        check_replaceable(out, kind=kind, overwrite=overwrite)  # recovery may change it
+        # after recovery: a killed swap may have left `out` half-moved until now
+        check_replaceable(out, kind=kind, overwrite=overwrite)
     except BaseException:
         lock.release()
         _unmake(created)
@@ -319,7 +356,7 @@ def begin(
     run_id = uuid.uuid4().hex
     if left is not None:
         run_id = (read_marker(left) or {}).get("id", run_id)
-    path = _sibling(out, _STAGE, run_id[:8])
+    path = _sibling(out, _STAGE, run_id[:8], inside)
     try:
         if left is not None:
             _rename(left, path)  # under this process's id: recover() now leaves it alone
@@ -333,12 +370,12 @@ def begin(
         Staging(out, path, kind, run_id, created, lock=lock).abort()
         raise
     return Staging(out, path, kind, run_id, created, resumed=left is not None,
-                   overwrite=overwrite, lock=lock)
+                   overwrite=overwrite, lock=lock, inside=inside)
 
 
 def check_replaceable(out: Path, *, kind: str, overwrite: bool) -> None:
     """May a new output of ``kind`` take the place of whatever is at ``out``?"""
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir() or not _content(out):
         return
     if not overwrite:
         raise LabelcleanError(f"--out {out} is not empty; pass --overwrite to replace it")
@@ -380,6 +417,35 @@ def recover(out: Path, keep: Path | None = None) -> None:
                 _rename(sibling, out)
             elif read_marker(out) is not None:
                 _retire(sibling, out)
+    if not out.is_dir():
+        return
+    for old in sorted(out.glob(f".labelclean-{_OLD}-*")):  # a swap inside `out`
+        if not old.is_dir() or old.is_symlink() or _owner_alive(old):
+            continue
+        if (read_marker(out) or {}).get("complete"):
+            _retire(old, out)  # the new output is whole: finish
+        else:
+            _undo_inside(out, old)
+    for staging in sorted(out.glob(f".labelclean-{_STAGE}-*")):
+        if (staging.is_dir() and not staging.is_symlink() and not _owner_alive(staging)
+                and read_marker(staging) is not None and staging != keep):
+            shutil.rmtree(staging)
+
+
+def _undo_inside(out: Path, old: Path) -> None:
+    """Undo a swap inside ``out`` killed before the new marker was in place: the
+    new entries back into their staging folder, the previous ones back."""
+    stages = [s for s in out.glob(f".labelclean-{_STAGE}-*")
+              if s.is_dir() and not _owner_alive(s) and read_marker(s) is not None]
+    names = {rel.split("/")[0] for s in stages for rel in read_marker(s).get("files", {})}
+    for entry in _content(out):
+        # moved out of the staging folder already (a name still in it is the
+        # previous output's, not yet moved aside)
+        if stages and entry.name in names and not (stages[0] / entry.name).exists():
+            _rename(entry, stages[0] / entry.name)
+    for entry in sorted(old.iterdir()):
+        _carry(entry, out / entry.name)
+    old.rmdir()
 
 
 def resumable(out: str | os.PathLike, kind: str = "run") -> Path | None:
@@ -387,9 +453,10 @@ def resumable(out: str | os.PathLike, kind: str = "run") -> Path | None:
     saved state (the most recently saved one), or None."""
     from .resume import STATE_FILE
 
-    out = Path(out).absolute()
+    out = _normal(out)
     found = []
-    for sibling in out.parent.glob(f".{_escape(out.name)}.labelclean-{_STAGE}-*"):
+    inside = list(out.glob(f".labelclean-{_STAGE}-*")) if out.is_dir() else []
+    for sibling in [*out.parent.glob(f".{_escape(out.name)}.labelclean-{_STAGE}-*"), *inside]:
         marker = read_marker(sibling)
         state = sibling / RESUME_DIR / STATE_FILE
         if (marker is not None and marker.get("kind") == kind and not marker.get("complete")
@@ -411,10 +478,12 @@ def _empty_but_state(staging: Path) -> None:
 
 
 def stale_siblings(out: str | os.PathLike) -> list[Path]:
-    """Hidden staging/old folders beside ``out`` (for tests and diagnostics)."""
-    out = Path(out).absolute()
-    return sorted(p for p in out.parent.glob(f".{_escape(out.name)}.labelclean-*")
-                  if p.name != f".{out.name}.labelclean-{_LOCK}")
+    """Hidden staging/old folders beside (or inside) ``out`` (for tests and diagnostics)."""
+    out = _normal(out)
+    inside = [p for p in out.glob(".labelclean-*") if p.name.startswith(
+        (f".labelclean-{_STAGE}-", f".labelclean-{_OLD}-"))] if out.is_dir() else []
+    return sorted([*(p for p in out.parent.glob(f".{_escape(out.name)}.labelclean-*")
+                     if p.name != f".{out.name}.labelclean-{_LOCK}"), *inside])
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -431,10 +500,46 @@ def _marker(kind: str, run_id: str, *, complete: bool, files: dict) -> dict:
     }
 
 
-def _sibling(out: Path, role: str, tag: str | None = None) -> Path:
+def _sibling(out: Path, role: str, tag: str | None = None, inside: bool = False) -> Path:
     # The pid tells a later command whether the owner still runs.
     tag = tag or uuid.uuid4().hex[:8]
+    if inside:
+        return out / f".labelclean-{role}-{os.getpid()}-{tag}"
     return out.parent / f".{out.name}.labelclean-{role}-{os.getpid()}-{tag}"
+
+
+def _normal(out: str | os.PathLike) -> Path:
+    """``out`` made absolute with the links above it resolved; a symlink to a
+    folder is followed (the swap must happen where the folder is)."""
+    out = Path(out).absolute()
+    out = out.parent.resolve() / out.name
+    if out.is_symlink() and out.is_dir():
+        out = out.resolve()
+    return out
+
+
+def staged_inside(out: Path) -> bool:
+    """Whether ``out``'s staging folder (and lock) must live inside it: an existing
+    ``out`` that is a mount point or on another filesystem than its parent (a
+    rename onto it fails), or whose parent is not writable."""
+    if not out.is_dir():
+        return False
+    try:
+        return (os.path.ismount(out) or out.stat().st_dev != out.parent.stat().st_dev
+                or not os.access(out.parent, os.W_OK))
+    except OSError:
+        return False
+
+
+def _ours_inside(name: str) -> bool:
+    """A name labelclean keeps inside an ``out`` while it works (not content)."""
+    return name == f".labelclean-{_LOCK}" or name.startswith(
+        (f".labelclean-{_STAGE}-", f".labelclean-{_OLD}-", ".labelclean-probe-"))
+
+
+def _content(out: Path) -> list[Path]:
+    """``out``'s entries, less what labelclean keeps there while it works."""
+    return sorted(p for p in out.iterdir() if not _ours_inside(p.name))
 
 
 def _owner_alive(sibling: Path) -> bool:
@@ -498,12 +603,14 @@ class OutLock:
         self.path, self.fd = path, fd
 
     @classmethod
-    def acquire(cls, out: Path) -> OutLock:
-        """Take the lock on ``out``, or raise :class:`LabelcleanError` at once when
-        another command holds it."""
+    def acquire(cls, out: Path, inside: bool = False) -> OutLock:
+        """Take the lock on ``out`` (a file beside it, or inside it when it is
+        staged inside), or raise :class:`LabelcleanError` at once when another
+        command holds it."""
         import fcntl
 
-        path = out.parent / f".{out.name}.labelclean-{_LOCK}"
+        path = (out / f".labelclean-{_LOCK}" if inside
+                else out.parent / f".{out.name}.labelclean-{_LOCK}")
         while True:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
             try:

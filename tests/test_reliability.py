@@ -1196,3 +1196,94 @@ def test_an_edited_copy_with_a_long_name_survives_overwrite(tmp_path):
     assert_complete_run(out)
     assert cli("report", out).exit_code == 0
     assert cli(*run_args(data, out, "--overwrite")).exit_code == 0
+
+
+# ----------------------------------------------------------------------------- where --out is
+
+
+def test_an_out_that_is_a_symlink_to_a_folder(tmp_path, features):
+    target = tmp_path / "disk" / "runs"
+    target.mkdir(parents=True)
+    link = tmp_path / "out"
+    link.symlink_to(target, target_is_directory=True)
+    r = cli(*run_args(features, link))
+    assert r.exit_code == 0, r.output
+    assert link.is_symlink() and link.resolve() == target
+    assert_complete_run(target)
+    (target / "notes.txt").write_text("mine")
+    r = cli(*run_args(features, link, "--overwrite"))
+    assert r.exit_code == 0, r.output
+    assert link.is_symlink() and (link / "notes.txt").read_text() == "mine"
+    assert_complete_run(target)
+    assert stale_siblings(link) == [] and stale_siblings(target) == []
+
+
+@pytest.fixture
+def mount_point(tmp_path):
+    """An empty tmpfs mounted at tmp_path/vol (as a Docker volume is); skipped
+    where mounting is not allowed."""
+    import subprocess
+
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(vol)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield vol
+    finally:
+        subprocess.run(["umount", "-l", str(vol)], check=False)
+
+
+def test_an_out_that_is_a_mount_point(mount_point, features):
+    out = mount_point
+    r = cli(*run_args(features, out))
+    assert r.exit_code == 0, r.output
+    assert os.path.ismount(out)
+    assert_complete_run(out)
+    (out / "notes.txt").write_text("mine")
+    r = cli(*run_args(features, out, "--overwrite"))
+    assert r.exit_code == 0, r.output
+    assert (out / "notes.txt").read_text() == "mine" and os.path.ismount(out)
+    assert_complete_run(out)
+    assert not [p for p in out.iterdir() if p.name.startswith(".labelclean-")
+                and p.name != MARKER]
+
+
+@pytest.mark.parametrize("kill_at", [2, 16, 26], ids=["moving aside", "moving in",
+                                                     "nearly done"])
+def test_a_swap_inside_out_killed_midway_is_undone(tmp_path, previous, images, monkeypatch,
+                                                   kill_at):
+    """Staging inside --out (as for a mount point), killed between the moves of
+    the commit: the next command on --out puts the previous run back whole."""
+    import labelclean.rundir
+
+    monkeypatch.setattr(labelclean.rundir, "staged_inside", lambda out: out.is_dir())
+    out = copy_run(previous, tmp_path / "out")
+    (out / "mine.txt").write_text("mine")
+    before = file_hashes(out)
+    rename, calls = labelclean.rundir._rename, []
+
+    def dies_at_the_kth_rename(src, dst):
+        calls.append(src)
+        if len(calls) == kill_at:
+            _die()
+        rename(src, dst)
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            labelclean.rundir._rename = dies_at_the_kth_rename
+            main(run_args(images, out, "--overwrite"), standalone_mode=False)
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status), "the commit has fewer moves than kill_at"
+    assert file_hashes(out) != before  # killed halfway through the moves
+    (tmp_path / "empty").mkdir()
+    one_line_error(cli(*run_args(tmp_path / "empty", out, "--overwrite")))
+    assert file_hashes(out) == before and stale_siblings(out) == []
+    r = cli(*run_args(images, out, "--overwrite"))
+    assert r.exit_code == 0, r.output
+    assert_complete_run(out)
+    assert (out / "mine.txt").read_text() == "mine"
