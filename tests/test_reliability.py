@@ -757,10 +757,12 @@ def test_a_held_out_is_refused_at_once_and_freed_by_a_kill(tmp_path):
     _wait_for(lambda: os.waitpid(pid, os.WNOHANG | os.WUNTRACED)[0] == pid,
               what="the child to stop")
     held = rf"in use by another labelclean command \(pid {pid}\)"
-    with pytest.raises(LabelcleanError, match=held):
-        rundir.begin(out, kind="run", overwrite=False)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
+    try:
+        with pytest.raises(LabelcleanError, match=held):
+            rundir.begin(out, kind="run", overwrite=False)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
     staging = rundir.begin(out, kind="run", overwrite=False)  # the killed one's left-overs go
     staging.abort()
     assert stale_siblings(out) == [] and not out.exists()
@@ -1031,9 +1033,28 @@ def test_cache_inside_a_path_csv_image_tree_is_refused(tmp_path, images):
 
 
 def test_a_pipe_as_input_is_one_clear_line(tmp_path, features):
+    import threading
+
     fifo = tmp_path / "x.csv"
     os.mkfifo(fifo)  # what `labelclean run <(cat x.csv)` is given
-    line = one_line_error(cli(*run_args(fifo, tmp_path / "out")))
+    done = threading.Event()
+
+    def feed_a_reader() -> None:
+        # should labelclean open the pipe (as it used to), feed it, so that the
+        # test fails instead of hanging
+        while not done.wait(0.2):
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                continue  # no reader: good
+            with os.fdopen(fd, "wb") as f:
+                f.write(features.read_bytes())
+
+    threading.Thread(target=feed_a_reader, daemon=True).start()
+    try:
+        line = one_line_error(cli(*run_args(fifo, tmp_path / "out")))
+    finally:
+        done.set()
     assert "is a pipe" in line and "save it to a file first" in line
     assert not (tmp_path / "out").exists()
 
