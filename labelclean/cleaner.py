@@ -30,6 +30,8 @@ import torch
 
 from . import distributed
 from . import resume as resume_mod
+from .canaries import DEFAULT_SHARE as DEFAULT_CANARIES
+from .canaries import canary_labels, canary_rows, confusion
 from .checks import check_cleaner
 from .decision import (
     MIN_STEPS,
@@ -40,6 +42,7 @@ from .decision import (
     TcPolicy,
 )
 from .errors import LabelcleanError
+from .estimate import point as estimate_point
 from .models import create_model, default_augment, default_model, input_statistics
 from .observers import (  # noqa: F401 - log_tensorboard, progress_enabled kept importable here
     EpochContext,
@@ -61,7 +64,6 @@ from .training import (
     SampleStats,
     TrainConfig,
     Trainer,
-    epoch_order,
 )
 
 log = logging.getLogger("labelclean")
@@ -90,6 +92,8 @@ def auto_batch_size(n: int) -> int:
 
 #: Where the per-sample losses and margins come from (``Cleaner(loss_pass=...)``).
 LOSS_PASSES = ("eval", "train")
+#: How the verdict is reached (``Cleaner(verdict=...)``).
+VERDICT_RULES = ("rules", "estimate")
 
 
 
@@ -179,6 +183,18 @@ class Cleaner:
         K, the number of minibatch gradients per probe (``None``: the probe's default).
     spectrum:
         Also estimate the gradient-noise spectrum's effective dimension ``D_s``.
+    verdict:
+        How the run decides whether its flags are written: ``"rules"`` (default,
+        0.7's withholding rules, :meth:`~labelclean.decision.TcPolicy.verdict`) or
+        ``"estimate"`` (the estimated precision of the flags, per class, from the
+        run's canaries: :meth:`~labelclean.decision.TcPolicy.estimate_verdict`).
+    canaries:
+        Known-wrong canaries per sample (:mod:`labelclean.canaries`): samples held
+        out under their own labels and trained on under wrong ones, from which the
+        run estimates how likely its flags are right (:mod:`labelclean.estimate`,
+        reported in ``result.estimate`` and ``run.json`` whenever there are
+        canaries). ``"auto"``: :data:`~labelclean.canaries.DEFAULT_SHARE` with
+        ``verdict="estimate"``, none with ``"rules"``.
     force_flags:
         Keep the flags of a run whose verdict is ``"withheld"`` (the verdict is
         then marked as forced everywhere it appears). Off by default: such a
@@ -234,6 +250,8 @@ class Cleaner:
         probe_every: int | str = "auto",
         probe_batches: int | None = None,
         spectrum: bool = False,
+        verdict: str = "rules",
+        canaries: float | str = "auto",
         force_flags: bool = False,
         root: str | os.PathLike | None = None,
         image_column: str = "image",
@@ -272,6 +290,8 @@ class Cleaner:
         self.probe_every = probe_every
         self.probe_batches = probe_batches
         self.spectrum = spectrum
+        self.verdict = verdict
+        self.canaries = canaries
         self.force_flags = force_flags
         self.root = None if root is None else str(root)
         self.image_column = image_column
@@ -281,6 +301,13 @@ class Cleaner:
 
     def get_params(self) -> dict:
         return dict(vars(self))
+
+    @property
+    def canary_share(self) -> float:
+        """``canaries`` with ``"auto"`` resolved (see the class docstring)."""
+        if self.canaries == "auto":
+            return DEFAULT_CANARIES if self.verdict == "estimate" else 0.0
+        return float(self.canaries)
 
     # ------------------------------------------------------------------ inputs
 
@@ -362,11 +389,18 @@ class Cleaner:
         resume: bool = False,
     ) -> CleanResult | None:
         started = time.perf_counter()
+        if dist.enabled and self.canary_share > 0:
+            # rank 0 alone decides when the canaries start; the other ranks would
+            # train on other rows than it does
+            raise LabelcleanError("canaries (--canaries, --verdict estimate) do not run under "
+                                  "torchrun yet; run them in one process")
         train, val_ds, noise_mask = self._read_inputs(data, val, noise_mask, dist, state_dir)
         config = self.train_config(len(train), workers=self.resolved_workers(train),
                                    input_shape=train.input_shape, kind=train.kind)
         config.device = device
-        model_name, mean, std, trainer = self._trainer(train, config, dist)
+        model_name, mean, std, trainer = self._trainer(
+            train, config, dist,
+            canary_rows(train.y, train.num_classes, self.canary_share, self.seed))
         policy = TcPolicy(suspicion=self.suspicion, score=self.score, window=self.window,
                           patience=self.patience, seed=self.seed, min_steps=self.min_steps,
                           patience_steps=self.patience_steps, device=trainer.device)
@@ -395,9 +429,10 @@ class Cleaner:
             model=(model_name, mean, std), started=started - run.seconds_before,
             observer_seconds=run.observer_seconds)
 
-    def _trainer(self, train: Dataset, config: TrainConfig, dist: distributed.Dist
-                 ) -> tuple[str, torch.Tensor, torch.Tensor, Trainer]:
-        """The model's name, the input statistics it normalises with, and its trainer."""
+    def _trainer(self, train: Dataset, config: TrainConfig, dist: distributed.Dist,
+                 canaries: np.ndarray) -> tuple[str, torch.Tensor, torch.Tensor, Trainer]:
+        """The model's name, the input statistics it normalises with, and its trainer
+        (which holds out the samples ``canaries`` for canaries)."""
         model_name = self.model or default_model(train.kind, train.input_shape)
         torch.manual_seed(self.seed)
         mean, std = input_statistics(train.x)
@@ -405,7 +440,8 @@ class Cleaner:
             model_name, train.input_shape, train.num_classes, mean, std,
             pretrained=self.pretrained,
         )
-        return model_name, mean, std, Trainer(model, train.x, train.y, config, dist=dist)
+        return model_name, mean, std, Trainer(model, train.x, train.y, config, dist=dist,
+                                              canary_rows=canaries)
 
     def _train(self, run: _RunState, trainer: Trainer, policy: TcPolicy,
                observers: dict[str, Observer], saver: _StateSaver | None,
@@ -426,14 +462,18 @@ class Cleaner:
                 first = trainer.epoch == 0
                 stats = trainer.train_epoch(record=self.loss_pass == "train" or first)
                 t0 = time.perf_counter()
-                samples = stats.samples if self.loss_pass == "train" else trainer.evaluate()
+                if self.loss_pass == "train":
+                    samples, canary = stats.samples, stats.canaries
+                else:
+                    samples, canary = trainer.evaluate(), trainer.evaluate_canaries()
                 v = None if val_ds is None else trainer.evaluate(val_x, val_y)
                 if not dist.is_main:  # rank 0 alone decides; the others follow its stop
                     if distributed.stop_together(dist, False):
                         break
                     continue
                 t1 = time.perf_counter()
-                decision = _decide(policy, stats, samples, train, first, trainer.config.seed)
+                decision = _decide(policy, stats, samples, canary, train,
+                                   trainer.visit_order(0) if first else None)
                 t2 = time.perf_counter()
                 row = end_of_epoch(observers, EpochContext(
                     epoch=stats.epoch, stats=stats, samples=samples, val=v, decision=decision,
@@ -446,6 +486,7 @@ class Cleaner:
                             "seconds_decide": t2 - t1, "seconds_observers": t3 - t2,
                             "seconds_observe": t3 - t0})
                 run.add(row, samples, decision, trainer)
+                _start_canaries(trainer, samples, train, self.seed)
                 stop = distributed.stop_together(dist, policy.should_stop)
                 if stop:
                     run.stop_reason = policy.stop_reason
@@ -566,6 +607,11 @@ class Cleaner:
                                                 and self.max_memory > 0):
             raise LabelcleanError(f"max_memory must be None or a positive number of bytes, "
                                   f"got {self.max_memory!r}")
+        _choice("verdict", self.verdict, VERDICT_RULES)
+        if self.canaries != "auto" and not (_is_number(_as_float(self.canaries))
+                                            and 0 <= _as_float(self.canaries) <= 0.5):
+            raise LabelcleanError(f"canaries must be 'auto' or a share in [0, 0.5], "
+                                  f"got {self.canaries!r}")
         if self.lr is not None and not (_is_number(self.lr) and self.lr > 0):
             raise LabelcleanError(f"lr must be positive, got {self.lr!r}")
         if not (_is_number(self.momentum) and 0 <= self.momentum < 1):
@@ -608,6 +654,16 @@ def _choice(name: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         raise LabelcleanError(f"{name} must be one of {', '.join(map(str, choices))}, "
                               f"got {value!r}")
+
+
+def _as_float(value: Any) -> Any:
+    """``"0.05"`` (as the command line passes ``--canaries``) as 0.05; else unchanged."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _as_int(value: Any) -> Any:
@@ -778,24 +834,45 @@ def _cpu_copy(state: dict) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
-def _decide(policy: TcPolicy, stats: EpochStats, samples: SampleStats, data: Dataset,
-            first: bool, seed: int) -> EpochDecision:
-    """Feed one epoch to the policy (the first epoch's training pass also to the
-    first-visit test: its predictions of samples not yet trained on, in the order
-    of the training seed's first epoch)."""
-    if first:
-        policy.first_visits(stats.samples.pred, data.y,
-                            epoch_order(seed, 0, len(data)).numpy(), stats.steps)
+def _decide(policy: TcPolicy, stats: EpochStats, samples: SampleStats,
+            canary: SampleStats | None, data: Dataset,
+            first_order: np.ndarray | None = None) -> EpochDecision:
+    """Feed one epoch's per-sample pass (and the canaries') to the policy; with
+    ``first_order`` (the first epoch's visiting order of the samples), the first
+    epoch's training pass also to the first-visit test: its predictions of samples
+    not yet trained on."""
+    if first_order is not None:
+        policy.first_visits(stats.samples.pred, data.y, first_order, stats.steps)
     learned = policy.classes_learned(samples.pred, data.y, data.num_classes)
     return policy.observe(stats.epoch, stats.steps, stats.train_loss, samples.loss,
-                          samples.margin, classes_learned=learned, num_classes=data.num_classes)
+                          samples.margin, classes_learned=learned, num_classes=data.num_classes,
+                          canary_loss=None if canary is None else canary.loss,
+                          canary_margin=None if canary is None else canary.margin)
+
+
+def _start_canaries(trainer: Trainer, samples: SampleStats, data: Dataset,
+                    seed: int) -> None:
+    """After the first epoch, the held-out samples become canaries under wrong labels
+    drawn from the data's confusion at that epoch
+    (:func:`labelclean.canaries.canary_labels`); they train from the next epoch on.
+    Not later: canaries that start training after the samples lag the data's own
+    wrong labels in how far they are fitted, and the estimate then undervalues the
+    flags (docs/benchmarks.md, "Calibration")."""
+    if trainer.canary_y is not None or len(trainer.canary_rows) == 0:
+        return
+    rows = trainer.canary_rows.numpy()
+    inside = ~trainer.held_out
+    counts = confusion(samples.pred[inside], data.y[inside], data.num_classes)
+    trainer.set_canary_labels(canary_labels(data.y[rows], samples.pred[rows], counts, seed))
 
 
 def _history_row(stats: EpochStats, samples: SampleStats, decision: EpochDecision,
                  y: np.ndarray, val: SampleStats | None, val_y: np.ndarray | None,
                  first_visit: dict[str, float]) -> dict[str, Any]:
     """The loop's own columns of an epoch's history row; the observers' follow them
-    (the mixture's first), and the timings close it (metrics.csv keeps this order)."""
+    (the mixture's first), and the timings close it (metrics.csv keeps this order).
+    ``est_*`` are the point estimates of :mod:`labelclean.estimate` for the flags this
+    epoch would give (no interval: that is computed at ``t_c`` only)."""
     row: dict[str, Any] = {
         "epoch": stats.epoch,
         "steps": stats.steps,
@@ -807,6 +884,11 @@ def _history_row(stats: EpochStats, samples: SampleStats, decision: EpochDecisio
         "classes_learned": decision.classes_learned,
         "ready": decision.ready,
     }
+    if decision.canary_scores is not None:
+        precision, recall, share, _ = estimate_point(decision.scores, decision.canary_scores,
+                                                     decision.cut)
+        row.update({"est_precision": precision, "est_recall": recall,
+                    "est_noise_share": share})
     if val is not None:
         row["val_accuracy"] = float((val.pred == val_y).mean())
     return row

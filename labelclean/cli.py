@@ -13,6 +13,8 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .canaries import DEFAULT_SHARE
+from .cleaner import VERDICT_RULES
 from .decision import MIN_STEPS, PATIENCE_STEPS, SCORES, SUSPICIONS, WITHHELD_EXIT_STATUS
 from .errors import LabelcleanError, WithheldWarning
 from .observers import PROBE_BUDGET
@@ -147,6 +149,15 @@ def training_options(f):
         click.option("--probe-batches", type=int, default=None,
                      help="Minibatch gradients per order-parameter probe (K)."),
         click.option("--spectrum", is_flag=True, help="Also estimate the noise spectrum's D_s."),
+        click.option("--verdict", type=click.Choice(VERDICT_RULES), default="rules",
+                     show_default=True,
+                     help="How the run decides to write its flags: 0.7's withholding rules, "
+                          "or the flags' estimated precision per class (from canaries)."),
+        click.option("--canaries", default="auto", show_default=True,
+                     help=f"Known-wrong canaries per sample ('auto': {DEFAULT_SHARE} with "
+                          "--verdict estimate, else 0): samples held out under their labels "
+                          "and trained on under wrong ones, from which the run estimates "
+                          "its flags' precision (run.json's 'estimate')."),
         click.option("--force-flags", is_flag=True,
                      help="Write the flags even when the run is withheld (marked as forced)."),
         click.option("--embeddings/--no-embeddings", default=True, show_default=True,

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .estimate import LEARNED_Z, Estimate
 from .mixture import LossMixture, fit_loss_mixture
 
 SCORES = ("delta_L", "separation", "expected_f1")
@@ -249,6 +250,11 @@ def flag_samples(
     return np.asarray(losses) > mixture.threshold, p_noisy
 
 
+def flag_cut(mixture: LossMixture, suspicion: str) -> float:
+    """The score above which :func:`flag_samples` flags: 0 for the AUM, ``l_c`` else."""
+    return 0.0 if suspicion == "aum" else float(mixture.threshold)
+
+
 def copy_value(value: Any) -> Any:
     """A copy of a state value that shares no array or container with ``value``."""
     if isinstance(value, np.ndarray):
@@ -303,6 +309,19 @@ FIRST_VISIT_Z = 3.0
 #: and the test is then inconclusive rather than a reason to withhold.
 FIRST_VISIT_MIN_STEPS = 10
 
+#: With ``verdict="estimate"``: a class's flags are written when the lower end of
+#: their estimated precision (:mod:`labelclean.estimate`, a 90 % interval) reaches
+#: this; or when the run's as a whole does and the class's upper end does too
+#: (nothing speaks against them). Chosen a priori: a flag should more likely be
+#: right than wrong.
+MIN_PRECISION = 0.5
+#: A class's own interval decides for it only with at least this many canaries
+#: (fewer make ten classes' intervals a lottery: one of them clears the bar by luck).
+MIN_CLASS_CANARIES = 30
+#: "No second population" when the upper end of the estimated wrong-label share
+#: stays below this: the labels are clean, as far as the run can tell.
+CLEAN_SHARE = 0.02
+
 VERDICTS = ("flagged", "no second population", "withheld")
 #: The exit status of ``labelclean run`` for a withheld run (docs/usage.md).
 WITHHELD_EXIT_STATUS = 3
@@ -343,6 +362,13 @@ def _lost_plurality(
     return worst
 
 
+def class_emptied(flags: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
+    """``(k,)`` bools: the flags would take every sample of the class (never done)."""
+    n = np.bincount(np.asarray(y), minlength=k)
+    f = np.bincount(np.asarray(y)[np.asarray(flags, bool)], minlength=k)
+    return (n > 0) & (f >= n)
+
+
 @dataclass
 class Verdict:
     """What a run concluded, in one of :data:`VERDICTS`.
@@ -356,6 +382,8 @@ class Verdict:
     reason: str = ""
     advice: str = ""
     forced: bool = False
+    #: With ``"flagged"``: the classes whose flags were held back (not likely right).
+    classes_held: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         text = self.status if not self.reason else f"{self.status}: {self.reason}"
@@ -367,7 +395,8 @@ class Verdict:
 
     def to_dict(self) -> dict:
         return {"status": self.status, "reason": self.reason, "advice": self.advice,
-                "forced": self.forced, "text": str(self)}
+                "forced": self.forced, "classes_held": list(self.classes_held),
+                "text": str(self)}
 
 
 @dataclass
@@ -389,6 +418,10 @@ class EpochDecision:
     would_flag: np.ndarray
     #: This epoch is the new candidate ``t_c``.
     is_best: bool
+    #: The canaries' suspicion scores (:mod:`labelclean.canaries`), or None without.
+    canary_scores: np.ndarray | None = None
+    #: The flag rule's cut on ``scores``: a sample is flagged when its score exceeds it.
+    cut: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (the mixture as a dict), for a resume state."""
@@ -456,6 +489,10 @@ class TcPolicy:
         #: starts there (see :meth:`observe`); ``None`` until then.
         self.aum_start: int | None = None
         self._stable_losses: list[np.ndarray] = []
+        #: The canaries' margins summed over the epochs they were measured in.
+        self._canary_margin_sum: np.ndarray | None = None
+        self._canary_count = 0
+        self._canary_losses: list[np.ndarray] = []
         self._fallback = self._established = False
         #: The :class:`EpochDecision` of the current ``t_c`` (what :meth:`verdict` reads).
         self.best: EpochDecision | None = None
@@ -534,10 +571,14 @@ class TcPolicy:
         *,
         classes_learned: int,
         num_classes: int,
+        canary_loss: np.ndarray | None = None,
+        canary_margin: np.ndarray | None = None,
     ) -> EpochDecision:
         """Record epoch ``epoch`` (``steps`` SGD steps in it) and its per-sample
         ``loss`` and ``margin`` from the eval pass; ``classes_learned`` comes from
-        :meth:`classes_learned` on that pass's predictions."""
+        :meth:`classes_learned` on that pass's predictions. ``canary_loss`` and
+        ``canary_margin`` are the same pass's measurements of the canaries
+        (:mod:`labelclean.canaries`), scored exactly as the samples are."""
         if self.steps == 0 and steps > 0:  # patience covers PATIENCE_STEPS
             self.detector.patience = max(self.patience, math.ceil(self.patience_steps / steps))
         self.steps += steps
@@ -553,14 +594,29 @@ class TcPolicy:
             self._margin_sum, self._margin_count = None, 0
         self._margin_sum = margin.copy() if self._margin_sum is None else self._margin_sum + margin
         self._margin_count += 1
+        canaries = canary_margin is not None and len(canary_margin) > 0
+        if canaries:
+            cm = np.asarray(canary_margin, dtype=np.float64)
+            self._canary_margin_sum = (cm.copy() if self._canary_margin_sum is None
+                                       else self._canary_margin_sum + cm)
+            self._canary_count += 1
         # An epoch whose measured loss dwarfs its training loss (batch-norm
         # statistics not settled, a blow-up) must not leak into later windows.
         if eval_loss <= self.detector.spike_ratio * train_loss or not self._stable_losses:
             self._stable_losses = (self._stable_losses + [np.asarray(loss)])[-self.window :]
+            if canaries and canary_loss is not None:
+                self._canary_losses = (self._canary_losses
+                                       + [np.asarray(canary_loss)])[-self.window :]
+        canary_scores = None
         if self.suspicion == "aum":
             scores = -self._margin_sum / self._margin_count
+            if canaries:
+                canary_scores = -self._canary_margin_sum / self._canary_count
         else:
             scores = suspicion_scores(self._stable_losses, None, self.suspicion, self.window)
+            if canaries and self._canary_losses:
+                canary_scores = suspicion_scores(self._canary_losses, None, self.suspicion,
+                                                 self.window)
         mixture = self._fit_mixture(scores)
         noisy = mixture.bimodal
         if self.suspicion == "aum":
@@ -577,7 +633,8 @@ class TcPolicy:
         is_best = self.detector.update(epoch, train_loss, mixture, eval_loss, noisy=noisy,
                                        ready=ready)
         decision = EpochDecision(epoch, scores, mixture, noisy, ready, classes_learned,
-                                 would_flag, is_best)
+                                 would_flag, is_best, canary_scores,
+                                 flag_cut(mixture, self.suspicion))
         if is_best:
             self.best = decision
         return decision
@@ -587,8 +644,9 @@ class TcPolicy:
         return self.detector.best_epoch
 
     #: What :meth:`observe` accumulates; :meth:`state_dict` saves exactly these.
-    _STATE = ("patience", "steps", "ready_epochs", "first_visit", "_margin_sum",
-              "_margin_count", "aum_start", "_stable_losses", "_fallback", "_established")
+    _STATE = ("patience", "steps", "ready_epochs", "first_visit", "_margin_sum", "_margin_count",
+              "aum_start", "_stable_losses", "_fallback", "_established",
+              "_canary_margin_sum", "_canary_count", "_canary_losses")
 
     def state_dict(self) -> dict[str, Any]:
         """The policy's whole accumulated state, as plain values and arrays: a
@@ -728,6 +786,79 @@ class TcPolicy:
             return Verdict("no second population",
                            "no population of wrong labels stood apart; nothing flagged"), flags
         return Verdict("flagged", f"{int(flags.sum())} samples ({100 * flags.mean():.1f}%)"), flags
+
+    def estimate_verdict(
+        self,
+        decision: EpochDecision,
+        y: np.ndarray,
+        classes: list[str],
+        estimate: Estimate | None,
+        *,
+        force: bool = False,
+    ) -> tuple[Verdict, np.ndarray]:
+        """The verdict at ``t_c`` (``decision`` is that epoch's) and the flags to export,
+        from the run's ``estimate`` of its flags (:func:`labelclean.estimate.estimate`).
+
+        * ``"withheld"`` when the given labels were fitted no better than random
+          labels on the same images (the canaries; ``estimate.learned``): nothing
+          shows that the labels can be learned, so no flag means anything.
+        * ``"no second population"`` when nothing is flagged, or the estimated
+          share of wrong labels stays below :data:`CLEAN_SHARE` at the top of its
+          interval.
+        * Otherwise, per class: the class's flags are written when the lower end
+          of their precision interval reaches :data:`MIN_PRECISION`, or when the
+          whole run's does and the class's upper end does too; never when they
+          would take every sample of the class. ``"flagged"`` when any class is,
+          naming the classes held back; ``"withheld"`` when none is.
+
+        ``force`` keeps every flag of a withheld run or class, marked as forced.
+        """
+        flags = np.asarray(decision.scores, dtype=np.float64) > decision.cut
+        y = np.asarray(y)
+        k = len(classes)
+        none = np.zeros_like(flags)
+        if estimate is None:
+            return (Verdict("withheld", "the run had no canaries (canaries=0), so nothing "
+                            "estimates how likely its flags are right",
+                            "run with canaries (the default)", forced=force),
+                    flags if force else none)
+        if not estimate.learned:
+            reason = (f"no evidence that the labels can be learned: at t_c = epoch "
+                      f"{decision.epoch} the given labels were fitted no better than random "
+                      f"labels on the same images (the canaries outscore the samples with "
+                      f"AUC {estimate.auc:.2f}, z = {estimate.auc_z:.1f} < {LEARNED_Z:g})")
+            advice = ("check that the folders' names are the labels; a model that can learn "
+                      "them (another --model, more epochs) would show it")
+            return (Verdict("withheld", reason, advice, forced=force),
+                    flags if force else none)
+        if not flags.any() or estimate.noise_share.high < CLEAN_SHARE:
+            return Verdict("no second population",
+                           f"the estimated share of wrong labels is {estimate.noise_share} "
+                           f"(90% interval); nothing flagged"), none
+        run_ok = estimate.precision.low >= MIN_PRECISION
+        emptied = class_emptied(flags, y, k)
+        keep = np.array([((c.precision.low >= MIN_PRECISION
+                           and c.canaries >= MIN_CLASS_CANARIES)
+                          or (run_ok and c.precision.high >= MIN_PRECISION))
+                         and not emptied[i] and c.flagged > 0
+                         for i, c in enumerate(estimate.per_class)])
+        held = [c for i, c in enumerate(estimate.per_class) if c.flagged and not keep[i]]
+        held_text = ", ".join(f"{c.name!r} {c.precision}" for c in held)
+        if not keep.any():
+            reason = (f"the flags are not likely right: their estimated precision is "
+                      f"{estimate.precision} (90% interval), below {MIN_PRECISION:g} at its "
+                      f"lower end, overall and in every class")
+            advice = ("a model that fits the clean labels better separates the wrong ones "
+                      "(more epochs, another --model); the estimate, per class, is in run.json")
+            return Verdict("withheld", reason, advice, forced=force), flags if force else none
+        written = flags & keep[y] if not force else flags
+        reason = (f"{int(written.sum())} samples ({100 * written.mean():.1f}%), estimated "
+                  f"precision {estimate.precision} (90% interval)")
+        if held:
+            reason += f"; held back in {len(held)} classes whose flags are not likely right: "
+            reason += held_text
+        return Verdict("flagged", reason, forced=force and bool(held),
+                       classes_held=[c.name for c in held]), written
 
     # ------------------------------------------------------------ replay
 

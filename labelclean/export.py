@@ -221,6 +221,7 @@ def run_summary(result: CleanResult, out: Path) -> dict:
         "estimated_noise_rate": result.estimated_noise_rate,
         "second_population_found": result.second_population,
         "verdict": result.verdict.to_dict(),
+        "estimate": None if result.estimate is None else result.estimate.to_dict(),
         "flagged_share_by_class": result.flagged_share_by_class(),
         "mixture_at_t_c": result.mixture.to_dict(),
     }

@@ -22,6 +22,8 @@ from . import __version__
 from .decision import EpochDecision, TcPolicy, Verdict, suggested_labels
 from .distributed import Dist
 from .errors import WithheldWarning
+from .estimate import Estimate
+from .estimate import estimate as estimate_flags
 from .mixture import LossMixture
 from .models import create_model
 from .observers import HistoryContext, Observer, end_of_fit
@@ -80,6 +82,15 @@ class CleanResult:
         ``(N, D)`` float32 penultimate features of the model at ``t_c``, rows
         as ``pred_probs`` (``features=`` for Datalab's outlier and near-duplicate
         checks); None with ``Cleaner(embeddings=False)``.
+    held_out, canary_scores, canary_y:
+        The samples held out for canaries (``(N,)`` bools; scored out of sample),
+        and the canaries' suspicion scores at ``t_c`` and labels: what
+        ``estimate`` was computed from (None without canaries).
+    estimate:
+        How likely the flags at ``t_c`` are right, from the run's canaries
+        (:class:`~labelclean.estimate.Estimate`: precision, recall, the share of
+        wrong labels, and what the kept samples still hold, with intervals,
+        overall and per class); the verdict follows it. None without canaries.
     observed:
         The observers' run-level results, by name (their ``on_history``; also
         top-level keys of ``run.json``): ``phase_boundaries`` among them.
@@ -104,6 +115,10 @@ class CleanResult:
     pred_probs: np.ndarray | None = None
     embeddings: np.ndarray | None = None
     observed: dict[str, Any] = field(default_factory=dict)
+    estimate: Estimate | None = None
+    held_out: np.ndarray | None = None
+    canary_scores: np.ndarray | None = None
+    canary_y: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.second_population is None:
@@ -214,10 +229,21 @@ def assemble_result(
     observed = end_of_fit(observers, HistoryContext(
         history=history, t_c=t_c, decision=decision_tc, policy=policy, dataset=data,
         noise_mask=noise_mask))
-    verdict, flags = policy.verdict(
-        decision_tc, data.y, list(data.classes), force=cleaner.force_flags,
-        suggested=suggested_labels(at_tc.pred, at_tc.runner_up, data.y), predicted=at_tc.pred,
-    )
+    estimate = None
+    if decision_tc.canary_scores is not None:
+        inside = ~trainer.held_out  # the held-out samples are scored out of sample
+        estimate = estimate_flags(decision_tc.scores[inside], decision_tc.canary_scores,
+                                  data.y[inside], trainer.canary_y[trainer.canary_y >= 0],
+                                  list(data.classes),
+                                  cut=decision_tc.cut, seed=cleaner.seed)
+    if cleaner.verdict == "estimate":
+        verdict, flags = policy.estimate_verdict(decision_tc, data.y, list(data.classes),
+                                                 estimate, force=cleaner.force_flags)
+    else:
+        verdict, flags = policy.verdict(
+            decision_tc, data.y, list(data.classes), force=cleaner.force_flags,
+            suggested=suggested_labels(at_tc.pred, at_tc.runner_up, data.y),
+            predicted=at_tc.pred)
     p_noisy = decision_tc.mixture.posterior(decision_tc.scores)
     scores = scores_frame(
         data, at_tc, decision_tc.scores, p_noisy, flags, decision_tc.mixture, t_c,
@@ -268,6 +294,10 @@ def assemble_result(
         pred_probs=pred_probs,
         embeddings=embeddings,
         observed=observed,
+        estimate=estimate,
+        held_out=trainer.held_out if estimate is not None else None,
+        canary_scores=decision_tc.canary_scores,
+        canary_y=None if trainer.canary_y is None else trainer.canary_y[trainer.canary_y >= 0],
     )
 
 

@@ -48,6 +48,14 @@ def print_summary(result: CleanResult, out: Path) -> None:
         f"t_c                epoch {result.t_c} of {result.timing['epochs_trained']} trained"
         f"  ({rule})",
     ]
+    est = result.estimate
+    if est is not None:
+        lines += [
+            f"est. precision     {est.precision} of the flags at t_c (90% interval, "
+            f"from {est.canaries} canaries)",
+            f"est. wrong labels  {est.noise_share} of the samples; "
+            f"{est.residual_share} of those kept",
+        ]
     if result.phase_boundaries:
         spans = ", ".join(f"{k} {a}-{b}" for k, (a, b) in result.phase_boundaries.items())
         lines.append(f"phases             {spans}")

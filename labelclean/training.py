@@ -115,6 +115,8 @@ class EpochStats:
     seconds: float
     steps: int
     samples: SampleStats | None = None
+    #: The canary rows' training-pass measurements (with ``samples``), or None.
+    canaries: SampleStats | None = None
 
 
 def resolve_device(device: str) -> torch.device:
@@ -162,11 +164,18 @@ class Trainer:
         DistributedDataParallel and evaluates its block of samples, and every
         per-sample table is gathered whole on every rank. ``config.device``
         must then be this rank's device.
+    canary_rows:
+        Samples held out of training under their given labels (``held_out``;
+        measured like all others, out of sample), whose inputs become canaries
+        (:mod:`labelclean.canaries`) once :meth:`set_canary_labels` gives them
+        labels: trained on like every other row from then on, and measured by
+        :meth:`evaluate_canaries`. :meth:`evaluate`, :meth:`outputs` and ``y``
+        cover the ``N`` samples.
     """
 
     def __init__(
         self, model: nn.Module, x: torch.Tensor, y: np.ndarray, config: TrainConfig,
-        dist: Dist = SINGLE,
+        dist: Dist = SINGLE, *, canary_rows: np.ndarray | None = None,
     ) -> None:
         self.config = config
         self.dist = dist
@@ -209,6 +218,16 @@ class Trainer:
             self.step_forward = torch.compile(ddp) if config.compile else ddp
         self.x = self.place(x)
         self.y = torch.as_tensor(np.array(y, dtype=np.int64)).to(self.device)
+        rows = np.zeros(0, dtype=np.int64) if canary_rows is None else np.asarray(canary_rows)
+        self.canary_rows = torch.as_tensor(rows, dtype=torch.long)
+        # A canary's sample is held out of training under its own label (a twin
+        # under the given label would pull the canary towards it, which no real
+        # wrong label has); it is measured out of sample instead.
+        self.held_out = np.zeros(len(y), dtype=bool)
+        self.held_out[rows] = True
+        self._kept = torch.as_tensor(np.flatnonzero(~self.held_out), dtype=torch.long)
+        self.canary_y: np.ndarray | None = None
+        self._set_rows()
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=config.lr, momentum=config.momentum,
             weight_decay=config.weight_decay,
@@ -228,12 +247,40 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch,
             "config": self.config.to_dict(),
+            "canary_y": None if self.canary_y is None else self.canary_y.copy(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.load_weights(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = int(state["epoch"])
+        if state.get("canary_y") is not None:
+            self.set_canary_labels(np.asarray(state["canary_y"]))
+
+    def visit_order(self, epoch: int) -> np.ndarray:
+        """The samples in the order ``epoch`` trains on them (canaries left out)."""
+        rows = self._train_rows[epoch_order(self.config.seed, epoch, len(self._train_rows))]
+        return rows[rows < len(self.y)].numpy() if self.canary_y is not None else rows.numpy()
+
+    def set_canary_labels(self, labels: np.ndarray) -> None:
+        """From the next epoch on, train on the canaries under ``labels`` (one per
+        ``canary_rows``; -1: that held-out sample is no canary)."""
+        labels = np.asarray(labels, dtype=np.int64)
+        if len(labels) != len(self.canary_rows):
+            raise LabelcleanError("one canary label per canary row is needed")
+        self.canary_y = labels
+        self._set_rows()
+
+    def _set_rows(self) -> None:
+        """Training row i reads ``x[_train_rows[i]]`` under ``_train_y[i]``: the samples
+        not held out, then the canaries once they have labels."""
+        rows, ys = [self._kept], [self.y[self._kept.to(self.device)]]
+        if self.canary_y is not None:
+            live = torch.as_tensor(self.canary_y >= 0)
+            rows.append(self.canary_rows[live])
+            ys.append(torch.as_tensor(self.canary_y[live.numpy()]).to(self.device))
+        self._train_rows = torch.cat(rows)
+        self._train_y = torch.cat(ys)
 
     def load_weights(self, weights: dict) -> None:
         """Load a model ``state_dict`` (the weights at ``t_c``, say). Weights change
@@ -338,7 +385,7 @@ class Trainer:
         start = time.perf_counter()
         self._weights_version += 1
         cfg = self.config
-        n = len(self.y)
+        n = len(self._train_y)
         world = self.dist.world_size
         order = epoch_order(cfg.seed, self.epoch, n)
         gen = torch.Generator().manual_seed(cfg.seed * 7_919 + self.epoch)
@@ -355,12 +402,14 @@ class Trainer:
             parts = [b[self.dist.rank :: world] for b in order.split(sizes)]
             order, sizes = torch.cat(parts), [len(b) for b in parts]
         # One host-to-device copy of the order per epoch, not one per step.
-        batches = list(order.split(sizes))
+        rows = self._train_rows[order]
+        batches = list(rows.split(sizes))
         order_dev = order.to(self.device).split(sizes)
-        batches_x = self._batches(self.x, batches, order_dev)
+        rows_dev = rows.to(self.device).split(sizes) if self.x.device == self.device else None
+        batches_x = self._batches(self.x, batches, rows_dev)
         for xb, idx_dev, global_size in zip(batches_x, order_dev, global_sizes, strict=True):
             xb = self._augment(xb, gen, global_size)
-            yb = self.y[idx_dev]
+            yb = self._train_y[idx_dev]
             with self._autocast():
                 logits = self.step_forward(xb)
                 if self.dist.enabled:
@@ -395,13 +444,25 @@ class Trainer:
                 f"training diverged at epoch {self.epoch + 1} (loss {mean_loss}); lower --lr"
             )
         self.epoch += 1
+        samples = canaries = None
+        if per_sample is not None:
+            k = len(self._kept)
+            table = torch.empty((len(self.y), 6), device=self.device)
+            table[self._train_rows[:k].to(self.device)] = per_sample[:k]
+            if self.held_out.any():  # held out of training: measured out of sample
+                held = torch.as_tensor(np.flatnonzero(self.held_out))
+                table[held.to(self.device)] = self._per_sample_table(
+                    self.x[held.to(self.x.device)], self.y[held.to(self.device)])
+            samples = _sample_stats(table)
+            canaries = _sample_stats(per_sample[k:]) if n > k else None
         return EpochStats(
             epoch=self.epoch,
             train_loss=mean_loss,
             train_accuracy=float(total_correct) / seen,
             seconds=time.perf_counter() - start,
             steps=steps,
-            samples=None if per_sample is None else _sample_stats(per_sample),
+            samples=samples,
+            canaries=canaries,
         )
 
     @torch.no_grad()
@@ -424,8 +485,24 @@ class Trainer:
             return _sample_stats(
                 distributed.gather_rows(self.dist, mine, torch.arange(lo, hi), len(x))
             )
+        return _sample_stats(self._per_sample_table(x, yt))
+
+    @torch.no_grad()
+    def _per_sample_table(self, x: torch.Tensor, yt: torch.Tensor) -> torch.Tensor:
+        """:func:`_per_sample` of every row of ``x`` (labels ``yt`` on the device)."""
         parts = [_per_sample(logits, yt[s : s + len(logits)]) for s, logits in self._logits(x)]
-        return _sample_stats(torch.cat(parts))
+        if not parts:
+            return torch.zeros((0, 6), device=self.device)
+        return torch.cat(parts)
+
+    def evaluate_canaries(self) -> SampleStats | None:
+        """:meth:`evaluate` of the canaries (those with a label, ``canary_y >= 0``, in
+        order) under their labels; None until they have labels."""
+        if self.canary_y is None or not (self.canary_y >= 0).any():
+            return None
+        live = self.canary_y >= 0
+        rows = self.canary_rows[torch.as_tensor(live)].to(self.x.device)
+        return self.evaluate(self.x[rows], self.canary_y[live])
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> np.ndarray:

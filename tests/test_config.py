@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from labelclean import Cleaner, LabelcleanError
-from labelclean.cleaner import LOSS_PASSES
+from labelclean.cleaner import LOSS_PASSES, VERDICT_RULES
 from labelclean.cli import bench_command, main, run
 from labelclean.decision import SCORES, SUSPICIONS
 from labelclean.sources import SourceKind
@@ -30,7 +30,7 @@ PYTHON_ONLY = {"root", "image_column", "progress"}
 #: ``run``'s own options: where the output goes and how, not how to clean.
 RUN_ONLY = {"data", "out", "val", "link", "overwrite", "nproc", "resume"}
 CHOICES = {"score": SCORES, "suspicion": SUSPICIONS, "augment": ("auto", *AUGMENTATIONS),
-           "kind": get_args(SourceKind), "loss_pass": LOSS_PASSES}
+           "kind": get_args(SourceKind), "loss_pass": LOSS_PASSES, "verdict": VERDICT_RULES}
 
 
 def cli_default(param: click.Parameter):
@@ -107,6 +107,8 @@ def reach_table(tmp: Path) -> dict[str, tuple[list[str], object]]:
         "probe_batches": (["--probe-batches", "5"], 5),
         "spectrum": (["--spectrum"], True),
         "force_flags": (["--force-flags"], True),
+        "canaries": (["--canaries", "0.1"], "0.1"),
+        "verdict": (["--verdict", "estimate"], "estimate"),
         "embeddings": (["--no-embeddings"], False),
         "tensorboard_dir": (["--tensorboard-dir", str(tmp / "tb")], str(tmp / "tb")),
     }
