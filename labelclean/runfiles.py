@@ -78,6 +78,7 @@ RUN_TYPES: dict[str, Any] = {
                       "true_noise_rate": _NUM},
     "environment": "dict",
     "flagged_share_by_class": "?dict",
+    "estimate": "?dict",
     "outputs": "dict",
 }
 

@@ -198,3 +198,32 @@ def test_an_estimate_run_reports_and_decides_from_its_canaries(tmp_path):
     assert r.exit_code == 3, r.output
     run = json.loads((out / "run.json").read_text())
     assert run["estimate"] is None and "canaries" in run["verdict"]["reason"]
+
+
+def test_the_report_shows_the_estimate_escaped(tmp_path):
+    import json
+    import warnings
+
+    from conftest import synthetic_images, write_folder
+
+    from labelclean import Cleaner
+    from labelclean.report import write_report
+
+    x, _, given, _ = synthetic_images(300, 3, 0.2, seed=2)
+    root = tmp_path / "d"
+    write_folder(root, x, given)
+    out = tmp_path / "o"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Cleaner(model="mlp:64", probe_every=0, max_epochs=12, canaries=0.1).fit(root).export(out)
+    run = json.loads((out / "run.json").read_text())
+    assert run["estimate"]["canaries"] == 30 and len(run["estimate"]["per_class"]) == 3
+    page = (out / "report.html").read_text()
+    assert "id=estimate-table" in page and "How likely the flags are right" in page
+    # a class name from an untrusted run.json is escaped
+    run["estimate"]["per_class"][0]["name"] = "<script>x</script>"
+    (out / "run.json").write_text(json.dumps(run))
+    (out / ".labelclean-run").unlink()
+    write_report(out)
+    page = (out / "report.html").read_text()
+    assert "<script>x</script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page

@@ -21,6 +21,7 @@ import base64
 import functools
 import html
 import json
+import math
 from importlib.resources import files
 from pathlib import Path
 
@@ -174,6 +175,40 @@ def figures_html(figures: dict[str, bytes | str], run: RunFiles) -> str:
     return "".join(parts)
 
 
+def _interval(d: object) -> str:
+    """An estimate's ``{"value", "low", "high"}`` as text (run.json is untrusted)."""
+    d = d if isinstance(d, dict) else {}
+    v, lo, hi = (float_of(d, k) for k in ("value", "low", "high"))
+    return "–" if math.isnan(v) else f"{v:.2f} <span class=muted>[{lo:.2f}, {hi:.2f}]</span>"
+
+
+def estimate_html(run: RunFiles) -> str:
+    """The run's estimate of its flags (``run.json``'s ``estimate``), overall and per
+    class; empty for a run without canaries."""
+    est = run.run.get("estimate")
+    if not isinstance(est, dict):
+        return ""
+    head = ("<tr><th></th><th>samples</th><th>flagged</th><th>canaries</th>"
+            "<th>precision of the flags</th><th>recall</th><th>wrong labels</th></tr>")
+
+    def row(name: object, d: dict) -> str:
+        return (f"<tr><td>{_e(name)}</td><td>{_e(d.get('samples', ''))}</td>"
+                f"<td>{_e(d.get('flagged', ''))}</td><td>{_e(d.get('canaries', ''))}</td>"
+                f"<td>{_interval(d.get('precision'))}</td><td>{_interval(d.get('recall'))}</td>"
+                f"<td>{_interval(d.get('noise_share'))}</td></tr>")
+
+    classes = [c for c in est.get("per_class") or [] if isinstance(c, dict)]
+    body = row("all", est) + "".join(row(c.get("name", "?"), c) for c in classes)
+    learned = ("yes" if est.get("learned") else "no")
+    return ("<h3 id=estimate>How likely the flags are right</h3><p class=muted>Estimated from "
+            "the run's canaries: samples held out under their own labels and trained on under "
+            "wrong ones (90% intervals; docs/usage.md, \"The run's own estimate\"). Labels "
+            f"fitted better than the canaries' wrong ones: {_e(learned)} (AUC "
+            f"{_num(float_of(est, 'auc'), 3)}); wrong labels left among the kept samples: "
+            f"{_interval(est.get('residual_share'))}.</p>"
+            f"<table class=grid id=estimate-table>{head}{body}</table>")
+
+
 def class_table_html(run: RunFiles) -> str:
     """Per-class table and, for up to MAX_MATRIX_CLASSES classes, the flagged confusion matrix."""
     t = class_table(run)
@@ -283,7 +318,8 @@ def render_html(run: RunFiles, figures: dict[str, bytes | str], gallery: dict) -
         "<a href=#training>Training</a><a href=#gallery-section>Flagged samples</a>"
         "<a href=#classes>Classes</a></nav></header><main>",
         verdict_banner_html(run),
-        f"<section id=summary><h2>Summary</h2>{summary_html(run)}{settings_html(run)}</section>",
+        f"<section id=summary><h2>Summary</h2>{summary_html(run)}{estimate_html(run)}"
+        f"{settings_html(run)}</section>",
         f"<section id=training><h2>Training and the "
         f"{'loss' if run.suspicion == 'loss' else 'suspicion-score'} populations</h2>"
         f"{figures_html(figures, run)}</section>",
