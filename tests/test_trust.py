@@ -285,3 +285,16 @@ def test_no_population_is_claimed_only_of_labels_the_model_agrees_with():
     assert verdict.status == "no second population"
     # a caller without predictions gets the verdict it always got
     assert TcPolicy().verdict(decision, y, names)[0].status == "no second population"
+
+
+def test_force_flags_with_nothing_to_write_says_so_and_is_not_forced():
+    # withheld (one class not learned) without a second population: the rule has
+    # no flags, so --force-flags writes none and must not claim it wrote them
+    y = np.repeat([0, 1, 2], 10)
+    scores = np.linspace(-2, -1, 30)
+    decision = EpochDecision(epoch=9, scores=scores, mixture=fit_loss_mixture(scores),
+                             noisy=False, ready=True, classes_learned=2,
+                             would_flag=np.zeros(30, bool), is_best=True)
+    verdict, out = TcPolicy().verdict(decision, y, ["a", "b", "c"], force=True)
+    assert verdict.withheld and not verdict.forced and not out.any()
+    assert "no flags to write" in verdict.reason
