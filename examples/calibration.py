@@ -61,6 +61,11 @@ def commit() -> str:
         return ""
 
 
+#: The commit the code that runs was read from (taken at start: a later commit would
+#: mislabel the record).
+COMMIT = commit()
+
+
 def true_precision_by_class(flags: np.ndarray, wrong: np.ndarray, y: np.ndarray,
                             classes: list[str]) -> dict[str, float | None]:
     out = {}
@@ -104,7 +109,7 @@ def run_cell(spec: str, out: Path, seed: int, extra: dict) -> dict:
         "true_precision_by_class": true_precision_by_class(
             would, wrong, result.dataset.y, list(result.dataset.classes)),
         "accuracy_clean_at_t_c": None, "wall_s": wall,
-        "version": __version__, "commit": commit(), "machine": platform.machine(),
+        "version": __version__, "commit": COMMIT, "machine": platform.machine(),
         "threads": torch.get_num_threads(), "device": result.params["device"],
         "verdict_rule": extra.get("verdict", "rules"),
         "command": (f"python examples/calibration.py {spec} --seed {seed} "
