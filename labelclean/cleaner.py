@@ -85,7 +85,7 @@ MAX_AUTO_EPOCHS = 200
 
 def auto_batch_size(n: int) -> int:
     """The power of two nearest ``n / AUTO_STEPS_PER_EPOCH``, within ``AUTO_BATCH_BOUNDS``:
-    128 from about 9,000 samples up, 32 below about 2,300."""
+    128 from 4,526 samples up, 64 from 2,263, 32 below."""
     lo, hi = AUTO_BATCH_BOUNDS
     target = max(1.0, n / AUTO_STEPS_PER_EPOCH)
     return int(min(hi, max(lo, 2 ** round(math.log2(target)))))

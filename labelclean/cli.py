@@ -17,6 +17,7 @@ from .canaries import DEFAULT_SHARE
 from .cleaner import VERDICT_RULES
 from .decision import MIN_STEPS, PATIENCE_STEPS, SCORES, SUSPICIONS, WITHHELD_EXIT_STATUS
 from .errors import LabelcleanError, WithheldWarning
+from .models import DEFAULT_FEATURE_MODEL, DEFAULT_IMAGE_MODEL, DEFAULT_RGB_MODEL
 from .observers import PROBE_BUDGET
 from .summary import print_summary, withheld_paragraph
 
@@ -63,7 +64,7 @@ def main() -> None:
     """Find mislabelled samples with one early-stopped SGD run (Feng & Tu 2021)."""
 
 
-def _auto_or_int(ctx: click.Context, param: click.Parameter, value: str | int) -> str | int:
+def auto_or_int(ctx: click.Context, param: click.Parameter, value: str | int) -> str | int:
     if value == "auto" or isinstance(value, int):
         return value
     try:
@@ -77,11 +78,14 @@ def training_options(f):
     keyword (``--max-epochs`` sets ``max_epochs``); their defaults are the keywords'
     (tests/test_config.py fails when the two drift apart)."""
     options = [
-        click.option("--model", default=None, help="timm model name or mlp[:w1,w2] "
-                     "[default: regnetx_002 for images, mlp:256,256 for features]"),
+        click.option("--model", default=None,
+                     help="A timm model name, cnn:w1,w2,... (a small CNN of those widths) or "
+                     f"mlp:w1,w2,... [default: {DEFAULT_RGB_MODEL} for colour images, "
+                     f"{DEFAULT_IMAGE_MODEL} for single-channel images, "
+                     f"{DEFAULT_FEATURE_MODEL} for features]"),
         click.option("--pretrained", is_flag=True, help="Start from timm's pretrained weights."),
         click.option("--max-epochs", "--epochs", "max_epochs", default="auto", show_default=True,
-                     callback=_auto_or_int,
+                     callback=auto_or_int,
                      help="Most epochs to train (auto: 30, or 3,000 SGD steps on small sets)."),
         click.option("--patience", type=int, default=5, show_default=True,
                      help="Stop this many epochs after the last phase-II improvement "
@@ -92,9 +96,11 @@ def training_options(f):
                      help="Patience covers at least this many SGD steps."),
         click.option("--lr", type=float, default=None,
                      help="SGD learning rate [default: 0.1 x batch size / 128]."),
-        click.option("--momentum", type=float, default=0.9, show_default=True),
-        click.option("--weight-decay", type=float, default=5e-4, show_default=True),
-        click.option("--batch-size", default="auto", show_default=True, callback=_auto_or_int,
+        click.option("--momentum", type=float, default=0.9, show_default=True,
+                     help="SGD momentum."),
+        click.option("--weight-decay", type=float, default=5e-4, show_default=True,
+                     help="SGD weight decay (L2)."),
+        click.option("--batch-size", default="auto", show_default=True, callback=auto_or_int,
                      help="Minibatch size (auto: about 50 steps an epoch, 32 to 128)."),
         click.option("--augment", type=click.Choice(["auto", "none", "shift", "shift-flip"]),
                      default="auto", show_default=True,
@@ -113,15 +119,20 @@ def training_options(f):
         click.option("--loss-pass", type=click.Choice(["eval", "train"]), default="eval",
                      show_default=True, help="Per-sample losses from an eval pass after each "
                      "epoch (the paper's), or free from the training pass."),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed of the run's randomness (weights, sample order, canaries): "
+                     "the same seed on the same device gives the same flags. bench: the one "
+                     "seed to run, as --seeds N."),
         click.option("--device", default="auto", show_default=True,
                      help="auto, cpu, cuda or cuda:N."),
         click.option("--amp", is_flag=True, default=None,
                      help="bf16 autocast on CUDA (off by default: see docs/performance.md)."),
         click.option("--kind", type=click.Choice(["auto", "folder", "paths", "features"]),
                      default="auto", show_default=True, help="Force the input kind."),
-        click.option("--path-column", default="path", show_default=True),
-        click.option("--label-column", default="label", show_default=True),
+        click.option("--path-column", default="path", show_default=True,
+                     help="A CSV's column of image paths."),
+        click.option("--label-column", default="label", show_default=True,
+                     help="A CSV's column of given labels."),
         click.option("--noise-column", default=None,
                      help="CSV column of trusted 0/1 wrong-label marks (research only)."),
         click.option("--image-size", type=int, default=None,
@@ -135,7 +146,7 @@ def training_options(f):
                      help="GiB the decoded images may take in memory [default: a quarter "
                      "of RAM]; larger inputs are decoded once into --cache and "
                      "memory-mapped."),
-        click.option("--workers", default="auto", show_default=True, callback=_auto_or_int,
+        click.option("--workers", default="auto", show_default=True, callback=auto_or_int,
                      help="DataLoader processes gathering batches of memory-mapped images "
                      "(auto: 0 in memory, up to 4 mapped)."),
         click.option("--compile", is_flag=True,
@@ -143,7 +154,7 @@ def training_options(f):
         click.option("--skip-unreadable", is_flag=True,
                      help="Leave undecodable images out (listed in the report) "
                      "instead of stopping."),
-        click.option("--probe-every", default="auto", show_default=True, callback=_auto_or_int,
+        click.option("--probe-every", default="auto", show_default=True, callback=auto_or_int,
                      help="Estimate order parameters every N epochs (0: off; auto: as often "
                      f"as keeps the probe under {PROBE_BUDGET:.0%} of training time)."),
         click.option("--probe-batches", type=int, default=None,
@@ -249,7 +260,8 @@ def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, npr
               help="Folder for the demo data and the run.")
 @click.option("--noise", type=float, default=0.2, show_default=True,
               help="Fraction of labels to corrupt.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the wrong labels and of the run.")
 @click.option("--overwrite", is_flag=True, help="Replace a previous demo in --out.")
 def demo(out: Path, noise: float, seed: int, overwrite: bool) -> None:
     """Clean scikit-learn's digits with known injected noise; print precision and recall."""
