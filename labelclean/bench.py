@@ -14,6 +14,8 @@ Per seed it reports
 * ``est_rate`` (fraction flagged) against ``true_rate``;
 * ``t_c``, ``epochs`` trained, ``wall_s`` and ``cpu_s`` (``time.process_time``,
   all threads of this process);
+* ``verdict``: the run's verdict status (a ``withheld`` run flags nothing, so its
+  precision and recall are those of no flags; its ``auroc`` still ranks by score);
 * the *oracle*: ``oracle_f1``, the best F1 any epoch of the same run would
   have given with the same flagging rule (history's ``true_f1`` maximum),
   ``oracle_epoch``, and ``f1_gap = oracle_f1 - f1``, what choosing ``t_c``
@@ -170,7 +172,8 @@ def run_bench(
         raise LabelcleanError("--seeds names no seed")
     for seed in seeds:
         check_seed(seed, "--seeds")
-    cleaner_kwargs.pop("seed", None)
+    if "seed" in cleaner_kwargs:  # each row's seed is one of seeds: never dropped silently
+        raise LabelcleanError("run_bench takes seeds=[...], not seed=")
     base = Cleaner(**cleaner_kwargs)
     base.validate()
     staging = None
@@ -216,7 +219,8 @@ def _bench(base: Cleaner, data: str | Path | Dataset, noise: str, rate: float,
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
         row: dict[str, Any] = {"noise": noise, "rate": rate, "seed": seed, "n": len(noisy)}
         row.update(evaluate_result(result, noisy.noise_mask))
-        row.update({"wall_s": wall, "cpu_s": cpu, "model": result.params["model"],
+        row.update({"verdict": result.verdict.status,
+                    "wall_s": wall, "cpu_s": cpu, "model": result.params["model"],
                     "score": cleaner.score, "window": cleaner.window,
                     "threads": torch.get_num_threads()})
         if retrain:

@@ -1,21 +1,34 @@
 """``labelclean`` command line: a thin shell over the Python API.
 
 Every user-facing problem surfaces as :class:`~labelclean.errors.LabelcleanError`
-and is printed as one line on stderr with exit status 2.
+and is printed as one line on stderr with exit status 2. Exit statuses, the same for
+every command (docs/usage.md, "Exit status"): 0 done, 2 bad input or usage, 3 withheld
+(:data:`~labelclean.decision.WITHHELD_EXIT_STATUS`: ``run``, ``run --nproc``, ``demo``,
+``bench`` when every seed's run was), 130 interrupted.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 import click
+from click.core import ParameterSource
 
-from . import __version__
+from . import __version__, distributed
 from .canaries import DEFAULT_SHARE
 from .cleaner import VERDICT_RULES
-from .decision import MIN_STEPS, PATIENCE_STEPS, SCORES, SUSPICIONS, WITHHELD_EXIT_STATUS
+from .decision import (
+    MIN_STEPS,
+    PATIENCE_STEPS,
+    SCORES,
+    SUSPICIONS,
+    WITHHELD_EXIT_STATUS,
+    Verdict,
+)
 from .errors import LabelcleanError, WithheldWarning
 from .models import DEFAULT_FEATURE_MODEL, DEFAULT_IMAGE_MODEL, DEFAULT_RGB_MODEL
 from .observers import PROBE_BUDGET
@@ -37,15 +50,32 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except LabelcleanError as e:
             click.echo(f"labelclean: error: {e}", err=True)
-            sys.exit(2)
+            _exit(2)
         except OSError as e:
             # A full disk (ENOSPC), a read-only filesystem (EROFS), a permission
             # problem...: the user's to fix, so one line, not a traceback.
             click.echo(f"labelclean: error: {_os_error_line(e)}", err=True)
-            sys.exit(2)
+            _exit(2)
         except KeyboardInterrupt:
             click.echo("labelclean: interrupted", err=True)
             sys.exit(130)
+
+
+def _exit(status: int) -> NoReturn:
+    """Exit with ``status``; on rank 0 of a ``run --nproc`` job, first leave it for the
+    launcher, which exits with it (torchrun turns any failed child into 1)."""
+    distributed.record_status(status)
+    sys.exit(status)
+
+
+def _withheld_exit(verdict: Verdict) -> None:
+    """Say why a withheld run flagged nothing, and exit 3 (unless its flags were forced)."""
+    click.echo(withheld_paragraph(verdict), err=True)
+    if verdict.forced:
+        return
+    if distributed.record_status(WITHHELD_EXIT_STATUS):
+        return  # under `run --nproc`: the launcher exits 3; torchrun sees no failed rank
+    sys.exit(WITHHELD_EXIT_STATUS)
 
 
 def _os_error_line(e: OSError) -> str:
@@ -208,7 +238,7 @@ def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, npr
     DATA is an image folder (root/<class>/<image>), a CSV of path,label, or a
     CSV of numeric features plus a label column.
     """
-    from . import distributed, rundir
+    from . import rundir
     from .cleaner import Cleaner
     from .export import export_result
     from .paths import check_input
@@ -233,7 +263,12 @@ def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, npr
     if not distributed.is_main_process():
         # Another rank of a torchrun job: it trains its share; rank 0 writes --out.
         Cleaner(progress=False, **kw).fit(data, val=val, resume=resume)
-        return
+        # Leave at once: torch's exit-time destructors, run while rank 0 still writes,
+        # now and then abort this rank ("terminate called without an active exception"),
+        # and torchrun then kills rank 0 before it has written --out or its exit status.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     forbidden = list(inputs)
     for path in inputs:
         images = listed_images(path, kw["kind"], kw["path_column"])
@@ -250,9 +285,7 @@ def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, npr
         export_result(result, out, link=link, staging=staging)
     print_summary(result, out)
     if result.verdict.withheld:
-        click.echo(withheld_paragraph(result.verdict), err=True)
-        if not result.verdict.forced:
-            sys.exit(WITHHELD_EXIT_STATUS)
+        _withheld_exit(result.verdict)
 
 
 @main.command(context_settings=_SETTINGS)
@@ -264,10 +297,19 @@ def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, npr
               help="Seed of the wrong labels and of the run.")
 @click.option("--overwrite", is_flag=True, help="Replace a previous demo in --out.")
 def demo(out: Path, noise: float, seed: int, overwrite: bool) -> None:
-    """Clean scikit-learn's digits with known injected noise; print precision and recall."""
+    """Clean scikit-learn's digits with known injected noise; print precision and recall.
+
+    Exits 3, as run does, when the run is withheld.
+    """
     from .demo import run_demo
 
-    run_demo(out, noise=noise, seed=seed, overwrite=overwrite, echo=click.echo)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WithheldWarning)  # said below, in full
+        summary = run_demo(out, noise=noise, seed=seed, overwrite=overwrite, echo=click.echo)
+    verdict = summary["verdict"]
+    if verdict["status"] == "withheld":
+        _withheld_exit(Verdict(verdict["status"], verdict["reason"], verdict["advice"],
+                               verdict["forced"]))
 
 
 @main.command("report", context_settings=_SETTINGS)
@@ -333,17 +375,35 @@ def bench_command(data: Path, more_seeds: tuple[int, ...], noise: str, rate: flo
     """Corrupt DATA's trusted labels, clean them, and score the flags against the truth.
 
     Prints precision, recall, F1, AUROC, estimated vs true noise rate, t_c, the
-    oracle (best epoch with the truth), wall and CPU time per seed.
+    oracle (best epoch with the truth), wall and CPU time per seed. Exits 3 when
+    every seed's run was withheld.
     """
     from .bench import format_table, run_bench
 
-    kw.pop("seed", None)
+    ctx = click.get_current_context()
+    seed = kw.pop("seed")
+    if ctx.get_parameter_source("seed") is not ParameterSource.DEFAULT:
+        if ctx.get_parameter_source("seeds") is not ParameterSource.DEFAULT or more_seeds:
+            raise LabelcleanError("give --seed N (one seed) or --seeds (several), not both")
+        seeds = (seed,)
     seeds = tuple(dict.fromkeys(seeds + more_seeds))  # "--seeds 0 1 2" as well as repeated
-    df = run_bench(data, noise=noise, rate=rate, seeds=list(seeds), retrain=retrain, test=test,
-                   out=out, overwrite=overwrite, echo=click.echo, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WithheldWarning)  # said below, per seed
+        df = run_bench(data, noise=noise, rate=rate, seeds=list(seeds), retrain=retrain,
+                       test=test, out=out, overwrite=overwrite, echo=click.echo, **kw)
     click.echo(format_table(df))
     if out is not None:
         click.echo(f"written {out}/bench.csv")
+    withheld = df.loc[df["verdict"] == "withheld", "seed"].tolist()
+    if withheld:
+        every = len(withheld) == len(df)
+        click.echo(f"labelclean: withheld: the run{'s' if len(withheld) > 1 else ''} of seed"
+                   f"{'s' if len(withheld) > 1 else ''} {', '.join(map(str, withheld))} "
+                   "flagged nothing (its scores still count above)"
+                   + (f"; every seed's run was withheld (exit status {WITHHELD_EXIT_STATUS})"
+                      if every else ""), err=True)
+        if every:
+            _exit(WITHHELD_EXIT_STATUS)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -59,7 +59,8 @@ def run_demo(
 ) -> dict:
     """Build the noisy digits folder under ``out/data``, clean it into ``out/run``.
 
-    Returns precision, recall and F1 of the flags against the injected noise.
+    Returns precision, recall and F1 of the flags against the injected noise, and the
+    run's verdict (``Verdict.to_dict()``).
     """
     from .cleaner import Cleaner
     from .summary import print_summary
@@ -102,7 +103,8 @@ def run_demo(
         f"against the truth  precision {precision:.3f}  recall {recall:.3f}  F1 {f1:.3f}"
         f"  ({int(mask.sum())} labels were wrong)"
     )
-    summary = {"precision": precision, "recall": recall, "f1": f1, "noise": noise, "seed": seed}
+    summary = {"precision": precision, "recall": recall, "f1": f1, "noise": noise, "seed": seed,
+               "verdict": result.verdict.to_dict()}
     write_json(out / SUMMARY, summary)
     ours = [rel for rel in rundir.manifest_of(out)
             if rel not in theirs and not rel.startswith("run/")]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -43,6 +44,10 @@ from .errors import LabelcleanError
 #: decision and probe on rank 0.
 DEFAULT_TIMEOUT_S = 1800
 TIMEOUT_ENV = "LABELCLEAN_DIST_TIMEOUT"
+#: The file ``labelclean run --nproc N`` gives rank 0 for its exit status: torchrun
+#: reports any failed child as 1, so the launcher reads the status from there
+#: (:func:`record_status`, :func:`relaunch`) and exits with it, as the one-process run would.
+STATUS_ENV = "LABELCLEAN_STATUS_FILE"
 
 T = TypeVar("T")
 
@@ -277,6 +282,30 @@ def torchrun_command(nproc: int, args: Sequence[str]) -> list[str]:
             f"--nproc-per-node={int(nproc)}", "-m", "labelclean", *rest]
 
 
+def record_status(status: int) -> bool:
+    """On rank 0 of a job ``run --nproc`` started, leave the command's exit status for
+    the launcher (:data:`STATUS_ENV`); True when it was recorded there. Elsewhere (one
+    process, another rank, a torchrun started by hand) it does nothing."""
+    path = os.environ.get(STATUS_ENV)
+    if not path or not launched() or not is_main_process():
+        return False
+    with open(path, "w") as f:
+        f.write(f"{int(status)}\n")
+    return True
+
+
 def relaunch(nproc: int, args: Sequence[str]) -> int:
-    """Run :func:`torchrun_command` and return its exit status."""
-    return subprocess.call(torchrun_command(nproc, args))
+    """Run :func:`torchrun_command` and return the command's exit status: the one rank 0
+    recorded (:func:`record_status`: 3 for a withheld run, 2 for bad input), else
+    torchrun's own (a recorded 0 never hides a failed rank)."""
+    fd, path = tempfile.mkstemp(prefix="labelclean-status-")
+    os.close(fd)
+    try:
+        code = subprocess.call(torchrun_command(nproc, args), env={**os.environ, STATUS_ENV: path})
+        with open(path) as f:
+            recorded = f.read().strip()
+    finally:
+        os.unlink(path)
+    if recorded and int(recorded) != 0:
+        return int(recorded)
+    return code
