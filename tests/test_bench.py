@@ -68,9 +68,13 @@ def test_cli_bench_on_a_feature_csv(tmp_path):
         "--model", "mlp:16", "--epochs", "5", "--probe-every", "0", "--device", "cpu",
         "--out", str(out),
     ])
-    assert res.exit_code == 0, res.output
+    # 5 epochs of 8 steps stop before --min-steps: both runs are withheld, so bench
+    # exits 3 as run would (tests/test_exit_status.py), and still writes its table
+    df = pd.read_csv(out / "bench.csv")
+    assert res.exit_code == 3, res.output
+    assert df.verdict.tolist() == ["withheld", "withheld"]
     assert "oracle_f1" in res.output and "f1" in res.output
-    assert pd.read_csv(out / "bench.csv").seed.tolist() == [3, 4]
+    assert df.seed.tolist() == [3, 4]
 
 
 def test_retrain_needs_a_test_set():
