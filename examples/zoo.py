@@ -39,7 +39,8 @@ from labelclean.synthetic import make_shapes, write_image_folder
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
 NOISE = {"clean": ("symmetric", 0.0), "sym0.2": ("symmetric", 0.2),
-         "sym0.4": ("symmetric", 0.4), "pair0.4": ("pairflip", 0.4)}
+         "sym0.4": ("symmetric", 0.4), "sym0.8": ("symmetric", 0.8),
+         "pair0.4": ("pairflip", 0.4)}
 
 
 def arrays(name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
