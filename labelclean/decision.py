@@ -315,8 +315,10 @@ FIRST_VISIT_MIN_STEPS = 10
 #: (nothing speaks against them). Chosen a priori: a flag should more likely be
 #: right than wrong.
 MIN_PRECISION = 0.5
-#: A class's own interval decides for it only with at least this many canaries
-#: (fewer make ten classes' intervals a lottery: one of them clears the bar by luck).
+#: A class's own interval decides for or against it only with at least this many
+#: canaries carrying its label; a class with fewer follows the whole run's interval
+#: (with fewer, ten classes' intervals are a lottery: one of them clears or misses
+#: the bar by luck).
 MIN_CLASS_CANARIES = 30
 #: "No second population" when the upper end of the estimated wrong-label share
 #: stays below this: the labels are clean, as far as the run can tell.
@@ -845,11 +847,14 @@ class TcPolicy:
                            f"(90% interval); nothing flagged"), none
         run_ok = estimate.precision.low >= MIN_PRECISION
         emptied = class_emptied(flags, y, k)
-        keep = np.array([((c.precision.low >= MIN_PRECISION
-                           and c.canaries >= MIN_CLASS_CANARIES)
-                          or (run_ok and c.precision.high >= MIN_PRECISION))
-                         and not emptied[i] and c.flagged > 0
-                         for i, c in enumerate(estimate.per_class)])
+        # A class's own interval speaks for or against it only with enough canaries
+        # of its own; with fewer it follows the run's.
+        keep = np.array([(run_ok and c.canaries < MIN_CLASS_CANARIES)
+                         or (c.canaries >= MIN_CLASS_CANARIES
+                             and (c.precision.low >= MIN_PRECISION
+                                  or (run_ok and c.precision.high >= MIN_PRECISION)))
+                         for c in estimate.per_class])
+        keep &= ~emptied & np.array([c.flagged > 0 for c in estimate.per_class])
         held = [c for i, c in enumerate(estimate.per_class) if c.flagged and not keep[i]]
         held_text = ", ".join(f"{c.name!r} {c.precision}" for c in held)
         if not keep.any():

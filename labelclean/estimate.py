@@ -133,7 +133,8 @@ def point(scores: np.ndarray, canary_scores: np.ndarray, cut: float = 0.0
     recall = float((canary_scores > cut).mean()) if len(canary_scores) else float("nan")
     pi = noise_share(scores, canary_scores)
     wrong_flagged = pi * recall * n
-    precision = min(1.0, wrong_flagged / flagged) if flagged else float("nan")
+    # min() would turn a NaN (no canary above a threshold) into 1.0
+    precision = float(np.clip(wrong_flagged / flagged, 0.0, 1.0)) if flagged else float("nan")
     kept = n - flagged
     residual = max(0.0, pi * n - wrong_flagged) / kept if kept else float("nan")
     return precision, recall, pi, residual

@@ -227,3 +227,31 @@ def test_the_report_shows_the_estimate_escaped(tmp_path):
     write_report(out)
     page = (out / "report.html").read_text()
     assert "<script>x</script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page
+
+
+def test_a_class_with_few_canaries_follows_the_whole_run():
+    # pool draw 1 of CIFAR-10N 'worse': 'dog' carried 15 canaries, and its own
+    # interval, 0.12 [0.09, 0.18], held back 637 flags whose precision was 0.72
+    from labelclean.estimate import ClassEstimate, Estimate, Interval
+
+    rng = np.random.default_rng(7)
+    scores, _, canaries, y, _ = synthetic(4000, 0.3, 400, rng, k=2)
+
+    def per_class(name, n, high):
+        iv = Interval(high / 2, high / 4, high)
+        return ClassEstimate(name, int((y == len(name) - 1).sum()), 100, n, iv, iv, iv)
+
+    good = Interval(0.7, 0.6, 0.8)
+    est = Estimate(samples=4000, flagged=int((scores > 0).sum()), canaries=400,
+                   precision=good, recall=good, noise_share=good, residual_share=good,
+                   auc=0.9, auc_z=10.0,
+                   per_class=[per_class("a", 390, 0.9), per_class("bb", 10, 0.2)])
+    verdict, flags = TcPolicy().estimate_verdict(_decision(scores, canaries), y, ["a", "bb"],
+                                                 est)
+    assert verdict.status == "flagged" and verdict.classes_held == []
+    assert flags.sum() == (scores > 0).sum()
+    # with enough canaries of its own, the same interval holds the class back
+    est.per_class[1] = per_class("bb", 40, 0.2)
+    verdict, flags = TcPolicy().estimate_verdict(_decision(scores, canaries), y, ["a", "bb"],
+                                                 est)
+    assert verdict.classes_held == ["bb"] and not flags[y == 1].any()
