@@ -364,12 +364,15 @@ def _lost_plurality(
     return worst
 
 
-def _withheld(reason: str, advice: str, force: bool, written: np.ndarray) -> Verdict:
-    """A withheld verdict; ``forced`` only when ``force`` actually wrote flags (a run
-    with none to write says so instead of claiming that they were written)."""
+def _withheld(reason: str, advice: str, force: bool, flags: np.ndarray
+              ) -> tuple[Verdict, np.ndarray]:
+    """A withheld verdict and what it writes: nothing, or ``flags`` with ``force``;
+    ``forced`` only when that wrote some (a run with none to write says so instead of
+    claiming that they were written)."""
+    written = flags if force else np.zeros_like(flags)
     if force and not written.any():
         reason += " (--force-flags: there were no flags to write)"
-    return Verdict("withheld", reason, advice, forced=bool(force and written.any()))
+    return Verdict("withheld", reason, advice, forced=bool(written.any())), written
 
 
 def class_emptied(flags: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
@@ -790,8 +793,8 @@ class TcPolicy:
                     "could not set them apart, or it has not learned this data well enough "
                     "to tell; nothing shows the labels to be clean")
         if reasons:
-            out = flags if force and decision.noisy else np.zeros_like(flags)
-            return _withheld("; ".join(reasons), advice, force, out), out
+            return _withheld("; ".join(reasons), advice, force,
+                             flags if decision.noisy else np.zeros_like(flags))
         if no_population:
             return Verdict("no second population",
                            "no population of wrong labels stood apart; nothing flagged"), flags
@@ -828,10 +831,9 @@ class TcPolicy:
         k = len(classes)
         none = np.zeros_like(flags)
         if estimate is None:
-            out = flags if force else none
             return _withheld("the run had no canaries (canaries=0), so nothing estimates how "
                              "likely its flags are right", "run with canaries (--canaries)",
-                             force, out), out
+                             force, flags)
         if not estimate.learned:
             reason = (f"no evidence that the labels can be learned: at t_c = epoch "
                       f"{decision.epoch} the given labels were fitted no better than random "
@@ -839,8 +841,7 @@ class TcPolicy:
                       f"AUC {estimate.auc:.2f}, z = {estimate.auc_z:.1f} < {LEARNED_Z:g})")
             advice = ("check that the folders' names are the labels; a model that can learn "
                       "them (another --model, more epochs) would show it")
-            out = flags if force else none
-            return _withheld(reason, advice, force, out), out
+            return _withheld(reason, advice, force, flags)
         if not flags.any() or estimate.noise_share.high < CLEAN_SHARE:
             return Verdict("no second population",
                            f"the estimated share of wrong labels is {estimate.noise_share} "
@@ -863,8 +864,7 @@ class TcPolicy:
                       f"lower end, overall and in every class")
             advice = ("a model that fits the clean labels better separates the wrong ones "
                       "(more epochs, another --model); the estimate, per class, is in run.json")
-            out = flags if force else none
-            return _withheld(reason, advice, force, out), out
+            return _withheld(reason, advice, force, flags)
         written = flags & keep[y] if not force else flags
         reason = (f"{int(written.sum())} samples ({100 * written.mean():.1f}%), estimated "
                   f"precision {estimate.precision} (90% interval)")
