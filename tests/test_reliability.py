@@ -184,6 +184,14 @@ def features(base) -> Path:
     return make_features(base / "features" / "table.csv", ["a", "b", "c"])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def inputs_never_change(images, features):
+    """The shared inputs, byte for byte, after every test of this module."""
+    before = (tree_digest(images), file_hashes(images), features.read_bytes())
+    yield
+    assert (tree_digest(images), file_hashes(images), features.read_bytes()) == before
+
+
 @pytest.fixture(scope="module")
 def previous(base, images) -> Path:
     """A complete run of ``images``, made once; tests work on copies."""
