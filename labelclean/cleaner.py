@@ -597,9 +597,9 @@ class Cleaner:
             if getattr(self, name) != "auto":
                 _integer(name, getattr(self, name), 1, "'auto' or ")
         if self.workers != "auto":
-            _integer("workers", _as_int(self.workers), 0, "'auto' or ")
+            _integer("workers", _parsed(self.workers), 0, "'auto' or ")
         if self.probe_every != "auto":
-            _integer("probe_every", _as_int(self.probe_every), 0, "'auto' or ")
+            _integer("probe_every", _parsed(self.probe_every), 0, "'auto' or ")
         for name in ("probe_batches", "image_size"):
             if getattr(self, name) is not None:
                 _integer(name, getattr(self, name), 1, "None or ")
@@ -608,8 +608,8 @@ class Cleaner:
             raise LabelcleanError(f"max_memory must be None or a positive number of bytes, "
                                   f"got {self.max_memory!r}")
         _choice("verdict", self.verdict, VERDICT_RULES)
-        if self.canaries != "auto" and not (_is_number(_as_float(self.canaries))
-                                            and 0 <= _as_float(self.canaries) <= 0.5):
+        share = _parsed(self.canaries, float)
+        if self.canaries != "auto" and not (_is_number(share) and 0 <= share <= 0.5):
             raise LabelcleanError(f"canaries must be 'auto' or a share in [0, 0.5], "
                                   f"got {self.canaries!r}")
         if self.lr is not None and not (_is_number(self.lr) and self.lr > 0):
@@ -656,21 +656,12 @@ def _choice(name: str, value: Any, choices: tuple) -> None:
                               f"got {value!r}")
 
 
-def _as_float(value: Any) -> Any:
-    """``"0.05"`` (as the command line passes ``--canaries``) as 0.05; else unchanged."""
+def _parsed(value: Any, kind: type = int) -> Any:
+    """``"2"`` or ``"0.05"`` (as the command line passes ``--workers`` or ``--canaries``)
+    as ``kind``; anything else unchanged."""
     if isinstance(value, str):
         try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _as_int(value: Any) -> Any:
-    """``"2"`` (as the command line passes ``--workers``) as 2; anything else unchanged."""
-    if isinstance(value, str):
-        try:
-            return int(value)
+            return kind(value)
         except ValueError:
             return value
     return value

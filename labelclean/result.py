@@ -233,8 +233,7 @@ def assemble_result(
     if decision_tc.canary_scores is not None:
         inside = ~trainer.held_out  # the held-out samples are scored out of sample
         estimate = estimate_flags(decision_tc.scores[inside], decision_tc.canary_scores,
-                                  data.y[inside], trainer.canary_y[trainer.canary_y >= 0],
-                                  list(data.classes),
+                                  data.y[inside], trainer.canary_y, list(data.classes),
                                   cut=decision_tc.cut, seed=cleaner.seed)
     if cleaner.verdict == "estimate":
         verdict, flags = policy.estimate_verdict(decision_tc, data.y, list(data.classes),
@@ -297,7 +296,7 @@ def assemble_result(
         estimate=estimate,
         held_out=trainer.held_out if estimate is not None else None,
         canary_scores=decision_tc.canary_scores,
-        canary_y=None if trainer.canary_y is None else trainer.canary_y[trainer.canary_y >= 0],
+        canary_y=trainer.canary_y,
     )
 
 

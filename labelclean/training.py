@@ -264,7 +264,7 @@ class Trainer:
 
     def set_canary_labels(self, labels: np.ndarray) -> None:
         """From the next epoch on, train on the canaries under ``labels`` (one per
-        ``canary_rows``; -1: that held-out sample is no canary)."""
+        ``canary_rows``)."""
         labels = np.asarray(labels, dtype=np.int64)
         if len(labels) != len(self.canary_rows):
             raise LabelcleanError("one canary label per canary row is needed")
@@ -276,9 +276,8 @@ class Trainer:
         not held out, then the canaries once they have labels."""
         rows, ys = [self._kept], [self.y[self._kept.to(self.device)]]
         if self.canary_y is not None:
-            live = torch.as_tensor(self.canary_y >= 0)
-            rows.append(self.canary_rows[live])
-            ys.append(torch.as_tensor(self.canary_y[live.numpy()]).to(self.device))
+            rows.append(self.canary_rows)
+            ys.append(torch.as_tensor(self.canary_y).to(self.device))
         self._train_rows = torch.cat(rows)
         self._train_y = torch.cat(ys)
 
@@ -496,13 +495,11 @@ class Trainer:
         return torch.cat(parts)
 
     def evaluate_canaries(self) -> SampleStats | None:
-        """:meth:`evaluate` of the canaries (those with a label, ``canary_y >= 0``, in
-        order) under their labels; None until they have labels."""
-        if self.canary_y is None or not (self.canary_y >= 0).any():
+        """:meth:`evaluate` of the canaries under their labels; None until they have
+        labels."""
+        if self.canary_y is None or len(self.canary_y) == 0:
             return None
-        live = self.canary_y >= 0
-        rows = self.canary_rows[torch.as_tensor(live)].to(self.x.device)
-        return self.evaluate(self.x[rows], self.canary_y[live])
+        return self.evaluate(self.x[self.canary_rows.to(self.x.device)], self.canary_y)
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> np.ndarray:
