@@ -605,6 +605,10 @@ class TcPolicy:
             # starts at the first learned epoch (epoch 1 on MNIST: unchanged).
             self.aum_start = epoch
             self._margin_sum, self._margin_count = None, 0
+            # The canaries' area covers the same epochs: an area that also held
+            # their unfitted early epochs made random labels look learnable
+            # (the canaries outscored memorised samples on their early margins).
+            self._canary_margin_sum, self._canary_count = None, 0
         self._margin_sum = margin.copy() if self._margin_sum is None else self._margin_sum + margin
         self._margin_count += 1
         canaries = canary_margin is not None and len(canary_margin) > 0
