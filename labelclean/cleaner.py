@@ -42,7 +42,9 @@ from .decision import (
     TcPolicy,
 )
 from .errors import LabelcleanError
+from .estimate import auc as estimate_auc
 from .estimate import point as estimate_point
+from .estimate import shift as estimate_shift
 from .models import create_model, default_augment, default_model, input_statistics
 from .observers import (  # noqa: F401 - log_tensorboard, progress_enabled kept importable here
     EpochContext,
@@ -92,8 +94,9 @@ def auto_batch_size(n: int) -> int:
 
 #: Where the per-sample losses and margins come from (``Cleaner(loss_pass=...)``).
 LOSS_PASSES = ("eval", "train")
-#: How the verdict is reached (``Cleaner(verdict=...)``).
+#: How the verdict is reached (``Cleaner(verdict=...)``), and the default.
 VERDICT_RULES = ("rules", "estimate")
+DEFAULT_VERDICT = "estimate"
 
 
 
@@ -184,10 +187,10 @@ class Cleaner:
     spectrum:
         Also estimate the gradient-noise spectrum's effective dimension ``D_s``.
     verdict:
-        How the run decides whether its flags are written: ``"rules"`` (default,
-        0.7's withholding rules, :meth:`~labelclean.decision.TcPolicy.verdict`) or
-        ``"estimate"`` (the estimated precision of the flags, per class, from the
-        run's canaries: :meth:`~labelclean.decision.TcPolicy.estimate_verdict`).
+        How the run decides whether its flags are written: ``"estimate"``
+        (default: the estimated precision of the flags, per class, from the run's
+        canaries, :meth:`~labelclean.decision.TcPolicy.estimate_verdict`) or
+        ``"rules"`` (0.7's withholding rules, :meth:`~labelclean.decision.TcPolicy.verdict`).
     canaries:
         Known-wrong canaries per sample (:mod:`labelclean.canaries`): samples held
         out under their own labels and trained on under wrong ones, from which the
@@ -250,7 +253,7 @@ class Cleaner:
         probe_every: int | str = "auto",
         probe_batches: int | None = None,
         spectrum: bool = False,
-        verdict: str = "rules",
+        verdict: str = DEFAULT_VERDICT,
         canaries: float | str = "auto",
         force_flags: bool = False,
         root: str | os.PathLike | None = None,
@@ -389,11 +392,6 @@ class Cleaner:
         resume: bool = False,
     ) -> CleanResult | None:
         started = time.perf_counter()
-        if dist.enabled and self.canary_share > 0:
-            # rank 0 alone decides when the canaries start; the other ranks would
-            # train on other rows than it does
-            raise LabelcleanError("canaries (--canaries, --verdict estimate) do not run under "
-                                  "torchrun yet; run them in one process")
         train, val_ds, noise_mask = self._read_inputs(data, val, noise_mask, dist, state_dir)
         config = self.train_config(len(train), workers=self.resolved_workers(train),
                                    input_shape=train.input_shape, kind=train.kind)
@@ -468,6 +466,7 @@ class Cleaner:
                     samples, canary = trainer.evaluate(), trainer.evaluate_canaries()
                 v = None if val_ds is None else trainer.evaluate(val_x, val_y)
                 if not dist.is_main:  # rank 0 alone decides; the others follow its stop
+                    _start_canaries(trainer, samples, train, self.seed, dist)
                     if distributed.stop_together(dist, False):
                         break
                     continue
@@ -478,7 +477,8 @@ class Cleaner:
                 row = end_of_epoch(observers, EpochContext(
                     epoch=stats.epoch, stats=stats, samples=samples, val=v, decision=decision,
                     policy=policy, trainer=trainer, dataset=train, noise_mask=noise_mask,
-                    row=_history_row(stats, samples, decision, train.y, v, val_y,
+                    row=_history_row(stats, samples, decision, train.y, trainer.held_out,
+                                     v, val_y,
                                      policy.first_visit_record() if first else {})),
                     seconds=run.observer_seconds)
                 t3 = time.perf_counter()
@@ -486,7 +486,7 @@ class Cleaner:
                             "seconds_decide": t2 - t1, "seconds_observers": t3 - t2,
                             "seconds_observe": t3 - t0})
                 run.add(row, samples, decision, trainer)
-                _start_canaries(trainer, samples, train, self.seed)
+                _start_canaries(trainer, samples, train, self.seed, dist)
                 stop = distributed.stop_together(dist, policy.should_stop)
                 if stop:
                     run.stop_reason = policy.stop_reason
@@ -842,23 +842,31 @@ def _decide(policy: TcPolicy, stats: EpochStats, samples: SampleStats,
 
 
 def _start_canaries(trainer: Trainer, samples: SampleStats, data: Dataset,
-                    seed: int) -> None:
+                    seed: int, dist: distributed.Dist) -> None:
     """After the first epoch, the held-out samples become canaries under wrong labels
     drawn from the data's confusion at that epoch
     (:func:`labelclean.canaries.canary_labels`); they train from the next epoch on.
     Not later: canaries that start training after the samples lag the data's own
     wrong labels in how far they are fitted, and the estimate then undervalues the
-    flags (docs/benchmarks.md, "Calibration")."""
+    flags (docs/benchmarks.md, "Calibration"). In a distributed run every rank
+    calls this at the same point: rank 0 draws the labels and shares them, so
+    that all ranks train on the same canaries."""
     if trainer.canary_y is not None or len(trainer.canary_rows) == 0:
         return
-    rows = trainer.canary_rows.numpy()
-    inside = ~trainer.held_out
-    counts = confusion(samples.pred[inside], data.y[inside], data.num_classes)
-    trainer.set_canary_labels(canary_labels(data.y[rows], samples.pred[rows], counts, seed))
+    labels = None
+    if dist.is_main:
+        rows = trainer.canary_rows.numpy()
+        inside = ~trainer.held_out
+        counts = confusion(samples.pred[inside], data.y[inside], data.num_classes)
+        labels = canary_labels(data.y[rows], samples.pred[rows], counts, seed)
+    if dist.enabled:
+        labels = distributed.share(dist, labels)
+    trainer.set_canary_labels(labels)
 
 
 def _history_row(stats: EpochStats, samples: SampleStats, decision: EpochDecision,
-                 y: np.ndarray, val: SampleStats | None, val_y: np.ndarray | None,
+                 y: np.ndarray, held_out: np.ndarray, val: SampleStats | None,
+                 val_y: np.ndarray | None,
                  first_visit: dict[str, float]) -> dict[str, Any]:
     """The loop's own columns of an epoch's history row; the observers' follow them
     (the mixture's first), and the timings close it (metrics.csv keeps this order).
@@ -876,10 +884,11 @@ def _history_row(stats: EpochStats, samples: SampleStats, decision: EpochDecisio
         "ready": decision.ready,
     }
     if decision.canary_scores is not None:
-        precision, recall, share, _ = estimate_point(decision.scores, decision.canary_scores,
-                                                     decision.cut)
+        scores, canaries = decision.scores[~held_out], decision.canary_scores
+        precision, recall, share, _ = estimate_point(scores, canaries, decision.cut)
         row.update({"est_precision": precision, "est_recall": recall,
-                    "est_noise_share": share})
+                    "est_noise_share": share, "est_auc_z": estimate_auc(scores, canaries)[1],
+                    "est_shift_p": estimate_shift(scores, canaries)[1]})
     if val is not None:
         row["val_accuracy"] = float((val.pred == val_y).mean())
     return row

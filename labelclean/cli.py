@@ -20,7 +20,7 @@ from click.core import ParameterSource
 
 from . import __version__, distributed
 from .canaries import DEFAULT_SHARE
-from .cleaner import VERDICT_RULES
+from .cleaner import DEFAULT_VERDICT, VERDICT_RULES
 from .decision import (
     MIN_STEPS,
     PATIENCE_STEPS,
@@ -190,10 +190,10 @@ def training_options(f):
         click.option("--probe-batches", type=int, default=None,
                      help="Minibatch gradients per order-parameter probe (K)."),
         click.option("--spectrum", is_flag=True, help="Also estimate the noise spectrum's D_s."),
-        click.option("--verdict", type=click.Choice(VERDICT_RULES), default="rules",
+        click.option("--verdict", type=click.Choice(VERDICT_RULES), default=DEFAULT_VERDICT,
                      show_default=True,
-                     help="How the run decides to write its flags: 0.7's withholding rules, "
-                          "or the flags' estimated precision per class (from canaries)."),
+                     help="How the run decides to write its flags: the flags' estimated "
+                          "precision per class (from canaries), or 0.7's withholding rules."),
         click.option("--canaries", default="auto", show_default=True,
                      help=f"Known-wrong canaries per sample ('auto': {DEFAULT_SHARE} with "
                           "--verdict estimate, else 0): samples held out under their labels "
