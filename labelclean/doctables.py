@@ -242,6 +242,69 @@ def mnist_folder_table(records: list[dict]) -> str:
     return "\n".join(lines) + _sources(records) + "\n"
 
 
+#: The offline MNIST study's tables (docs/benchmarks.md, from "The offline study" on):
+#: per table, its columns as ``(header, metric or record key, format)``. Formats:
+#: ``text``, ``int``, ``f1`` / ``f3`` (decimals), ``msd3`` (``{"mean", "sd"}`` as
+#: ``mean ± sd``), ``seeds`` (one integer per seed, ``a/b/c``), ``tc_epochs``
+#: (``t_c (epochs run)``).
+STUDY_COLUMNS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "rules": (("model", "model_name", "text"), ("setting", "setting", "text"),
+              ("rule", "rule", "text"), ("F1", "f1", "msd3"),
+              ("t_c (per seed)", "t_c", "seeds"), ("flagged", "flagged_share", "msd3"),
+              ("rule's own oracle", "oracle_f1", "msd3"),
+              ("paper-rule oracle", "paper_oracle_f1", "msd3")),
+    "train-pass": (("model", "model_name", "text"), ("setting", "setting", "text"),
+                   ("F1, training pass", "f1_train_pass", "msd3"),
+                   ("F1, eval pass", "f1_eval_pass", "msd3")),
+    "cleanlab-msd": (("model", "model_name", "text"), ("setting", "setting", "text"),
+                     ("method", "method", "text"), ("F1", "f1", "msd3"),
+                     ("flagged", "flagged_share", "msd3"), ("passes", "passes", "f1"),
+                     ("CPU s", "cpu_s", "f1"), ("seeds", "n_seeds", "int")),
+    "cleanlab-one": (("model", "model_name", "text"), ("setting", "setting", "text"),
+                     ("method", "method", "text"), ("F1", "f1", "f3"),
+                     ("flagged", "flagged_share", "f3"), ("passes", "passes", "f1"),
+                     ("CPU s", "cpu_s", "f1"), ("seeds", "n_seeds", "int")),
+    "q": (("rate", "rate", "text"), ("seed", "seed", "int"), ("F1", "f1", "f3"),
+          ("est. rate", "estimated_rate", "f3"), ("t_c (epochs run)", "t_c", "tc_epochs"),
+          ("a_n", "a_n", "f3"), ("a_c", "a_c", "f3"), ("a_p", "a_p", "f3"), ("Q", "q", "f3")),
+}
+
+
+def _study_cell(r: dict, key: str, fmt: str) -> str:
+    m = r["metrics"]
+    value = m.get(key, r.get(key))
+    if fmt == "text":
+        return str(value)
+    if fmt == "int":
+        return str(int(value))
+    if fmt in ("f1", "f3"):
+        return f"{value:.{fmt[1]}f}"
+    if fmt == "msd3":
+        return f"{value['mean']:.3f} ± {value['sd']:.3f}"
+    if fmt == "seeds":
+        return "/".join(str(v) for v in value)
+    if fmt == "tc_epochs":
+        return f"{m['t_c']} ({m['epochs']})"
+    raise ValueError(f"unknown column format {fmt!r}")
+
+
+def study_table(table: str, columns: str) -> Callable[[list[dict]], str]:
+    """A renderer for the offline study's table ``table`` (its ``columns`` spec)."""
+    spec = STUDY_COLUMNS[columns]
+
+    def render(records: list[dict]) -> str:
+        rows = [r for r in records if r["table"] == table]
+        lines = ["| " + " | ".join([h for h, _, _ in spec] + ["version", "command"]) + " |",
+                 "|" + "---|" * (len(spec) + 2)]
+        for r in rows:
+            cells = [_study_cell(r, key, fmt) for _, key, fmt in spec]
+            lines.append("| " + " | ".join(cells + [_version(r), _cmd(r["command"])]) + " |")
+        return "\n".join(lines) + _sources(rows) + "\n"
+
+    render.__doc__ = f"docs/benchmarks.md's offline-study table {table!r}."
+    return render
+
+
 def _example(name: str):
     """``examples/<name>.py`` as a module (the scripts import each other by name)."""
     folder = str(ROOT / "examples")
@@ -276,6 +339,18 @@ BLOCKS = (
     Block("docs/benchmarks.md", "zoo-table", "zoo.jsonl", zoo_table),
     Block("docs/benchmarks.md", "zoo-gpu-table", "zoo.jsonl", zoo_gpu_table),
     Block("docs/benchmarks.md", "mnist-folder-table", "mnist_folder.jsonl", mnist_folder_table),
+    Block("docs/benchmarks.md", "study-mlp-table", "offline_study.jsonl",
+          study_table("rules-mlp", "rules")),
+    Block("docs/benchmarks.md", "study-cnn-table", "offline_study.jsonl",
+          study_table("rules-cnn", "rules")),
+    Block("docs/benchmarks.md", "study-train-pass-table", "offline_study.jsonl",
+          study_table("train-pass", "train-pass")),
+    Block("docs/benchmarks.md", "cleanlab-mlp-table", "offline_study.jsonl",
+          study_table("cleanlab-mlp", "cleanlab-msd")),
+    Block("docs/benchmarks.md", "cleanlab-cnn-table", "offline_study.jsonl",
+          study_table("cleanlab-cnn", "cleanlab-one")),
+    Block("docs/benchmarks.md", "retraining-q-table", "offline_study.jsonl",
+          study_table("retraining-q", "q")),
 )
 
 
