@@ -1,4 +1,5 @@
-"""The results tables of README.md and docs/benchmarks.md, rendered from records.
+"""The results tables of README.md, docs/benchmarks.md and docs/performance.md, rendered
+from records.
 
 Every results table the docs carry between ``<!-- <name>:start -->`` and
 ``<!-- <name>:end -->`` marker comments is rendered from the records in
@@ -8,7 +9,7 @@ measured it), so a table cannot drift from its data: ``tests/test_docs_tables.py
 re-renders every table and fails when a page differs. After adding or changing a
 record, rewrite the pages with::
 
-    python -m labelclean.doctables            # rewrites README.md and docs/benchmarks.md
+    python -m labelclean.doctables            # rewrites the pages
     python -m labelclean.doctables --check    # exit status 1 when a table is stale
 
 A record that a script wrote carries its ``commit``. A record carried over from a
@@ -23,7 +24,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
+import string
 import sys
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,19 +46,28 @@ def end_marker(name: str) -> str:
 
 
 def shown(text: str, name: str) -> str:
-    """What ``text`` holds between ``name``'s markers, stripped."""
+    """What ``text`` holds between ``name``'s markers, stripped (and dedented: a block
+    inside a list item is indented with its markers)."""
     start, end = start_marker(name), end_marker(name)
     if text.count(start) != 1 or text.count(end) != 1 or text.index(end) < text.index(start):
         raise ValueError(f"the page needs exactly one {start} ... {end} pair")
-    return text[text.index(start) + len(start):text.index(end)].strip()
+    return textwrap.dedent(text[text.index(start) + len(start):text.index(end)]).strip()
+
+
+def _indent(text: str, i: int) -> str:
+    """The blanks before position ``i`` on its line (the markers' indentation)."""
+    before = text[text.rfind("\n", 0, i) + 1:i]
+    return before if not before.strip() else ""
 
 
 def replace(text: str, name: str, body: str) -> str:
-    """``text`` with ``body`` between ``name``'s markers."""
+    """``text`` with ``body`` between ``name``'s markers, indented as the start marker is."""
     shown(text, name)  # checks the pair
     start, end = start_marker(name), end_marker(name)
     i, j = text.index(start), text.index(end)
-    return text[:i + len(start)] + "\n" + body.strip() + "\n" + text[j:]
+    indent = _indent(text, i)
+    body = textwrap.indent(body.strip(), indent)
+    return text[:i + len(start)] + "\n" + body + "\n" + indent + text[j:]
 
 
 def read_records(path: Path) -> list[dict]:
@@ -305,6 +318,253 @@ def study_table(table: str, columns: str) -> Callable[[list[dict]], str]:
     return render
 
 
+#: A column (or, transposed, a row) of a :func:`cells_table`: its header and the
+#: templates of its cell, tried in order; the first whose fields the record has is
+#: used (none: a blank cell).
+Column = tuple[str, tuple[str, ...]]
+
+
+class _Cells(string.Formatter):
+    """``str.format`` for results cells: ``None`` is "—"; a string is written as it
+    is; a list is its items joined by " / "; the spec ``.1%`` writes 0.221 as
+    ``22.1 %``, ``.1p`` as ``22.1`` and ``r`` writes the number as the record holds it."""
+
+    def format_field(self, value, spec):
+        if value is None:
+            return "—"
+        if isinstance(value, list):
+            return " / ".join(self.format_field(v, spec) for v in value)
+        if isinstance(value, str):
+            return value
+        if spec.endswith("%"):
+            return format(100 * value, spec[:-1] + "f") + " %"
+        if spec.endswith("p"):
+            return format(100 * value, spec[:-1] + "f")
+        if spec == "r":
+            return str(value)
+        return format(value, spec)
+
+
+def template_fields(template: str) -> list[tuple[str, str]]:
+    """``(field, spec)`` of each replacement field in ``template``."""
+    return [(f, spec or "") for _, f, spec, _ in string.Formatter().parse(template) if f]
+
+
+def _cell(r: dict, header: str, templates: tuple[str, ...]) -> str:
+    """The first of ``templates`` whose fields ``r`` (or its metrics) has, filled; "—"
+    where they are all ``None``; the texts ``r["bold"][header]`` set in bold."""
+    values = {**r, **r["metrics"]}
+    for template in templates:
+        fields = [f for f, _ in template_fields(template)]
+        if not all(f in values for f in fields):
+            continue
+        if fields and all(values[f] is None for f in fields):
+            return "—"
+        cell = _Cells().format(template, **values)
+        for text in (r.get("bold") or {}).get(header, ()):
+            cell = cell.replace(text, f"**{text}**", 1)
+        return cell
+    return ""
+
+
+def _row(cells: list[str]) -> str:
+    """A table row; a blank cell is written ``| |``."""
+    return re.sub(r"\|  (?=\|)", "| ", "| " + " | ".join(cells) + " |")
+
+
+def _command_cell(r: dict) -> str:
+    """The command as code, or as words where no command was kept."""
+    return _commands(r) if r.get("command_kept", True) else r["command"]
+
+
+def cells_table(table: str, columns: tuple[Column, ...], *, transposed: bool = False,
+                corner: str = "", first_only: tuple[str, ...] = ()) -> Callable[[list[dict]], str]:
+    """A renderer for the records of ``table``: one row per record, a cell per column
+    from its templates, then each record's version and command. ``transposed``: one
+    column per record (headed by its ``column``) and one row per entry of ``columns``.
+    A column named in ``first_only`` is blank where it repeats the row above."""
+
+    def render(records: list[dict]) -> str:
+        rows = [r for r in records if r["table"] == table]
+        if transposed:
+            lines = [_row([corner] + [r["column"] for r in rows]),
+                     "|" + "---|" * (len(rows) + 1)]
+            grid = [[label] + [_cell(r, label, t) for r in rows] for label, t in columns]
+            grid.append(["version"] + [_version(r) for r in rows])
+            grid.append(["command"] + [_command_cell(r) for r in rows])
+            lines += [_row(cells) for cells in grid]
+        else:
+            lines = [_row([h for h, _ in columns] + ["version", "command"]),
+                     "|" + "---|" * (len(columns) + 2)]
+            above: list[str] = []
+            for r in rows:
+                cells = [_cell(r, h, t) for h, t in columns]
+                shown_cells = [("" if h in first_only and above and above[k] == c else c)
+                               for k, ((h, _), c) in enumerate(zip(columns, cells))]
+                above = cells
+                lines.append(_row(shown_cells + [_version(r), _command_cell(r)]))
+        return "\n".join(lines) + _sources(rows) + "\n"
+
+    render.__doc__ = f"the records of table {table!r}, rendered."
+    return render
+
+
+def _alts(key: str, spec: str) -> tuple[str, ...]:
+    """The number with a note, a number (or numbers), or the note alone."""
+    return (f"{{{key}:{spec}}} ({{{key}_note}})", f"{{{key}:{spec}}}", f"{{{key}_note}}")
+
+
+#: The tables rendered by :func:`cells_table`: per marker name, its records' ``table``,
+#: its columns (or rows, ``transposed``) and options. Templates are ``str.format``
+#: strings over a record's metrics (see ``_Cells`` for the specs).
+CELLS_TABLES: dict[str, dict] = {
+    # docs/benchmarks.md
+    "aggre-checks-table": dict(table="aggre-checks", columns=(
+        ("check", ("{check}",)),
+        ("'aggre' (precision 0.23)", ("{aggre:.2f}",)),
+        ("digits sym 0.2 (0.95)", ("{digits_sym02:.2f}",)),
+        ("MNIST 10k sym 0.4", ("{mnist10k_sym04:.2f}",)),
+        ("'worse' (0.63)", ("{worse:.2f}",)),
+        ("synthetic (1.00)", ("{synthetic:.2f}",)))),
+    "learner-study-table": dict(table="learner-study", first_only=("model",), columns=(
+        ("model", ("`{model}` (lr {lr:r})",)),
+        ("epoch", ("{epoch}",)),
+        ("train acc. (given)", ("{train_accuracy:.3f}",)),
+        ("AUROC of AUM", ("{auroc:.3f}",)),
+        ("best-threshold F1", ("{best_threshold_f1:.3f}",)),
+        ("F1 of AUM < 0", ("{f1_aum_below_0:.3f}",)),
+        ("flagged by AUM < 0", ("{flagged_share:.1%}",)))),
+    "summary-table": dict(table="summary", columns=(
+        ("model (data)", ("{model_name} ({size})",)),
+        ("setting", ("{setting}",)),
+        ("labelclean F1", ("{f1:.3f} ± {f1_sd:.3f}",)),
+        ("best epoch", ("{best_epoch_f1:.3f}",)),
+        ("cleanlab F1", ("{cleanlab_f1:.3f} ± {cleanlab_f1_sd:.3f}",
+                         "{cleanlab_f1:.3f} ({cleanlab_seeds} seed)", "{cleanlab_note}")),
+        ("labelclean / cleanlab compute",
+         ("{passes:.1f} / {cleanlab_passes:.1f} = {compute_ratio:.2f}{compute_mark}",
+          "{compute_ratio:.2f}{compute_mark}")),
+        ("flagged on clean data (labelclean / cleanlab)",
+         ("{clean_flagged_share:.1%} ({clean_seeds} seed) / {cleanlab_clean_note}",
+          "{clean_flagged_share:.1%} / {cleanlab_clean_low:.1p}-{cleanlab_clean_high:.1p} %")))),
+    # docs/performance.md
+    "speed-0.7-table": dict(table="speed-0.7", transposed=True, columns=(
+        ("training (s, `timing.train_seconds`)", ("{train_s:.1f}",)),
+        ("observation (s, `timing.observe_seconds`)", ("{observe_s:.1f}",)),
+        ("observation / training (`timing.observe_share`)", ("{observe_share:.1%}",)),
+        ("of which the eval pass", ("{eval_pass_s:.1f} s ({eval_pass_share:.1%})",)),
+        ("of which the order-parameter probe",
+         ("{probe_s:.1f} s ({probe_share:.1%}; {probes} probes)",)),
+        ("of which the decision (two mixture fits an epoch)",
+         ("{decision_s:.2f} s ({decision_share:.1%})",)),
+        ("`t_c` / epochs trained", ("{t_c} / {epochs}",)),
+        ("to the end of `t_c`", ("{to_t_c_s:.0f} s",)),
+        ("wall, decoding and export included", ("{wall_s:.0f} s",)),
+        ("precision / recall / F1", ("{precision:.3f} / {recall:.3f} / {f1:.3f}",)),
+        ("test accuracy at `t_c`", ("{test_accuracy_at_t_c:.3f}",)))),
+    "speed-0.7-parts-table": dict(table="speed-0.7-parts", transposed=True, columns=(
+        ("(a) plain PyTorch loop (`DataLoader`, default layout)", ("{plain_loop_s:.1f}",)),
+        ("(b0) `Trainer.train_epoch`, default layout (0.6 on the CPU)",
+         ("{trainer_default_layout_s:.1f}",)),
+        ("(b) `Trainer.train_epoch`, channels-last (0.7)", ("{trainer_s:.1f}",)),
+        ("(b0) / (b)", ("{layout_speedup:.2f}",)),
+        ("eval pass as 0.6 ran it (unfolded, default layout, batch 1024)",
+         ("{eval_pass_0_6_s:.2f}",)),
+        ("eval pass, 0.7 (folded, channels-last, batch 512 / 128)", ("{eval_pass_s:.2f}",)),
+        ("the two mixture fits", ("{mixture_fits_s:.2f}",)),
+        ("one probe (K = 16, with the split)", ("{probe_s:.2f}",)))),
+    "eval-pass-variants-table": dict(table="eval-pass-variants", columns=(
+        ("eval pass", ("{variant}",)),
+        ("regnetx_002, MNIST", ("{mnist_s:.2f} ({mnist_ratio:.2f}x)",
+                                "{mnist_s:.2f}, plus {mnist_build_s:.2f} to build",
+                                "{mnist_s:.2f}")),
+        ("cnn:32,64,128, CIFAR-10N", ("{cifar_s:.2f} ({cifar_ratio:.2f}x)",
+                                      "{cifar_s:.2f}, plus {cifar_build_s:.2f} to build",
+                                      "{cifar_s:.2f}")),
+        ("logit difference", ("{mnist_logit_diff}, {cifar_logit_diff}", "{logit_diff}")))),
+    "default-model-table": dict(table="default-model", columns=(
+        ("model", ("{model_name}",)),
+        ("params", ("{params_m:r}M",)),
+        ("train img/s", ("{train_images_s}",)),
+        ("10k-image epoch", ("{epoch_10k_s} s",)))),
+    "throughput-0.3-table": dict(table="throughput-0.3", columns=(
+        ("variant", ("{variant}",)),
+        ("0.3 (2026-11-27): s / epoch", ("{s_epoch:.1f}",)),
+        ("images / s", ("{images_s}",)),
+        ("0.2: s / epoch", ("{s_epoch_0_2:.1f}",)),
+        ("images / s", ("{images_s_0_2}",)))),
+    "observation-0.3-table": dict(table="observation-0.3", columns=(
+        ("part", ("{part}",)),
+        ("seconds", ("{seconds:.2f}",)),
+        ("share of (b)", ("{share:.0%}",)),
+        ("when the default runs it", ("{when}",)))),
+    "loss-pass-replay-table": dict(table="loss-pass-replay", columns=(
+        ("model", ("{model_name}",)),
+        ("setting", ("{setting}",)),
+        ("eval pass every epoch (default)", _alts("every_epoch", ".3f")),
+        ("every 2nd epoch", _alts("every_2nd_epoch", ".3f")),
+        ("training pass", _alts("training_pass", ".3f")),
+        ("eval 5, then training pass", _alts("eval5_then_training", ".3f")))),
+    "probe-0.1-table": dict(table="probe-0.1", columns=(
+        ("model", ("{model_name}",)),
+        ("parameters", ("{parameters:,}",)),
+        ("training step", ("{step_ms_low:r}-{step_ms_high:r} ms",)),
+        ("probe, K = 16 (with split)",
+         ("{k16_s_low:r}-{k16_s_high:r} s ({k16_split_s_low:r}-{k16_split_s_high:r} s)",
+          "{k16_s_low:r}-{k16_s_high:r} s ({k16_split_s:r} s)")),
+        ("in training steps",
+         ("{k16_steps_low:r}-{k16_steps_high:r} ({k16_split_steps_low:r}-"
+          "{k16_split_steps_high:r})",)),
+        ("share of an epoch",
+         ("{k16_pct_low:r}-{k16_pct_high:r} % ({k16_split_pct_low:r}-"
+          "{k16_split_pct_high:r} %)",)),
+        ("probe, K = 32 (with split)", ("{k32_s:r} s ({k32_split_s:r} s)",)),
+        ("share of an epoch", ("{k32_pct:r} % ({k32_split_pct:r} %)",)))),
+    "wall-vs-n-table": dict(table="wall-vs-n", columns=(
+        ("N", ("{samples:,}",)),
+        ("s / epoch (train + observe, median)", ("{train_s_epoch:.1f} + {observe_s_epoch:.1f}",)),
+        ("µs / image / epoch", ("{us_per_image_epoch:,}",)),
+        ("`t_c`", ("{t_c}",)),
+        ("epochs", ("{epochs} ({epochs_note})", "{epochs}")),
+        ("to `t_c`", ("{to_t_c_s:,} s",)),
+        ("wall", ("{wall_s:,} s",)),
+        ("peak RSS", ("{peak_rss_gib:.2f} GiB",)),
+        ("P / R / F1", ("{precision:.3f} / {recall:.3f} / {f1:.3f}",)),
+        ("test acc. at `t_c`", ("{test_accuracy_at_t_c:.3f}",)))),
+    "mmap-table": dict(table="mmap", transposed=True, columns=(
+        ("load (decode)", ("{load_s:.2f} s (decode + write) / {reload_s:.2f} s (reload)",
+                           "{load_s:.2f} s", "{load_note}")),
+        ("training epoch", ("{epoch_s:.1f} s ({epoch_speedup:.2f}x)", "{epoch_s:.1f} s")),
+        ("eval-mode pass", ("{eval_pass_s:.2f} s",)))),
+    "gpu-h200-tc-table": dict(table="gpu-h200-tc", columns=(
+        ("run", ("{run}",)),
+        ("`t_c` / epochs", ("{t_c} / {epochs}",)),
+        ("to `t_c`", ("{to_t_c_s:.1f} s",)),
+        ("whole run", ("{wall_s:.1f} s",)),
+        ("observation / training", ("{observe_share:.1%}",)),
+        ("eval pass", ("{eval_pass_s:.2f} s",)),
+        ("probe", ("{probe_s:.2f} s",)),
+        ("decision", ("{decision_s:.2f} s",)),
+        ("peak GPU", ("{peak_gpu_mib} MiB",)),
+        ("peak host RSS", ("{peak_rss_gib:.1f} GiB",)),
+        ("F1", ("{f1:.3f}{f1_mark}",)))),
+    "gpu-h200-loops-table": dict(table="gpu-h200-loops", columns=(
+        ("loop", ("{loop}",)),
+        ("s / epoch", ("{s_epoch:.2f}",)),
+        ("images / s", ("{images_s:,}",)),
+        ("labelclean against it", ("{labelclean_ratio:.2f}x", "(b) is {layout_ratio:.2f}x",
+                                   "+{observation_cost:.1%}")))),
+    "gpu-h100-amp-table": dict(table="gpu-h100-amp", columns=(
+        ("autocast", ("{autocast}",)),
+        ("layout", ("{layout}",)),
+        ("labelclean s / epoch", ("{s_epoch:.2f}",)),
+        ("plain loop s / epoch", ("{plain_s_epoch:.2f}",)),
+        ("plain / labelclean", ("{plain_ratio:.2f}",)),
+        ("training loss, epochs 1 → 2", ("{loss_epoch_1:.3f} → {loss_epoch_2:.3f}",)),
+        ("test accuracy after 2 epochs", ("{test_accuracy:.3f}",)))),
+}
+
+
 def _example(name: str):
     """``examples/<name>.py`` as a module (the scripts import each other by name)."""
     folder = str(ROOT / "examples")
@@ -351,7 +611,17 @@ BLOCKS = (
           study_table("cleanlab-cnn", "cleanlab-one")),
     Block("docs/benchmarks.md", "retraining-q-table", "offline_study.jsonl",
           study_table("retraining-q", "q")),
-)
+) + tuple(
+    Block(page, name, records, cells_table(**CELLS_TABLES[name]))
+    for page, records, names in (
+        ("docs/benchmarks.md", "benchmarks_misc.jsonl",
+         ("aggre-checks-table", "learner-study-table", "summary-table")),
+        ("docs/performance.md", "performance.jsonl",
+         ("speed-0.7-table", "speed-0.7-parts-table", "eval-pass-variants-table",
+          "default-model-table", "throughput-0.3-table", "observation-0.3-table",
+          "loss-pass-replay-table", "probe-0.1-table", "wall-vs-n-table", "mmap-table",
+          "gpu-h200-tc-table", "gpu-h200-loops-table", "gpu-h100-amp-table")))
+    for name in names)
 
 
 def render(block: Block, root: Path = ROOT) -> str:
