@@ -180,7 +180,7 @@ def training_options(f):
                      help="DataLoader processes gathering batches of memory-mapped images "
                      "(auto: 0 in memory, up to 4 mapped)."),
         click.option("--compile", is_flag=True,
-                     help="torch.compile the forward passes (pays on GPUs)."),
+                     help="torch.compile the forward passes (measure first: docs/performance.md)."),
         click.option("--skip-unreadable", is_flag=True,
                      help="Leave undecodable images out (listed in the report) "
                      "instead of stopping."),

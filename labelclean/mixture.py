@@ -17,11 +17,11 @@ must all pass before anything is flagged:
 
 * BIC prefers two components over one (``bic_2 < bic_1``),
 * the components are separated: Ashman's ``D = sqrt(2) |m_w - m_c| /
-  sqrt(s_c^2 + s_w^2)`` is at least ``MIN_SEPARATION`` (2.0). ``D > 2`` is the
+  sqrt(s_c^2 + s_w^2)`` is at least ``MIN_SEPARATION``. ``D > 2`` is the
   usual criterion for a mixture of two Gaussians to be cleanly bimodal
   (Ashman, Bird & Zepf 1994); a loss tail fitted by a broad component has
   ``D`` well below it, and
-* the smaller component holds at least ``MIN_COMPONENT_WEIGHT`` (0.5%) of the
+* the smaller component holds at least ``MIN_COMPONENT_WEIGHT`` of the
   samples: a few outliers fitted by a needle-thin component far out would
   otherwise pass with an enormous ``D``.
 """
@@ -39,7 +39,7 @@ from sklearn.mixture import GaussianMixture
 
 #: Ashman's D below which two fitted components count as one population.
 MIN_SEPARATION = 2.0
-#: Smallest weight either component must have to count as a population (0.5%).
+#: Smallest weight either component must have to count as a population.
 MIN_COMPONENT_WEIGHT = 0.005
 #: Losses are subsampled to this many points for the fit (the fit is 1-D).
 MAX_FIT_POINTS = 20_000

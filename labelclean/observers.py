@@ -59,8 +59,8 @@ log = logging.getLogger("labelclean")
 
 #: Share of training time the order-parameter probe may take with ``probe_every="auto"``.
 PROBE_BUDGET = 0.05
-#: Training steps one probe with the split costs, per sampled minibatch (measured;
-#: see labelclean/order_parameters.py).
+#: Training steps one probe with the split costs, per sampled minibatch (measured:
+#: docs/performance.md, "The order-parameter probe").
 PROBE_STEPS_PER_BATCH = 1.6
 DEFAULT_PROBE_BATCHES = 16
 

@@ -75,36 +75,20 @@ A_0``, well under the Monte-Carlo error of ``K`` minibatches
 Cost
 ----
 One forward and one backward pass per minibatch (one forward and two backward
-passes with a split, about 1.6x), i.e. roughly ``K`` (``1.6 K``) training
-steps' worth of work, plus a ``V x V`` product of the stored gradients.
-Measured with ``python -m labelclean.order_parameters K 1`` (torch 2.14, one
-thread, ``B = 128``, random 28x28x1 uint8 inputs, N = 60000, so 469 steps an
-epoch) on the 2-core CPU this was written on, while another training job
-shared the machine (absolute times are inflated by it; the ratios to a
-training step measured in the same run are the useful numbers):
+passes with a split), i.e. roughly ``K`` (``observers.PROBE_STEPS_PER_BATCH * K``
+with a split) training steps' worth of work, plus a ``V x V`` product of the stored
+gradients. ``python -m labelclean.order_parameters K THREADS`` times a probe
+against a training step for two reference models on random MNIST-shaped data;
+what it measured, and the spread of the estimates at ``K = 16``, are in
+docs/performance.md ("The order-parameter probe"). The default ``K = 16`` keeps
+a probe with the split a small share of an MNIST epoch for a real network;
+probe every other epoch, or raise ``K``, when more precision is wanted. The
+estimates' spread shrinks like ``1 / sqrt(K)``.
 
-* 784-30-30-10 MLP (``mlp:30,30``, 24 790 parameters): training step
-  1.1-1.7 ms; probe at K = 16: 0.03-0.04 s (0.06 s with split) = 24-29
-  (34-57) steps = 5-6 % (7-12 %) of an epoch; at K = 32: 0.07 s (0.09 s) =
-  13 % (18 %).
-* timm ``lcnet_050`` (in_chans 1, 10 classes, 612 522 parameters): training
-  step 195-260 ms; probe at K = 16: 4.2-5.1 s (6.7-9.8 s with split) = 17-19
-  (27-38) steps = 3.6-4.1 % (5.8-8.1 %) of an epoch; at K = 32: 5.8 s
-  (10.7 s) = 6.4 % (11.7 %). (Ranges: two runs under different contention.)
-
-(The MLP is so cheap that per-call Python overhead dominates its probe.)
-Hence the default ``K = 16``: with a split it costs about 6-8 % of an MNIST
-epoch for a real network, leaving room in a 15 % observation budget for the
-per-sample loss pass; probe every other epoch, or raise ``K``, when more
-precision is wanted. Spread of the estimates at ``K = 16`` (sd over 20 probes
-of one 784-30-30-10 MLP trained on 12000 MNIST images with 50 % wrong labels,
-at epochs 1-40):
-``A`` 3-5 %, ``A_0`` 15-25 %, ``A_0c`` 3 %, ``A_0w`` 5-10 %, ``R`` 0.015-0.03,
-``R_cw`` 0.025-0.06; at ``K = 32`` / ``64`` these shrink by about 1.4 / 2.
 ``sigma_lambda2`` is a ratio with ``A_0^2`` in the denominator: once ``A_0``
 is within its noise (exploration, phase IV) it is unreliable at small ``K``
 (it can come out negative), and even when ``A_0`` is well measured it is
-biased low by up to ~20 % at ``K = 16``. The spectrum resolves at most ``K - 1 = 15``
+biased low at small ``K``. The spectrum resolves at most ``K - 1 = 15``
 eigenvalues at the default, so ``D_s`` near ``K - 1`` is only a lower bound;
 the paper's ``D_s ~ 100`` needs ``K`` of several hundred.
 """
@@ -552,7 +536,7 @@ def probe_order_parameters(
         samples drawn uniformly without replacement; minibatches are
         independent.
     num_batches:
-        ``K >= 3``; default :data:`DEFAULT_NUM_BATCHES` (32, see "Cost").
+        ``K >= 3``; default :data:`DEFAULT_NUM_BATCHES` (see "Cost" in the module docstring).
     split:
         Boolean ``(N,)``, ``True`` for the mislabelled part; ``rho`` is its
         mean. Per minibatch one forward and one backward per non-empty group.
