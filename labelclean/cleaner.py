@@ -401,7 +401,8 @@ class Cleaner:
             canary_rows(train.y, train.num_classes, self.canary_share, self.seed))
         policy = TcPolicy(suspicion=self.suspicion, score=self.score, window=self.window,
                           patience=self.patience, seed=self.seed, min_steps=self.min_steps,
-                          patience_steps=self.patience_steps, device=trainer.device)
+                          patience_steps=self.patience_steps, device=trainer.device,
+                          canaries=len(trainer.canary_rows) > 0)
         # rank 0 alone decides, so it alone observes; the others train their share
         observers = build_observers(ObserverSetup(
             cleaner=self, config=config, trainer=trainer, dataset=train, noise_mask=noise_mask,

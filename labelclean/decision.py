@@ -470,6 +470,7 @@ class TcPolicy:
         patience_steps: int = PATIENCE_STEPS,
         mixture_backend: str = "auto",
         device: str | torch.device = "cpu",
+        canaries: bool = False,
     ) -> None:
         if suspicion not in SUSPICIONS:
             raise ValueError(f"unknown suspicion {suspicion!r}; choose from {SUSPICIONS}")
@@ -483,6 +484,9 @@ class TcPolicy:
         self.device = torch.device(device)
         self.min_steps = min_steps
         self.patience_steps = patience_steps
+        #: The run trains canaries: no epoch is ready before they have been measured
+        #: (a ``t_c`` without them would leave the verdict nothing to estimate from).
+        self.canaries = canaries
         aum = suspicion == "aum"
         self.detector = PhaseIIDetector(
             patience=patience, score=score, spike_ratio=spike_ratio, wait_for_noise=aum,
@@ -605,9 +609,16 @@ class TcPolicy:
             # their unfitted early epochs made random labels look learnable
             # (the canaries outscored memorised samples on their early margins).
             self._canary_margin_sum, self._canary_count = None, 0
+        canaries = canary_margin is not None and len(canary_margin) > 0
+        if canaries and self._canary_count == 0 and self._margin_count > 0:
+            # The canaries start training an epoch after the samples: from here
+            # the samples' area restarts with theirs, so that both cover the same
+            # epochs. A set memorised within its first epoch otherwise shows
+            # random labels as learnable (the canaries' first, unfitted epoch
+            # against the samples' fitted ones).
+            self._margin_sum, self._margin_count = None, 0
         self._margin_sum = margin.copy() if self._margin_sum is None else self._margin_sum + margin
         self._margin_count += 1
-        canaries = canary_margin is not None and len(canary_margin) > 0
         if canaries:
             cm = np.asarray(canary_margin, dtype=np.float64)
             self._canary_margin_sum = (cm.copy() if self._canary_margin_sum is None
@@ -639,7 +650,8 @@ class TcPolicy:
             if not noisy:
                 window_loss = np.mean(self._stable_losses, axis=0)
                 noisy = self._fit_mixture(window_loss).bimodal or self._established
-        ready = self.steps >= self.min_steps and self.learned(classes_learned, num_classes)
+        ready = (self.steps >= self.min_steps and self.learned(classes_learned, num_classes)
+                 and (canary_scores is not None or not self.canaries))
         if ready:
             self.ready_epochs.append(epoch)
         would_flag, _ = flag_samples(mixture, scores, self.suspicion, noisy)
@@ -834,9 +846,11 @@ class TcPolicy:
         k = len(classes)
         none = np.zeros_like(flags)
         if estimate is None:
-            return _withheld("the run had no canaries (canaries=0), so nothing estimates how "
-                             "likely its flags are right", "run with canaries (--canaries)",
-                             force, flags)
+            return _withheld(f"the run had no canaries measured at t_c = epoch "
+                             f"{decision.epoch} (canaries=0, or they had not trained yet: they "
+                             "start at epoch 2), so nothing estimates how likely its flags are "
+                             "right", "run with canaries (--canaries auto) for more than one "
+                             "epoch", force, flags)
         if not estimate.learned:
             reason = (f"no evidence that the labels can be learned: at t_c = epoch "
                       f"{decision.epoch} the given labels were fitted no better than random "
@@ -845,6 +859,12 @@ class TcPolicy:
             advice = ("check that the folders' names are the labels; a model that can learn "
                       "them (another --model, more epochs) would show it")
             return _withheld(reason, advice, force, flags)
+        if not decision.ready and decision.classes_learned >= k:
+            # the steps, not the classes: a class not yet learned is the estimate's to judge
+            return _withheld(
+                f"t_c = epoch {decision.epoch} came after too few SGD steps to have learned "
+                f"(at most {self.steps}; learning before deciding takes {self.min_steps})",
+                "give it more steps: a larger --epochs or a smaller --batch-size", force, flags)
         if not flags.any() or estimate.noise_share.high < CLEAN_SHARE:
             return Verdict("no second population",
                            f"the estimated share of wrong labels is {estimate.noise_share} "

@@ -452,7 +452,7 @@ class Trainer:
                 held = torch.as_tensor(np.flatnonzero(self.held_out))
                 table[held.to(self.device)] = self._per_sample_table(
                     self.x[held.to(self.x.device)], self.y[held.to(self.device)])
-            samples = _sample_stats(table)
+            samples = _sample_stats(self._score_held_out(table))
             canaries = _sample_stats(per_sample[k:]) if n > k else None
         return EpochStats(
             epoch=self.epoch,
@@ -472,6 +472,7 @@ class Trainer:
         large batches, no autograd: one forward pass per sample. In a
         distributed run each rank measures its block and every rank gets all rows.
         """
+        whole = x is None  # the training samples, held-out ones included
         x = self.x if x is None else x
         yt = self.y if y is None else torch.as_tensor(np.array(y, dtype=np.int64)).to(
             self.device
@@ -481,18 +482,36 @@ class Trainer:
             parts = [_per_sample(logits, yt[lo + s : lo + s + len(logits)])
                      for s, logits in self._logits(x[lo:hi])]
             mine = torch.cat(parts) if parts else torch.zeros((0, 6), device=self.device)
-            return _sample_stats(
-                distributed.gather_rows(self.dist, mine, torch.arange(lo, hi), len(x))
-            )
-        return _sample_stats(self._per_sample_table(x, yt))
+            table = distributed.gather_rows(self.dist, mine, torch.arange(lo, hi), len(x))
+        else:
+            table = self._per_sample_table(x, yt)
+        return _sample_stats(self._score_held_out(table) if whole else table)
 
     @torch.no_grad()
-    def _per_sample_table(self, x: torch.Tensor, yt: torch.Tensor) -> torch.Tensor:
+    def _per_sample_table(self, x: torch.Tensor, yt: torch.Tensor,
+                          exclude: torch.Tensor | None = None) -> torch.Tensor:
         """:func:`_per_sample` of every row of ``x`` (labels ``yt`` on the device)."""
-        parts = [_per_sample(logits, yt[s : s + len(logits)]) for s, logits in self._logits(x)]
+        parts = [_per_sample(logits, yt[s : s + len(logits)],
+                             None if exclude is None else exclude[s : s + len(logits)])
+                 for s, logits in self._logits(x)]
         if not parts:
             return torch.zeros((0, 6), device=self.device)
         return torch.cat(parts)
+
+    @torch.no_grad()
+    def _score_held_out(self, table: torch.Tensor) -> torch.Tensor:
+        """Rewrite the held-out samples' rows of a per-sample ``table`` (all samples):
+        measured under their given labels with their canary's class left out. The
+        model is taught the canary's label for the same input, so that class
+        dominates its view of the sample; among the others it ranks the sample as
+        it would an unseen one (the given label against the rest)."""
+        if self.canary_y is None or not self.held_out.any():
+            return table
+        rows = self.canary_rows.to(self.device)
+        table[rows] = self._per_sample_table(
+            self.x[self.canary_rows.to(self.x.device)], self.y[rows],
+            torch.as_tensor(self.canary_y).to(self.device))
+        return table
 
     def evaluate_canaries(self) -> SampleStats | None:
         """:meth:`evaluate` of the canaries under their labels; None until they have
@@ -624,10 +643,14 @@ def _worker_context() -> str | None:
     return "fork" if sys.platform.startswith("linux") else None
 
 
-def _per_sample(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _per_sample(logits: torch.Tensor, y: torch.Tensor,
+                exclude: torch.Tensor | None = None) -> torch.Tensor:
     """``(B, 6)``: loss, predicted class, its probability, the given label's
     probability, the margin (given logit minus the largest other) and the
-    class of that largest other logit."""
+    class of that largest other logit. ``exclude`` (one class per row) scores
+    each row as if that class did not exist."""
+    if exclude is not None:
+        logits = logits.scatter(1, exclude[:, None], float("-inf"))
     logp = torch.log_softmax(logits, 1)
     loss = -logp.gather(1, y[:, None])[:, 0]
     prob, pred = logp.exp().max(1)

@@ -192,6 +192,11 @@ def test_two_processes_match_one_process(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["feats.csv", "out1", "out2"]
     run2 = json.loads((tmp_path / "out2" / "run.json").read_text())
     assert json.dumps(run2).count('"world_size": 2') == 1
+    # the canaries (on by default) train on every rank under the labels rank 0 drew
+    run1 = json.loads((tmp_path / "out1" / "run.json").read_text())
+    e1, e2 = run1["estimate"], run2["estimate"]
+    assert e2["canaries"] == e1["canaries"] > 0 and e2["flagged"] == e1["flagged"]
+    assert e2["precision"]["value"] == pytest.approx(e1["precision"]["value"], abs=1e-3)
 
     # every sample measured once per epoch, in its own place: the per-sample
     # losses equal the one-process run's up to float summation order

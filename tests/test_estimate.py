@@ -120,7 +120,7 @@ def test_a_class_whose_flags_are_not_likely_right_is_named_for_review() -> None:
     # class 1's flags are the model's mistakes: its wrong labels are few, its
     # right ones often flagged
     wrong &= y == 0
-    mistaken = (y == 1) & ~wrong & (rng.random(n) < 0.3)
+    mistaken = (y == 1) & ~wrong & (rng.random(n) < 0.15)
     scores = np.where(wrong, rng.normal(2.0, 0.5, n),
                       np.where(mistaken, rng.normal(0.8, 0.3, n), rng.normal(-3.0, 1.0, n)))
     cy = rng.integers(0, 2, 600)
@@ -274,3 +274,34 @@ def test_per_class_estimates_use_every_canary():
         true_p = wrong[(y == i) & (scores > 0)].mean()
         assert c.canaries == (200 if i == 0 else 0)
         assert c.precision.low - 0.05 <= true_p <= c.precision.high + 0.05
+
+
+def test_a_learnable_set_whose_first_epoch_is_at_chance_is_not_withheld():
+    import warnings
+
+    from conftest import class_templates
+
+    from labelclean import Cleaner, Dataset
+
+    # faint class patterns and a small step: the first epoch predicts unseen samples'
+    # labels at chance (0.7's first-visit rule withheld this), yet the model learns them
+    rng = np.random.default_rng(1)
+    n, k = 1200, 3
+    templates = class_templates(k, 1)
+    y = rng.integers(0, k, n)
+    x = (128 + (templates[y] - 0.5) * 20 + rng.normal(0, 40, (n, *templates.shape[1:])))
+    x = x.clip(0, 255).astype(np.uint8)
+    mask = np.zeros(n, dtype=bool)
+    mask[rng.choice(n, n // 5, replace=False)] = True
+    given = y.copy()
+    given[mask] = (y[mask] + rng.integers(1, k, mask.sum())) % k
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = Cleaner(model="mlp:64", probe_every=0, lr=0.001, max_epochs=40).fit(
+            Dataset.from_arrays(x, given), noise_mask=mask)
+    assert res.history["first_visit_z"].iloc[0] < 3  # at chance in the first epoch
+    assert res.verdict.status == "flagged", res.verdict
+    flags = res.scores.sort_values("index")["flagged"].to_numpy()
+    true_precision = mask[flags].mean()
+    assert true_precision > 0.8
+    assert res.estimate.precision.low - 0.05 <= true_precision <= res.estimate.precision.high
