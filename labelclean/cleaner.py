@@ -882,6 +882,7 @@ def _history_row(stats: EpochStats, samples: SampleStats, decision: EpochDecisio
         "eval_loss": float(samples.loss.mean()),
         "eval_accuracy": float((samples.pred == y).mean()),
         "classes_learned": decision.classes_learned,
+        "aum_from": decision.area_start,
         "ready": decision.ready,
     }
     if decision.canary_scores is not None:

@@ -431,6 +431,8 @@ class EpochDecision:
     canary_scores: np.ndarray | None = None
     #: The flag rule's cut on ``scores``: a sample is flagged when its score exceeds it.
     cut: float = 0.0
+    #: The first epoch of the margins the AUM averages (``metrics.csv``'s ``aum_from``).
+    area_start: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (the mixture as a dict), for a resume state."""
@@ -498,6 +500,8 @@ class TcPolicy:
         self.first_visit: dict[str, float] | None = None
         self._margin_sum: np.ndarray | None = None
         self._margin_count = 0
+        #: The first epoch of the margins in ``_margin_sum``.
+        self.area_start = 1
         #: The first epoch at which every class was learned: the AUM's area
         #: starts there (see :meth:`observe`); ``None`` until then.
         self.aum_start: int | None = None
@@ -617,6 +621,8 @@ class TcPolicy:
             # random labels as learnable (the canaries' first, unfitted epoch
             # against the samples' fitted ones).
             self._margin_sum, self._margin_count = None, 0
+        if self._margin_sum is None:
+            self.area_start = epoch
         self._margin_sum = margin.copy() if self._margin_sum is None else self._margin_sum + margin
         self._margin_count += 1
         if canaries:
@@ -659,7 +665,7 @@ class TcPolicy:
                                        ready=ready)
         decision = EpochDecision(epoch, scores, mixture, noisy, ready, classes_learned,
                                  would_flag, is_best, canary_scores,
-                                 flag_cut(mixture, self.suspicion))
+                                 flag_cut(mixture, self.suspicion), self.area_start)
         if is_best:
             self.best = decision
         return decision
@@ -670,7 +676,7 @@ class TcPolicy:
 
     #: What :meth:`observe` accumulates; :meth:`state_dict` saves exactly these.
     _STATE = ("patience", "steps", "ready_epochs", "first_visit", "_margin_sum", "_margin_count",
-              "aum_start", "_stable_losses", "_fallback", "_established",
+              "area_start", "aum_start", "_stable_losses", "_fallback", "_established",
               "_canary_margin_sum", "_canary_count", "_canary_losses")
 
     def state_dict(self) -> dict[str, Any]:
@@ -684,8 +690,9 @@ class TcPolicy:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name in self._STATE:
-            setattr(self, name, copy_value(state[name]))
+        for name in self._STATE:  # area_start: not in states saved before 0.8.0's last
+            setattr(self, name, copy_value(state.get(name, 1) if name == "area_start"
+                                           else state[name]))
         self.detector.load_state_dict(state["detector"])
         self.best = None if state["best"] is None else EpochDecision.from_dict(state["best"])
 

@@ -549,6 +549,12 @@ class Trainer:
                     logits = self.model(xb)
             probs.append(torch.softmax(logits.float(), 1).cpu())
         pred_probs = torch.cat(probs).numpy().astype(np.float32)
+        if self.canary_y is not None and len(self.canary_y) and pred_probs.shape[1] > 2:
+            # the held-out samples as they are measured (_score_held_out): without
+            # the class their input was trained on as a canary
+            rows = self.canary_rows.numpy()
+            pred_probs[rows, self.canary_y] = 0.0
+            pred_probs[rows] /= np.maximum(pred_probs[rows].sum(1, keepdims=True), 1e-12)
         return pred_probs, torch.cat(feats).numpy().astype(np.float32) if embeddings else None
 
     def _logits(self, x: torch.Tensor):
@@ -648,8 +654,8 @@ def _per_sample(logits: torch.Tensor, y: torch.Tensor,
     """``(B, 6)``: loss, predicted class, its probability, the given label's
     probability, the margin (given logit minus the largest other) and the
     class of that largest other logit. ``exclude`` (one class per row) scores
-    each row as if that class did not exist."""
-    if exclude is not None:
+    each row as if that class did not exist (given three classes or more)."""
+    if exclude is not None and logits.shape[1] > 2:  # with two, none would be left to rank
         logits = logits.scatter(1, exclude[:, None], float("-inf"))
     logp = torch.log_softmax(logits, 1)
     loss = -logp.gather(1, y[:, None])[:, 0]

@@ -89,6 +89,10 @@ def suspicion_at(run: RunFiles, t: int, losses: np.ndarray | None,
     :func:`aum_start`; before it the area runs from epoch 1, as in the policy)."""
     if run.suspicion == "aum":
         first = start if t >= start else 1
+        recorded = metric_column(run.metrics, "aum_from")
+        if recorded is not None and t <= len(recorded):
+            value = recorded.to_numpy(dtype=float)[t - 1]
+            first = int(value) if np.isfinite(value) else first  # as the policy averaged
         return suspicion_scores([], margins[first - 1 : t], "aum")
     window = losses[max(0, t - run.window) : t]
     return suspicion_scores(window, None, run.suspicion, run.window)
