@@ -4,7 +4,7 @@ Follows Feng & Tu (2021), "Phases of learning dynamics in artificial neural
 networks in the absence or presence of mislabeled data".
 """
 
-__version__ = "0.8.0"
+__version__ = "0.9.0"
 
 import logging  # noqa: E402
 

@@ -690,7 +690,7 @@ class TcPolicy:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name in self._STATE:  # area_start: not in states saved before 0.8.0's last
+        for name in self._STATE:  # area_start: not in states saved by 0.8
             setattr(self, name, copy_value(state.get(name, 1) if name == "area_start"
                                            else state[name]))
         self.detector.load_state_dict(state["detector"])
