@@ -152,8 +152,8 @@ class Cleaner:
         (:func:`labelclean.decision.suspicion_scores`): ``"aum"`` (default:
         minus the given-label margin averaged over epochs ``1..t``; flags
         AUM < 0 once a second population is found; the most accurate rule in
-        docs/benchmarks.md for every model and noise kind tried, notably at
-        80 % and under pair-flip noise), ``"loss"`` (the window's mean loss,
+        docs/benchmarks.md for every model and noise kind tried), ``"loss"``
+        (the window's mean loss,
         flagged above ``l_c``; with ``score="delta_L", window=1`` this is the
         paper's rule, and it was the default up to 0.1) or ``"logloss"``. See
         docs/phases.md, "Choosing t_c".

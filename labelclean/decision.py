@@ -214,12 +214,10 @@ def aum_population(mixture: LossMixture, scores: np.ndarray) -> bool:
     the AUM or the window-loss mixture is bimodal, or from the first time this
     test holds in two consecutive epochs on (D hovers around the bar, so the
     population, once established, is not dropped when D dips). Why: under
-    pair-flip noise both AUM populations are broad and D stays at 1.3-2 (MLP
-    784-30-30-10 on MNIST, pair-flip 0.4: 1.3-1.5 for one seed, with 45 %
-    AUM < 0), too low for the bimodality test (D >= 2); on clean data at most
-    a few percent have AUM < 0, except in the first epoch while the network is
-    still learning (up to 19 % with losses from the training pass), hence two
-    epochs in a row (docs/phases.md, "Choosing t_c").
+    pair-flip noise both AUM populations are broad and D stays below the
+    bimodality test's bar; on clean data few samples have AUM < 0, except in
+    the first epoch while the network is still learning, hence two epochs in a
+    row (docs/phases.md, "Choosing t_c", has the measurements).
     """
     share = float(np.mean(np.asarray(scores) > 0))
     return mixture.separation >= AUM_MIN_SEPARATION and share >= MIN_AUM_POPULATION
@@ -271,8 +269,8 @@ def copy_value(value: Any) -> Any:
 # ---------------------------------------------------------------------------
 
 #: ``t_c`` may not fall before this many SGD steps (with the AUM gate's
-#: ``AUM_MIN_EPOCHS``): a 1,000-image set at batch 128 has 8 steps an epoch,
-#: and its first epochs say nothing about the labels.
+#: ``AUM_MIN_EPOCHS``): a small set has few steps an epoch, and its first
+#: epochs say nothing about the labels.
 MIN_STEPS = 300
 #: Patience is at least this many SGD steps (the epoch count ``patience`` is
 #: raised to cover it), so a small set is not judged 40 steps after a peak.
@@ -281,8 +279,8 @@ PATIENCE_STEPS = 400
 #: samples have AUM < 0: labels the model ranks below another class for most
 #: samples are labels it could not learn, not clean ones. (With a population,
 #: the per-class plurality test of :meth:`TcPolicy.verdict` applies instead:
-#: 40 % of CIFAR-10N's 'worse' labels are wrong, and the paper trains with up
-#: to 80 % symmetric noise, so no overall share is itself a sign of failure.)
+#: real label sets can be mostly wrong in places, and the paper trains with
+#: mostly wrong labels, so no overall share is itself a sign of failure.)
 MAX_FLAGGED_SHARE = 0.5
 #: With a population, withhold when the mixture's high-suspicion component
 #: holds more than this many times the flagged share (see
@@ -294,9 +292,8 @@ COMPONENT_MIN_FLAGGED = 0.02
 #: Without a population, "no second population" is claimed only when the model
 #: agrees with at least this share of the given labels at ``t_c``; a model that
 #: disagrees with more cannot tell a clean set from one whose wrong labels it
-#: could not set apart. Chosen on CIFAR-10N 'random1' (16.9 % wrong, no
-#: population found, 74 % agreement); the one clean zoo cell that ends without
-#: a population, digits, agrees 100 % (docs/benchmarks.md).
+#: could not set apart. Chosen on CIFAR-10N 'random1' and the clean zoo cells
+#: (docs/benchmarks.md).
 MIN_CLEAN_AGREEMENT = 0.9
 
 #: The first epoch's held-out test (:meth:`TcPolicy.first_visits`) passes when
@@ -312,9 +309,9 @@ FIRST_VISIT_MIN_STEPS = 10
 #: With ``verdict="estimate"``: the flags are written when their estimated
 #: precision (:mod:`labelclean.estimate`) reaches this: a flag should more likely
 #: be right than wrong. The point estimate decides, not an end of its interval:
-#: on CIFAR-10N the interval's lower end sat within 0.03 of the bar on every draw
-#: of 'worse', so that a verdict by it would flip between draws
-#: (docs/benchmarks.md, "Calibration").
+#: on CIFAR-10N's 'worse' draws the interval's lower end sat next to the bar, so
+#: that a verdict by it would flip between draws (docs/benchmarks.md,
+#: "Calibration").
 MIN_PRECISION = 0.5
 #: "No second population" when the upper end of the estimated wrong-label share
 #: stays below this: the labels are clean, as far as the run can tell.
@@ -532,8 +529,8 @@ class TcPolicy:
         Labels
         a model memorises but cannot predict (random labels, images of noise)
         score at chance here and pass the learned-majority test later, by
-        memorising (2,000 MNIST images with random labels: every class "learned"
-        at epoch 16, at 39 % training accuracy). ``steps`` is the first epoch's
+        memorising (docs/benchmarks.md has a measured case). ``steps`` is the
+        first epoch's
         number of SGD steps (below :data:`FIRST_VISIT_MIN_STEPS` the test is
         inconclusive).
         """
@@ -567,7 +564,7 @@ class TcPolicy:
     def learned(self, classes_learned: int, num_classes: int) -> bool:
         """The majority has been learned: every class's given label is its plurality
         prediction. A model that has not got there ranks labels by its own bias,
-        not by their correctness (a 27 %-accurate model flagged 93 % of a set)."""
+        not by their correctness (it flags most of a set)."""
         return classes_learned >= num_classes
 
     def _fit_mixture(self, values: np.ndarray) -> LossMixture:
@@ -604,9 +601,8 @@ class TcPolicy:
         if self.aum_start is None and self.learned(classes_learned, num_classes):
             # Margins from before the model had learned the majority say
             # nothing about the labels, yet they would dominate the area of a
-            # slow learner: on 1,000 coloured shapes (regnetx_002, 12 epochs
-            # to learn) every sample's AUM started deeply negative. The area
-            # starts at the first learned epoch (epoch 1 on MNIST: unchanged).
+            # slow learner (on coloured shapes every sample's AUM started
+            # deeply negative). The area starts at the first learned epoch.
             self.aum_start = epoch
             self._margin_sum, self._margin_count = None, 0
             # The canaries' area covers the same epochs: an area that also held
@@ -739,9 +735,8 @@ class TcPolicy:
         :data:`COMPONENT_MIN_FLAGGED` are flagged), the component is a broad
         population the flags only cut the tail of: the suspicion scores show
         no population of their own for the flags, and they are mostly the
-        model's mistakes (CIFAR-10N 'aggre': ``r`` 0.61 against 31 %
-        flagged, precision 0.23; MNIST 1,000 pair-flip 0.4: 0.67 against
-        8.5 %, precision 0.60 at recall 0.13).
+        model's mistakes (CIFAR-10N 'aggre' and MNIST pair-flip in
+        docs/benchmarks.md).
         Without any of these, ``"flagged"``, or ``"no second population"``
         when none showed, provided the model's predictions at ``t_c``
         (``predicted``) agree with at least :data:`MIN_CLEAN_AGREEMENT` of the
