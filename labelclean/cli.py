@@ -18,7 +18,8 @@ from typing import NoReturn
 import click
 from click.core import ParameterSource
 
-from . import __version__, distributed
+from . import distributed
+from ._version import __version__
 from .canaries import DEFAULT_SHARE
 from .cleaner import DEFAULT_VERDICT, VERDICT_RULES
 from .decision import (

@@ -581,7 +581,7 @@ def _example(name: str):
 def default_table(records: list[dict]) -> str:
     """README.md's table: the default run (the estimate verdict) of the current minor
     version on each calibration cell, seed 0; the estimate beside the truth."""
-    from . import __version__
+    from ._version import __version__
 
     minor = ".".join(__version__.split(".")[:2]) + "."
     rows = [r for r in records if r["version"].startswith(minor) and r["seed"] == 0]

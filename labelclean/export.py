@@ -266,7 +266,7 @@ def environment() -> dict:
     import timm
     import torch
 
-    from . import __version__
+    from ._version import __version__
 
     return {
         "labelclean": __version__,

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import __version__
+from ._version import __version__
 from .decision import EpochDecision, TcPolicy, Verdict, suggested_labels
 from .distributed import Dist
 from .errors import WithheldWarning

@@ -45,8 +45,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import __version__, rundir
+from . import rundir
 from ._io import TEXT_ERRORS, write_csv, write_json
+from ._version import __version__
 from .errors import LabelcleanError
 from .export import guard_formulas, unguard_cell
 from .paths import class_name_problem, fit_name

@@ -78,8 +78,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__
 from ._io import write_json
+from ._version import __version__
 from .errors import LabelcleanError
 from .paths import check_overlap, fit_name, privacy_strip, restrict_tree
 
