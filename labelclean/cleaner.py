@@ -23,7 +23,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,12 +32,7 @@ from . import distributed
 from . import resume as resume_mod
 from .canaries import DEFAULT_SHARE as DEFAULT_CANARIES
 from .canaries import canary_labels, canary_rows, confusion
-from .checks import check_cleaner
 from .decision import (
-    MIN_STEPS,
-    PATIENCE_STEPS,
-    SCORES,
-    SUSPICIONS,
     EpochDecision,
     TcPolicy,
 )
@@ -59,9 +54,20 @@ from .observers import (  # noqa: F401 - log_tensorboard, progress_enabled kept 
     progress_enabled,
 )
 from .result import CleanResult, assemble_result
+from .settings import (
+    AUTO_BATCH_BOUNDS,
+    AUTO_STEPS_PER_EPOCH,
+    BASE_BATCH_SIZE,
+    BASE_LR,
+    DEFAULT_EPOCHS,
+    DEFAULTS,
+    MAX_AUTO_EPOCHS,
+    MIN_TRAIN_STEPS,
+    SPECS,
+    Settings,
+)
 from .sources import Dataset, SourceKind, load_dataset, split_validation
 from .training import (
-    AUGMENTATIONS,
     EpochStats,
     SampleStats,
     TrainConfig,
@@ -70,34 +76,12 @@ from .training import (
 
 log = logging.getLogger("labelclean")
 
-#: The learning rate is set for this batch size and scaled linearly with the
-#: batch size when ``lr`` is not given (Goyal et al. 2017's rule).
-BASE_LR = 0.1
-BASE_BATCH_SIZE = 128
-#: ``batch_size="auto"``: about this many SGD steps an epoch, within the bounds.
-AUTO_STEPS_PER_EPOCH = 50
-AUTO_BATCH_BOUNDS = (32, 128)
-#: ``max_epochs="auto"``: at least this many epochs, and at least enough epochs
-#: for ``MIN_TRAIN_STEPS`` SGD steps (a small set needs more epochs to learn),
-#: but never more than ``MAX_AUTO_EPOCHS``.
-DEFAULT_EPOCHS = 30
-MIN_TRAIN_STEPS = 3000
-MAX_AUTO_EPOCHS = 200
-
-
 def auto_batch_size(n: int) -> int:
     """The power of two nearest ``n / AUTO_STEPS_PER_EPOCH``, within ``AUTO_BATCH_BOUNDS``:
     128 from 4,526 samples up, 64 from 2,263, 32 below."""
     lo, hi = AUTO_BATCH_BOUNDS
     target = max(1.0, n / AUTO_STEPS_PER_EPOCH)
     return int(min(hi, max(lo, 2 ** round(math.log2(target)))))
-
-#: Where the per-sample losses and margins come from (``Cleaner(loss_pass=...)``).
-LOSS_PASSES = ("eval", "train")
-#: How the verdict is reached (``Cleaner(verdict=...)``), and the default.
-VERDICT_RULES = ("rules", "estimate")
-DEFAULT_VERDICT = "estimate"
-
 
 
 class Cleaner:
@@ -221,89 +205,94 @@ class Cleaner:
 
     def __init__(
         self,
-        model: str | None = None,
+        model: str | None = DEFAULTS.model,
         *,
-        pretrained: bool = False,
-        lr: float | None = None,
-        momentum: float = 0.9,
-        weight_decay: float = 5e-4,
-        batch_size: int | str = "auto",
-        max_epochs: int | str = "auto",
-        patience: int = 5,
-        min_steps: int = MIN_STEPS,
-        patience_steps: int = PATIENCE_STEPS,
-        seed: int = 0,
-        device: str = "auto",
-        amp: bool | None = None,
-        augment: str = "auto",
-        score: str = "separation",
-        window: int = 3,
-        suspicion: str = "aum",
-        loss_pass: str = "eval",
-        kind: SourceKind = "auto",
-        path_column: str = "path",
-        label_column: str = "label",
-        noise_column: str | None = None,
-        image_size: int | None = None,
-        skip_unreadable: bool = False,
-        cache: str | os.PathLike | None = None,
-        max_memory: int | None = None,
-        workers: int | str = "auto",
-        compile: bool = False,
-        probe_every: int | str = "auto",
-        probe_batches: int | None = None,
-        spectrum: bool = False,
-        verdict: str = DEFAULT_VERDICT,
-        canaries: float | str = "auto",
-        force_flags: bool = False,
-        root: str | os.PathLike | None = None,
-        image_column: str = "image",
-        embeddings: bool = True,
-        tensorboard_dir: str | os.PathLike | None = None,
-        progress: bool | str = "auto",
+        pretrained: bool = DEFAULTS.pretrained,
+        max_epochs: int | str = DEFAULTS.max_epochs,
+        patience: int = DEFAULTS.patience,
+        min_steps: int = DEFAULTS.min_steps,
+        patience_steps: int = DEFAULTS.patience_steps,
+        lr: float | None = DEFAULTS.lr,
+        momentum: float = DEFAULTS.momentum,
+        weight_decay: float = DEFAULTS.weight_decay,
+        batch_size: int | str = DEFAULTS.batch_size,
+        augment: str = DEFAULTS.augment,
+        score: str = DEFAULTS.score,
+        suspicion: str = DEFAULTS.suspicion,
+        window: int = DEFAULTS.window,
+        loss_pass: str = DEFAULTS.loss_pass,
+        seed: int = DEFAULTS.seed,
+        device: str = DEFAULTS.device,
+        amp: bool | None = DEFAULTS.amp,
+        kind: SourceKind = DEFAULTS.kind,
+        path_column: str = DEFAULTS.path_column,
+        label_column: str = DEFAULTS.label_column,
+        noise_column: str | None = DEFAULTS.noise_column,
+        root: str | os.PathLike | None = DEFAULTS.root,
+        image_column: str = DEFAULTS.image_column,
+        image_size: int | None = DEFAULTS.image_size,
+        cache: str | os.PathLike | None = DEFAULTS.cache,
+        max_memory: int | None = DEFAULTS.max_memory,
+        workers: int | str = DEFAULTS.workers,
+        compile: bool = DEFAULTS.compile,
+        skip_unreadable: bool = DEFAULTS.skip_unreadable,
+        probe_every: int | str = DEFAULTS.probe_every,
+        probe_batches: int | None = DEFAULTS.probe_batches,
+        spectrum: bool = DEFAULTS.spectrum,
+        verdict: str = DEFAULTS.verdict,
+        canaries: float | str = DEFAULTS.canaries,
+        force_flags: bool = DEFAULTS.force_flags,
+        embeddings: bool = DEFAULTS.embeddings,
+        tensorboard_dir: str | os.PathLike | None = DEFAULTS.tensorboard_dir,
+        progress: bool | str = DEFAULTS.progress,
     ) -> None:
         self.model = model
         self.pretrained = pretrained
-        self.lr = lr
-        self.momentum = momentum
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
         self.max_epochs = max_epochs
         self.patience = patience
         self.min_steps = min_steps
         self.patience_steps = patience_steps
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.augment = augment
+        self.score = score
+        self.suspicion = suspicion
+        self.window = window
+        self.loss_pass = loss_pass
         self.seed = seed
         self.device = device
         self.amp = amp
-        self.augment = augment
-        self.score = score
-        self.window = window
-        self.suspicion = suspicion
-        self.loss_pass = loss_pass
         self.kind = kind
         self.path_column = path_column
         self.label_column = label_column
         self.noise_column = noise_column
+        self.root = None if root is None else str(root)
+        self.image_column = image_column
         self.image_size = image_size
-        self.skip_unreadable = skip_unreadable
         self.cache = None if cache is None else str(cache)
         self.max_memory = max_memory
         self.workers = workers
         self.compile = compile
+        self.skip_unreadable = skip_unreadable
         self.probe_every = probe_every
         self.probe_batches = probe_batches
         self.spectrum = spectrum
         self.verdict = verdict
         self.canaries = canaries
         self.force_flags = force_flags
-        self.root = None if root is None else str(root)
-        self.image_column = image_column
         self.embeddings = embeddings
         self.tensorboard_dir = None if tensorboard_dir is None else str(tensorboard_dir)
         self.progress = progress
 
     def get_params(self) -> dict:
         return dict(vars(self))
+
+    def settings(self) -> Settings:
+        """The settings as they are now, frozen (:class:`~labelclean.settings.Settings`):
+        what the parts of a run (observers, result, export) read."""
+        return Settings(**{name: getattr(self, name) for name in SPECS})
 
     @property
     def canary_share(self) -> float:
@@ -583,54 +572,9 @@ class Cleaner:
 
     def validate(self) -> None:
         """Check every setting that can be checked before any data is read; raise
-        :class:`~labelclean.errors.LabelcleanError` for the first bad one."""
-        _choice("loss_pass", self.loss_pass, LOSS_PASSES)
-        _choice("suspicion", self.suspicion, SUSPICIONS)
-        _choice("score", self.score, SCORES)
-        _choice("augment", self.augment, ("auto", *AUGMENTATIONS))
-        _choice("kind", self.kind, get_args(SourceKind))
-        _integer("window", self.window, 1)
-        _integer("patience", self.patience, 1)
-        _integer("min_steps", self.min_steps, 0)
-        _integer("patience_steps", self.patience_steps, 0)
-        _integer("seed", self.seed, None)
-        for name in ("batch_size", "max_epochs"):
-            if getattr(self, name) != "auto":
-                _integer(name, getattr(self, name), 1, "'auto' or ")
-        if self.workers != "auto":
-            _integer("workers", _parsed(self.workers), 0, "'auto' or ")
-        if self.probe_every != "auto":
-            _integer("probe_every", _parsed(self.probe_every), 0, "'auto' or ")
-        for name in ("probe_batches", "image_size"):
-            if getattr(self, name) is not None:
-                _integer(name, getattr(self, name), 1, "None or ")
-        if self.max_memory is not None and not (_is_number(self.max_memory)
-                                                and self.max_memory > 0):
-            raise LabelcleanError(f"max_memory must be None or a positive number of bytes, "
-                                  f"got {self.max_memory!r}")
-        _choice("verdict", self.verdict, VERDICT_RULES)
-        share = _parsed(self.canaries, float)
-        if self.canaries != "auto" and not (_is_number(share) and 0 <= share <= 0.5):
-            raise LabelcleanError(f"canaries must be 'auto' or a share in [0, 0.5], "
-                                  f"got {self.canaries!r}")
-        if self.lr is not None and not (_is_number(self.lr) and self.lr > 0):
-            raise LabelcleanError(f"lr must be positive, got {self.lr!r}")
-        if not (_is_number(self.momentum) and 0 <= self.momentum < 1):
-            raise LabelcleanError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if not (_is_number(self.weight_decay) and self.weight_decay >= 0):
-            raise LabelcleanError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if not isinstance(self.device, str):
-            raise LabelcleanError(f"device must be a string, got {self.device!r}")
-        if self.device != "auto":
-            # its syntax only: whether it is there (and what "cuda" means under
-            # torchrun) is distributed.setup's and the trainer's to say
-            try:
-                torch.device(self.device)
-            except RuntimeError:
-                raise LabelcleanError(f"unknown device {self.device!r}") from None
-        if self.progress not in (True, False, "auto"):
-            raise LabelcleanError(f"progress must be True, False or 'auto', got {self.progress!r}")
-        check_cleaner(self)  # seed range, optional packages, folders (labelclean.checks)
+        :class:`~labelclean.errors.LabelcleanError` for the first bad one
+        (:meth:`Settings.validate <labelclean.settings.Settings.validate>`)."""
+        self.settings().validate()
 
     def resolved_workers(self, data: Dataset) -> int:
         """``workers`` for ``data``, ``"auto"`` resolved (see the class docstring)."""
@@ -646,38 +590,6 @@ class Cleaner:
     def _probe_interval(self, n: int, batch_size: int) -> int:
         """Epochs between order-parameter probes (0: never)."""
         return probe_interval(self.probe_every, self.probe_batches, n, batch_size)
-
-
-# ---------------------------------------------------------------------- validation
-
-
-def _choice(name: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        raise LabelcleanError(f"{name} must be one of {', '.join(map(str, choices))}, "
-                              f"got {value!r}")
-
-
-def _parsed(value: Any, kind: type = int) -> Any:
-    """``"2"`` or ``"0.05"`` (as the command line passes ``--workers`` or ``--canaries``)
-    as ``kind``; anything else unchanged."""
-    if isinstance(value, str):
-        try:
-            return kind(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _integer(name: str, value: Any, minimum: int | None, alternatives: str = "") -> None:
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-    if not ok or (minimum is not None and value < minimum):
-        bound = "an integer" if minimum is None else f"an integer >= {minimum}"
-        raise LabelcleanError(f"{name} must be {alternatives}{bound}, got {value!r}")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and \
-        math.isfinite(value)
 
 
 # ---------------------------------------------------------------------- run state

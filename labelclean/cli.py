@@ -20,19 +20,9 @@ from click.core import ParameterSource
 
 from . import distributed
 from ._version import __version__
-from .canaries import DEFAULT_SHARE
-from .cleaner import DEFAULT_VERDICT, VERDICT_RULES
-from .decision import (
-    MIN_STEPS,
-    PATIENCE_STEPS,
-    SCORES,
-    SUSPICIONS,
-    WITHHELD_EXIT_STATUS,
-    Verdict,
-)
+from .decision import WITHHELD_EXIT_STATUS, Verdict
 from .errors import LabelcleanError, WithheldWarning
-from .models import DEFAULT_FEATURE_MODEL, DEFAULT_IMAGE_MODEL, DEFAULT_RGB_MODEL
-from .observers import PROBE_BUDGET
+from .settings import DEFAULTS, SPECS
 from .summary import print_summary, withheld_paragraph
 
 _SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -104,114 +94,56 @@ def auto_or_int(ctx: click.Context, param: click.Parameter, value: str | int) ->
         raise click.BadParameter(f"{value!r} is neither 'auto' nor an integer") from None
 
 
+def _gib(ctx: click.Context, param: click.Parameter, value: float | None) -> int | None:
+    """A number of GiB as bytes."""
+    return None if value is None else int(value * 2**30)
+
+
+def setting_option(name: str):
+    """The click option of the setting ``name``, from its declaration in
+    :class:`~labelclean.settings.Settings`: ``--the-name`` (plus its aliases), its
+    default and help text, and the type its :class:`~labelclean.settings.Setting`
+    names."""
+    spec = SPECS[name]
+    default = getattr(DEFAULTS, name)
+    dashed = name.replace("_", "-")
+    decls = [f"--{dashed}", *spec.aliases] + ([name] if spec.aliases else [])
+    kw: dict = {"help": spec.help}
+    if spec.option == "flag":
+        kw["is_flag"] = True
+        if default is not False:  # amp: None, "not given"
+            kw["default"] = default
+        return click.option(*decls, **kw)
+    if spec.option == "switch":
+        decls = [f"--{dashed}/--no-{dashed}"]
+    kw["default"] = default
+    kw["show_default"] = default is not None
+    if spec.option == "int":
+        kw["type"] = int
+    elif spec.option == "float":
+        kw["type"] = float
+    elif spec.option == "choice":
+        kw["type"] = click.Choice(spec.choices)
+    elif spec.option == "path":
+        kw["type"] = click.Path(path_type=Path)
+    elif spec.option == "auto_int":
+        kw["callback"] = auto_or_int
+    elif spec.option == "gib":
+        kw["type"] = float
+        kw["callback"] = _gib
+    if default is None:
+        del kw["show_default"]
+    return click.option(*decls, **kw)
+
+
 def training_options(f):
     """The options of every setting of :class:`~labelclean.Cleaner`, each named as its
-    keyword (``--max-epochs`` sets ``max_epochs``); their defaults are the keywords'
-    (tests/test_config.py fails when the two drift apart)."""
-    options = [
-        click.option("--model", default=None,
-                     help="A timm model name, cnn:w1,w2,... (a small CNN of those widths) or "
-                     f"mlp:w1,w2,... [default: {DEFAULT_RGB_MODEL} for colour images, "
-                     f"{DEFAULT_IMAGE_MODEL} for single-channel images, "
-                     f"{DEFAULT_FEATURE_MODEL} for features]"),
-        click.option("--pretrained", is_flag=True, help="Start from timm's pretrained weights."),
-        click.option("--max-epochs", "--epochs", "max_epochs", default="auto", show_default=True,
-                     callback=auto_or_int,
-                     help="Most epochs to train (auto: 30, or 3,000 SGD steps on small sets)."),
-        click.option("--patience", type=int, default=5, show_default=True,
-                     help="Stop this many epochs after the last phase-II improvement "
-                     "(at least --patience-steps SGD steps)."),
-        click.option("--min-steps", type=int, default=MIN_STEPS, show_default=True,
-                     help="No t_c before this many SGD steps (learn before deciding)."),
-        click.option("--patience-steps", type=int, default=PATIENCE_STEPS, show_default=True,
-                     help="Patience covers at least this many SGD steps."),
-        click.option("--lr", type=float, default=None,
-                     help="SGD learning rate [default: 0.1 x batch size / 128]."),
-        click.option("--momentum", type=float, default=0.9, show_default=True,
-                     help="SGD momentum."),
-        click.option("--weight-decay", type=float, default=5e-4, show_default=True,
-                     help="SGD weight decay (L2)."),
-        click.option("--batch-size", default="auto", show_default=True, callback=auto_or_int,
-                     help="Minibatch size (auto: about 50 steps an epoch, 32 to 128)."),
-        click.option("--augment", type=click.Choice(["auto", "none", "shift", "shift-flip"]),
-                     default="auto", show_default=True,
-                     help="Training augmentation (auto: shift-flip for colour images, none "
-                     "otherwise); losses and margins always come from un-augmented images."),
-        click.option("--score", type=click.Choice(SCORES), default="separation",
-                     show_default=True, help="What the phase-II detector maximises."),
-        click.option("--suspicion", type=click.Choice(SUSPICIONS),
-                     default="aum", show_default=True,
-                     help="Per-sample score the flags are read from: minus the mean margin "
-                     "over epochs since every class was learned (AUM < 0 flagged), the "
-                     "windowed loss (the paper's, "
-                     "flagged above l_c) or its log. See docs/phases.md."),
-        click.option("--window", type=int, default=3, show_default=True,
-                     help="Average each sample's loss over this many epochs (1: the paper)."),
-        click.option("--loss-pass", type=click.Choice(["eval", "train"]), default="eval",
-                     show_default=True, help="Per-sample losses from an eval pass after each "
-                     "epoch (the paper's), or free from the training pass."),
-        click.option("--seed", type=int, default=0, show_default=True,
-                     help="Seed of the run's randomness (weights, sample order, canaries): "
-                     "the same seed on the same device gives the same flags. bench: the one "
-                     "seed to run, as --seeds N."),
-        click.option("--device", default="auto", show_default=True,
-                     help="auto, cpu, cuda or cuda:N."),
-        click.option("--amp", is_flag=True, default=None,
-                     help="bf16 autocast on CUDA (off by default: see docs/performance.md)."),
-        click.option("--kind", type=click.Choice(["auto", "folder", "paths", "features"]),
-                     default="auto", show_default=True, help="Force the input kind."),
-        click.option("--path-column", default="path", show_default=True,
-                     help="A CSV's column of image paths."),
-        click.option("--label-column", default="label", show_default=True,
-                     help="A CSV's column of given labels."),
-        click.option("--noise-column", default=None,
-                     help="CSV column of trusted 0/1 wrong-label marks (research only)."),
-        click.option("--image-size", type=int, default=None,
-                     help="Resize images to this square side [default: native up to 64 px]."),
-        click.option("--cache", type=click.Path(path_type=Path), default=None,
-                     help="Folder to keep decoded images in between runs (outside the input "
-                     "and --out); a rerun over unchanged files skips decoding. Needed for "
-                     "images over --max-memory."),
-        click.option("--max-memory", type=float, default=None,
-                     callback=lambda ctx, param, v: None if v is None else int(v * 2**30),
-                     help="GiB the decoded images may take in memory [default: a quarter "
-                     "of RAM]; larger inputs are decoded once into --cache and "
-                     "memory-mapped."),
-        click.option("--workers", default="auto", show_default=True, callback=auto_or_int,
-                     help="DataLoader processes gathering batches of memory-mapped images "
-                     "(auto: 0 in memory, up to 4 mapped)."),
-        click.option("--compile", is_flag=True,
-                     help="torch.compile the forward passes (measure first: docs/performance.md)."),
-        click.option("--skip-unreadable", is_flag=True,
-                     help="Leave undecodable images out (listed in the report) "
-                     "instead of stopping."),
-        click.option("--probe-every", default="auto", show_default=True, callback=auto_or_int,
-                     help="Estimate order parameters every N epochs (0: off; auto: as often "
-                     f"as keeps the probe under {PROBE_BUDGET:.0%} of training time)."),
-        click.option("--probe-batches", type=int, default=None,
-                     help="Minibatch gradients per order-parameter probe (K)."),
-        click.option("--spectrum", is_flag=True, help="Also estimate the noise spectrum's D_s."),
-        click.option("--verdict", type=click.Choice(VERDICT_RULES), default=DEFAULT_VERDICT,
-                     show_default=True,
-                     help="How the run decides to write its flags: the flags' estimated "
-                          "precision per class (from canaries), or 0.7's withholding rules."),
-        click.option("--canaries", default="auto", show_default=True,
-                     help=f"Known-wrong canaries per sample ('auto': {DEFAULT_SHARE} with "
-                          "--verdict estimate, else 0): samples held out under their labels "
-                          "and trained on under wrong ones, from which the run estimates "
-                          "its flags' precision (run.json's 'estimate')."),
-        click.option("--force-flags", is_flag=True,
-                     help="Write the flags even when the run is withheld (marked as forced)."),
-        click.option("--embeddings/--no-embeddings", default=True, show_default=True,
-                     help="Write embeddings.npy, the penultimate features at t_c "
-                     "(N x D floats; turn off for very large sets)."),
-        click.option("--tensorboard-dir", "--tensorboard", "tensorboard_dir",
-                     type=click.Path(path_type=Path), default=None,
-                     help="Also log the per-epoch metrics, mixture and order parameters "
-                     "to this TensorBoard folder (needs the tensorboard package)."),
-    ]
-    for option in reversed(options):
-        f = option(f)
+    keyword (``--max-epochs`` sets ``max_epochs``), built from
+    :class:`~labelclean.settings.Settings` in its field order (settings of Python
+    objects only have none); tests/test_config.py holds the two together."""
+    for name, spec in reversed(SPECS.items()):
+        if spec.option is not None:
+            f = setting_option(name)(f)
     return f
 
 

@@ -48,6 +48,7 @@ from . import resume
 from .decision import EpochDecision, TcPolicy
 from .errors import LabelcleanError
 from .noise import precision_recall_f1
+from .settings import PROBE_BUDGET
 from .sources import Dataset
 from .training import EpochStats, SampleStats, TrainConfig, Trainer
 
@@ -57,8 +58,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("labelclean")
 
-#: Share of training time the order-parameter probe may take with ``probe_every="auto"``.
-PROBE_BUDGET = 0.05
 #: Training steps one probe with the split costs, per sampled minibatch (measured:
 #: docs/performance.md, "The order-parameter probe").
 PROBE_STEPS_PER_BATCH = 1.6

@@ -42,13 +42,15 @@ import torch
 
 from ._io import atomic_write
 from .errors import LabelcleanError
+from .settings import free_settings
 
 STATE_FILE = "state.pt"
 #: Bumped when the state's layout changes; an older state is refused, not misread.
 STATE_VERSION = 2
 _ARRAY = "__ndarray__"
-#: Settings that change no number of the run: they may differ on resume.
-FREE_SETTINGS = frozenset({"progress", "tensorboard_dir", "cache", "max_memory", "workers"})
+#: Settings that change no number of the run: they may differ on resume (those
+#: :class:`~labelclean.settings.Settings` declares ``free``).
+FREE_SETTINGS = free_settings()
 
 
 def samples_file(epoch: int) -> str:

@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 from labelclean import Cleaner, LabelcleanError
-from labelclean.cleaner import LOSS_PASSES, VERDICT_RULES
 from labelclean.cli import bench_command, main, run
 from labelclean.decision import SCORES, SUSPICIONS
+from labelclean.settings import LOSS_PASSES, VERDICT_RULES
 from labelclean.sources import SourceKind
 from labelclean.training import AUGMENTATIONS
 
