@@ -113,7 +113,7 @@ def fit_with_snapshots(cleaner: Cleaner, *args, **kwargs):
     made: list[Snapshots] = []
 
     def factory(setup: ObserverSetup) -> Snapshots:
-        made.append(Snapshots(int(setup.cleaner.probe_every)))
+        made.append(Snapshots(int(setup.settings.probe_every)))
         return made[-1]
 
     observers.register("snapshots", factory)

@@ -381,6 +381,7 @@ class Cleaner:
         resume: bool = False,
     ) -> CleanResult | None:
         started = time.perf_counter()
+        settings = self.settings()  # what the observers and the result read
         train, val_ds, noise_mask = self._read_inputs(data, val, noise_mask, dist, state_dir)
         config = self.train_config(len(train), workers=self.resolved_workers(train),
                                    input_shape=train.input_shape, kind=train.kind)
@@ -394,7 +395,7 @@ class Cleaner:
                           canaries=len(trainer.canary_rows) > 0)
         # rank 0 alone decides, so it alone observes; the others train their share
         observers = build_observers(ObserverSetup(
-            cleaner=self, config=config, trainer=trainer, dataset=train, noise_mask=noise_mask,
+            settings=settings, config=config, trainer=trainer, dataset=train, noise_mask=noise_mask,
             state_dir=state_dir)) if dist.is_main else {}
         run = _RunState(stop_reason=f"reached max_epochs={config.max_epochs}")
         saver = None
@@ -411,7 +412,7 @@ class Cleaner:
         if not dist.is_main:
             return None
         return assemble_result(
-            self, data=train, val=val_ds, noise_mask=noise_mask, trainer=trainer,
+            settings, data=train, val=val_ds, noise_mask=noise_mask, trainer=trainer,
             config=config, dist=dist, policy=policy, observers=observers, rows=run.rows,
             chosen=run.chosen(trainer, policy), stop_reason=run.stop_reason,
             model=(model_name, mean, std), started=started - run.seconds_before,

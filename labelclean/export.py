@@ -60,11 +60,11 @@ from .rundir import (
 from .writers import DEFAULT_LINK, LINK_MODES, output_forbidden, writer_for
 
 if TYPE_CHECKING:
-    from .result import CleanResult
+    from .resultdata import ResultData
 
 
 def export_result(
-    result: CleanResult,
+    result: ResultData,
     out: str | os.PathLike,
     *,
     link: str = DEFAULT_LINK,
@@ -109,7 +109,7 @@ def export_result(
         return staging.commit()
 
 
-def _write_run(result: CleanResult, folder: Path, out: Path, link: str, report: bool) -> None:
+def _write_run(result: ResultData, folder: Path, out: Path, link: str, report: bool) -> None:
     """Write the run's files into ``folder``; ``out`` is where they will end up."""
     data = result.dataset
     keep = ~result.scores.sort_values("index")["flagged"].to_numpy()
@@ -166,7 +166,7 @@ def guard_formulas(table: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- checks
 
 
-def review_table(result: CleanResult) -> pd.DataFrame:
+def review_table(result: ResultData) -> pd.DataFrame:
     """``flagged_samples.csv``: the flagged rows plus the editable review columns."""
     f = result.flagged
     table = pd.DataFrame(
@@ -193,7 +193,7 @@ def review_table(result: CleanResult) -> pd.DataFrame:
 OPTIONAL_RUN_KEYS = ("against_truth", "val_accuracy_at_t_c")
 
 
-def run_summary(result: CleanResult, out: Path) -> dict:
+def run_summary(result: ResultData, out: Path) -> dict:
     """``run.json``: the input, the settings, ``t_c``, the counts, the verdict, the
     observers' run-level results (``CleanResult.observed``), the timings."""
     data = result.dataset
@@ -281,7 +281,7 @@ def environment() -> dict:
     }
 
 
-def _in_phase(result: CleanResult, phase: str) -> bool | None:
+def _in_phase(result: ResultData, phase: str) -> bool | None:
     span = result.phase_boundaries.get(phase)
     if not span:
         return None if not result.phase_boundaries else False

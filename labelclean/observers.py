@@ -48,12 +48,11 @@ from . import resume
 from .decision import EpochDecision, TcPolicy
 from .errors import LabelcleanError
 from .noise import precision_recall_f1
-from .settings import PROBE_BUDGET
+from .settings import PROBE_BUDGET, Settings
 from .sources import Dataset
 from .training import EpochStats, SampleStats, TrainConfig, Trainer
 
 if TYPE_CHECKING:
-    from .cleaner import Cleaner
     from .mixture import LossMixture
 
 log = logging.getLogger("labelclean")
@@ -69,8 +68,8 @@ class ObserverSetup:
     """What a factory may read to build its observer, once per fit (after the
     model is built, before any state is restored)."""
 
-    #: The settings (read its public attributes: ``probe_every``, ``seed``...).
-    cleaner: Cleaner
+    #: The run's settings (``probe_every``, ``seed``...), frozen.
+    settings: Settings
     #: The resolved SGD settings (batch size, epoch budget...).
     config: TrainConfig
     trainer: Trainer
@@ -357,7 +356,7 @@ class OrderParameterProbe(Observer):
 
     @classmethod
     def create(cls, setup: ObserverSetup) -> OrderParameterProbe | None:
-        c = setup.cleaner
+        c = setup.settings
         every = probe_interval(c.probe_every, c.probe_batches, len(setup.dataset),
                                setup.config.batch_size)
         if not every:
@@ -410,7 +409,7 @@ class ProgressBar(Observer):
 
     @classmethod
     def create(cls, setup: ObserverSetup) -> ProgressBar | None:
-        if not progress_enabled(setup.cleaner.progress):
+        if not progress_enabled(setup.settings.progress):
             return None
         return cls(setup.config.max_epochs)
 
@@ -463,7 +462,7 @@ class TensorBoardLogger(Observer):
 
     @classmethod
     def create(cls, setup: ObserverSetup) -> TensorBoardLogger | None:
-        folder = setup.cleaner.tensorboard_dir
+        folder = setup.settings.tensorboard_dir
         return None if folder is None else cls(folder)
 
     def on_history(self, context: HistoryContext) -> dict[str, Any]:

@@ -1,7 +1,8 @@
-"""What a fit returns (:class:`CleanResult`) and how it is put together at the end
-of a fit (:func:`assemble_result`): the history, the end-of-fit observers, the
-model's outputs at ``t_c``, the verdict, the scores table, the checkpoint's
-settings and the timings.
+"""What a fit returns (:class:`CleanResult`: the data of
+:class:`~labelclean.resultdata.ResultData` plus the methods that export it) and how it
+is put together at the end of a fit (:func:`assemble_result`): the history, the
+end-of-fit observers, the model's outputs at ``t_c``, the verdict, the scores table,
+the checkpoint's settings and the timings.
 """
 
 from __future__ import annotations
@@ -10,35 +11,31 @@ import logging
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from ._version import __version__
-from .decision import EpochDecision, TcPolicy, Verdict, suggested_labels
+from .decision import EpochDecision, TcPolicy, suggested_labels
 from .distributed import Dist
 from .errors import WithheldWarning
-from .estimate import Estimate
 from .estimate import estimate as estimate_flags
 from .mixture import LossMixture
-from .models import create_model
 from .observers import HistoryContext, Observer, end_of_fit
+from .resultdata import ResultData
+from .settings import Settings
 from .sources import Dataset
 from .training import SampleStats, TrainConfig, Trainer
-
-if TYPE_CHECKING:
-    from .cleaner import Cleaner
 
 log = logging.getLogger("labelclean")
 
 
-@dataclass
-class CleanResult:
-    """Everything one run found, as plain data.
+class CleanResult(ResultData):
+    """Everything one run found, as plain data (:class:`~labelclean.resultdata.ResultData`),
+    and the methods that write it (:meth:`export`, :meth:`review_frame`).
 
     Attributes
     ----------
@@ -96,45 +93,6 @@ class CleanResult:
         top-level keys of ``run.json``): ``phase_boundaries`` among them.
     """
 
-    dataset: Dataset
-    history: pd.DataFrame
-    scores: pd.DataFrame
-    t_c: int
-    mixture: LossMixture
-    losses: np.ndarray
-    margins: np.ndarray
-    state_dict: dict
-    checkpoint_config: dict
-    params: dict
-    timing: dict
-    stop_reason: str
-    noise_mask: np.ndarray | None = None
-    val: Dataset | None = None
-    second_population: bool | None = None
-    verdict: Verdict | None = None
-    pred_probs: np.ndarray | None = None
-    embeddings: np.ndarray | None = None
-    observed: dict[str, Any] = field(default_factory=dict)
-    estimate: Estimate | None = None
-    held_out: np.ndarray | None = None
-    canary_scores: np.ndarray | None = None
-    canary_y: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        if self.second_population is None:
-            self.second_population = bool(self.mixture.bimodal)
-        if self.verdict is None:
-            self.verdict = (
-                Verdict("flagged") if self.scores["flagged"].any()
-                else Verdict("no second population")
-            )
-
-    @property
-    def flagged(self) -> pd.DataFrame:
-        """Flagged samples, most suspicious (highest ``score``) first: the rows of
-        ``scores`` (for the review file's columns, see :meth:`review_frame`)."""
-        return self.scores[self.scores["flagged"]].reset_index(drop=True)
-
     def review_frame(self) -> pd.DataFrame:
         """The table ``flagged_samples.csv`` holds: the flagged rows with ``path``
         (or ``row``), ``suggested_label`` and an editable ``action`` column
@@ -144,27 +102,6 @@ class CleanResult:
         from .export import review_table
 
         return review_table(self)
-
-    @property
-    def phase_boundaries(self) -> dict[str, list[int]]:
-        """First and last epoch of each phase (the phase labeller's result; ``{}``
-        without it)."""
-        return self.observed.get("phase_boundaries", {})
-
-    @property
-    def n_flagged(self) -> int:
-        return int(self.scores["flagged"].sum())
-
-    def flagged_share_by_class(self) -> dict[str, float]:
-        """Share of the samples given each class that are flagged."""
-        shares = self.scores.groupby("given_label", sort=False)["flagged"].mean()
-        return {str(c): float(shares.get(c, 0.0)) for c in self.dataset.classes
-                if c in shares.index}
-
-    @property
-    def estimated_noise_rate(self) -> float:
-        """Fraction of the training samples flagged."""
-        return self.n_flagged / max(1, len(self.scores))
 
     def export(
         self, out: str | os.PathLike, *, link: str = "copy", overwrite: bool = False
@@ -177,24 +114,9 @@ class CleanResult:
 
         return export_result(self, out, link=link, overwrite=overwrite)
 
-    def load_model(self) -> Any:
-        """The early-stopped model at ``t_c``, as a :class:`~labelclean.checkpoint.Checkpoint`."""
-        from .checkpoint import Checkpoint
-
-        shape = tuple(self.checkpoint_config["input_shape"])
-        stat_shape = (shape[0], 1, 1) if len(shape) == 3 else shape
-        model = create_model(
-            self.checkpoint_config["model"], shape, len(self.dataset.classes),
-            torch.tensor(self.checkpoint_config["mean"]).reshape(stat_shape),
-            torch.tensor(self.checkpoint_config["std"]).reshape(stat_shape),
-        )
-        model.load_state_dict(self.state_dict)
-        return Checkpoint(model.eval(), list(self.dataset.classes), dict(self.checkpoint_config))
-
-
 
 def assemble_result(
-    cleaner: Cleaner,
+    settings: Settings,
     *,
     data: Dataset,
     val: Dataset | None,
@@ -211,7 +133,8 @@ def assemble_result(
     started: float,
     observer_seconds: dict[str, float] | None = None,
 ) -> CleanResult:
-    """The :class:`CleanResult` of a fit whose epochs are over (rank 0).
+    """The :class:`CleanResult` of a fit whose epochs are over (rank 0), with
+    ``settings`` (the run's, :meth:`labelclean.Cleaner.settings`).
 
     ``rows`` are the epochs' history rows, ``chosen`` the weights, per-sample
     pass and decision of the epoch chosen as ``t_c``, ``model`` its name and
@@ -225,7 +148,7 @@ def assemble_result(
     t_c = int(decision_tc.epoch)
     history = pd.DataFrame(rows)
     history["unstable"] = history["epoch"].isin(policy.detector.unstable_epochs)
-    pred_probs, embeddings = _outputs_at(trainer, weights, cleaner.embeddings)
+    pred_probs, embeddings = _outputs_at(trainer, weights, settings.embeddings)
     observed = end_of_fit(observers, HistoryContext(
         history=history, t_c=t_c, decision=decision_tc, policy=policy, dataset=data,
         noise_mask=noise_mask))
@@ -234,19 +157,19 @@ def assemble_result(
         inside = ~trainer.held_out  # the held-out samples are scored out of sample
         estimate = estimate_flags(decision_tc.scores[inside], decision_tc.canary_scores,
                                   data.y[inside], trainer.canary_y, list(data.classes),
-                                  cut=decision_tc.cut, seed=cleaner.seed)
-    if cleaner.verdict == "estimate":
+                                  cut=decision_tc.cut, seed=settings.seed)
+    if settings.verdict == "estimate":
         verdict, flags = policy.estimate_verdict(decision_tc, data.y, list(data.classes),
-                                                 estimate, force=cleaner.force_flags)
+                                                 estimate, force=settings.force_flags)
     else:
         verdict, flags = policy.verdict(
-            decision_tc, data.y, list(data.classes), force=cleaner.force_flags,
+            decision_tc, data.y, list(data.classes), force=settings.force_flags,
             suggested=suggested_labels(at_tc.pred, at_tc.runner_up, data.y),
             predicted=at_tc.pred)
     p_noisy = decision_tc.mixture.posterior(decision_tc.scores)
     scores = scores_frame(
         data, at_tc, decision_tc.scores, p_noisy, flags, decision_tc.mixture, t_c,
-        cleaner.window, kind=cleaner.suspicion, aum_start=policy.aum_start or 1,
+        settings.window, kind=settings.suspicion, aum_start=policy.aum_start or 1,
     )
     if verdict.forced:
         f = scores["flagged"]
@@ -280,7 +203,7 @@ def assemble_result(
             "labelclean_version": __version__,
             "inputs": "raw uint8 images (N, C, H, W) at input_shape, or float features",
         },
-        params={**cleaner.get_params(), "model": model_name, "device": str(trainer.device),
+        params={**settings.as_dict(), "model": model_name, "device": str(trainer.device),
                 "batch_size": config.batch_size, "lr": config.lr,
                 "max_epochs": config.max_epochs, "augment": config.augment,
                 **({"world_size": dist.world_size} if dist.enabled else {})},

@@ -11,7 +11,7 @@ import click
 from .decision import WITHHELD_EXIT_STATUS, Verdict
 
 if TYPE_CHECKING:
-    from .cleaner import CleanResult
+    from .resultdata import ResultData
 
 
 def _class_shares(shares: dict[str, float], most: int = 10) -> str:
@@ -32,7 +32,7 @@ def withheld_paragraph(verdict: Verdict) -> str:
     return textwrap.fill(body, width=100)
 
 
-def print_summary(result: CleanResult, out: Path) -> None:
+def print_summary(result: ResultData, out: Path) -> None:
     n = len(result.scores)
     m = result.mixture
     if result.params.get("suspicion") == "aum":

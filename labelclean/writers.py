@@ -39,7 +39,7 @@ from .rundir import CLEANED_DIR, CLEANED_TABLE
 from .sources import Dataset
 
 if TYPE_CHECKING:
-    from .result import CleanResult
+    from .resultdata import ResultData
 
 #: How ``cleaned/`` refers to the input images. ``copy`` (the default) makes
 #: copy-on-write clones where the filesystem can (btrfs, XFS, APFS...) and plain
@@ -59,7 +59,7 @@ class SourceWriter(ABC):
     in_memory: bool = False
 
     @abstractmethod
-    def write(self, result: CleanResult, keep: np.ndarray, folder: Path, out: Path,
+    def write(self, result: ResultData, keep: np.ndarray, folder: Path, out: Path,
               link: str) -> None:
         """Write ``result.dataset``'s samples where ``keep`` (in sample order) into
         ``folder``, the staging folder of the run folder ``out``; ``link`` is how
@@ -76,7 +76,7 @@ class ImageTreeWriter(SourceWriter):
 
     output = CLEANED_DIR
 
-    def write(self, result: CleanResult, keep: np.ndarray, folder: Path, out: Path,
+    def write(self, result: ResultData, keep: np.ndarray, folder: Path, out: Path,
               link: str) -> None:
         data = result.dataset
         kept = ((f, rel) for f, rel, k in zip(data.files, data.ids, keep) if k)
@@ -90,11 +90,11 @@ class TableWriter(SourceWriter):
     def __init__(self, *, in_memory: bool = False) -> None:
         self.in_memory = in_memory
 
-    def write(self, result: CleanResult, keep: np.ndarray, folder: Path, out: Path,
+    def write(self, result: ResultData, keep: np.ndarray, folder: Path, out: Path,
               link: str) -> None:
         write_csv(folder / self.output, self.cleaned_table(result, keep, out))
 
-    def cleaned_table(self, result: CleanResult, keep: np.ndarray, out: Path) -> pd.DataFrame:
+    def cleaned_table(self, result: ResultData, keep: np.ndarray, out: Path) -> pd.DataFrame:
         """The rows of the input table that hold kept samples, in table order."""
         data = result.dataset
         return data.table.iloc[data.rows[keep]].copy()
@@ -104,7 +104,7 @@ class PathTableWriter(TableWriter):
     """A CSV of image paths: its kept rows, relative paths rewritten relative to
     ``out`` so that they still point at the same images."""
 
-    def cleaned_table(self, result: CleanResult, keep: np.ndarray, out: Path) -> pd.DataFrame:
+    def cleaned_table(self, result: ResultData, keep: np.ndarray, out: Path) -> pd.DataFrame:
         cleaned = super().cleaned_table(result, keep, out)
         column = result.params["path_column"]
         base = self.path_base(result.dataset)

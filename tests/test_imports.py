@@ -1,7 +1,9 @@
-"""The package's import structure: no cycle between its modules, and no module
-reaching into another's private (``_name``) members. Imports inside functions count:
-a lazy import is still a dependency, and two modules that need each other are
-one module in two files."""
+"""The package's import structure: no cycle between its modules, no module importing
+the package's ``__init__`` (the version is ``_version``'s, a leaf), and no module
+reaching into another's private (``_name``) members. Every import counts: one inside a
+function (a lazy import is still a dependency, and two modules that need each other are
+one module in two files) and one under ``if TYPE_CHECKING:`` (a type is a dependency
+too: the modules that read a result import ``resultdata``, not ``result``)."""
 
 from __future__ import annotations
 
@@ -31,15 +33,6 @@ def _is_package(name: str) -> bool:
     return name == "__init__" or (PACKAGE / name.replace(".", "/") / "__init__.py").is_file()
 
 
-def _type_checking_nodes(tree: ast.Module) -> set[int]:
-    """ids of the nodes under ``if TYPE_CHECKING:`` (annotations only, never run)."""
-    skip: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            skip |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
-    return skip
-
-
 def _base(name: str, level: int) -> str:
     """The package a relative import of ``level`` dots in module ``name`` starts from
     (``""``: labelclean itself)."""
@@ -55,13 +48,13 @@ def _join(base: str, module: str | None) -> str:
 
 def _imports(name: str, tree: ast.Module) -> list[tuple[str, str | None, int]]:
     """``(module imported, member or None, line)`` for each import of a package
-    module; ``from pkg import sub`` with ``sub`` a module counts as ``(pkg.sub, None)``."""
-    skip = _type_checking_nodes(tree)
+    module, wherever it stands (top level, in a function, under ``TYPE_CHECKING``);
+    ``from pkg import sub`` with ``sub`` a module counts as ``(pkg.sub, None)``, an
+    import of the package itself (``import labelclean``, ``from . import name``) as
+    ``("__init__", name)``."""
     modules = {_name(p) for p in PACKAGE.rglob("*.py")}
     found = []
     for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 target = _join(_base(name, node.level), node.module)
@@ -76,8 +69,8 @@ def _imports(name: str, tree: ast.Module) -> list[tuple[str, str | None, int]]:
         elif isinstance(node, ast.Import):
             for a in node.names:
                 parts = a.name.split(".")
-                if parts[0] == "labelclean" and len(parts) > 1:
-                    found.append((".".join(parts[1:]), None, node.lineno))
+                if parts[0] == "labelclean":
+                    found.append((".".join(parts[1:]) or "__init__", None, node.lineno))
     return found
 
 
@@ -86,26 +79,30 @@ def test_no_module_imports_another_modules_private_names():
     private = [f"labelclean/{name}.py:{line} imports {target}.{member}"
                for name, tree in modules.items()
                for target, member, line in _imports(name, tree)
-               if member is not None and member.startswith("_") and target in modules
-               and target != name and member != "__version__"]
+               if member is not None and member.startswith("_")
+               and not member.startswith("__") and target in modules and target != name]
     assert private == []
 
 
 def _graph() -> dict[str, set[str]]:
+    """Each module's imports of other package modules, every import counted; the
+    package's ``__init__`` and ``__main__`` are modules like the others."""
     modules = _modules()
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, tree in modules.items():
         for target, _, _ in _imports(name, tree):
             if target in modules and target != name:
                 graph[name].add(target)
-    # __init__ re-exports: importing the package runs it, but modules that import
-    # `from . import __version__` depend on it only for the version string
-    graph.pop("__init__", None)
-    graph.pop("__main__", None)
-    for deps in graph.values():
-        deps.discard("__init__")
-        deps.discard("__main__")
     return graph
+
+
+def test_no_module_imports_the_package_init():
+    # __init__ re-exports the public names; a module that imports it back (say for
+    # __version__, which _version.py holds) depends on every module __init__ imports
+    found = [f"labelclean/{name}.py:{line} imports labelclean{'.' + member if member else ''}"
+             for name, tree in _modules().items() if name != "__init__"
+             for target, member, line in _imports(name, tree) if target == "__init__"]
+    assert found == []
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -155,6 +152,18 @@ def test_the_cycle_check_finds_a_cycle():
 def test_the_private_import_check_sees_lazy_imports():
     tree = ast.parse("def f():\n    from .sources import _read_csv\n")
     assert _imports("x", tree) == [("sources", "_read_csv", 2)]
+
+
+def test_the_import_check_sees_type_checking_imports_and_the_package():
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                     "    from .cleaner import Cleaner\n")
+    assert _imports("result", tree) == [("cleaner", "Cleaner", 3)]
+    tree = ast.parse("import labelclean\nfrom labelclean import Cleaner\n"
+                     "from . import __version__, rundir\nfrom ._version import __version__\n")
+    assert _imports("export", tree) == [
+        ("__init__", None, 1), ("__init__", "Cleaner", 2), ("__init__", "__version__", 3),
+        ("rundir", None, 3), ("_version", "__version__", 4)]
+    assert "cleaner" in _graph()["__init__"] and "cli" in _graph()["__main__"]
 
 
 def test_the_import_check_reads_the_subpackages():

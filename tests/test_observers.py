@@ -161,7 +161,7 @@ def test_a_factory_returning_none_keeps_its_observer_out(data):
         unregister("absent")
     [setup] = calls
     assert setup.dataset is result.dataset and setup.config.max_epochs == FAST["max_epochs"]
-    assert setup.cleaner.model == FAST["model"] and setup.state_dir is None
+    assert setup.settings.model == FAST["model"] and setup.state_dir is None
 
 
 def test_a_taken_name_is_refused_unless_replaced():
