@@ -1,9 +1,10 @@
-"""One configuration: the command line's options are :class:`Cleaner`'s keywords, with
-the same names, defaults and choices, and every setting is checked before any data
-is read."""
+"""One configuration: :class:`~labelclean.settings.Settings` declares every setting once;
+the command line's options and :class:`Cleaner`'s keywords are its fields, with the same
+names, defaults and choices, and every setting is checked before any data is read."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 from pathlib import Path
@@ -18,7 +19,8 @@ from click.testing import CliRunner
 from labelclean import Cleaner, LabelcleanError
 from labelclean.cli import bench_command, main, run
 from labelclean.decision import SCORES, SUSPICIONS
-from labelclean.settings import LOSS_PASSES, VERDICT_RULES
+from labelclean.resume import FREE_SETTINGS
+from labelclean.settings import DEFAULTS, LOSS_PASSES, SPECS, VERDICT_RULES, Settings
 from labelclean.sources import SourceKind
 from labelclean.training import AUGMENTATIONS
 
@@ -65,6 +67,55 @@ def test_the_options_choices_are_the_cleaners():
         assert SIGNATURE[name].default in choices
     # and nothing else is a choice the Cleaner does not know about
     assert {n for n, p in options.items() if isinstance(p.type, click.Choice)} == set(CHOICES)
+
+
+def same(a, b) -> bool:
+    """Equal and of the same type (``False`` is not ``0``, nor ``None``)."""
+    return type(a) is type(b) and a == b
+
+
+def test_the_cleaners_keywords_are_the_settings_fields_in_order_with_their_defaults():
+    assert list(SIGNATURE) == [f.name for f in dataclasses.fields(Settings)]
+    drift = {name: (p.default, getattr(DEFAULTS, name)) for name, p in SIGNATURE.items()
+             if not same(p.default, getattr(DEFAULTS, name))}
+    assert drift == {}, "Cleaner default vs Settings default"
+    assert SIGNATURE["model"].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    assert {p.kind for n, p in SIGNATURE.items() if n != "model"} == {
+        inspect.Parameter.KEYWORD_ONLY}
+
+
+@pytest.mark.parametrize("command", [run, bench_command], ids=["run", "bench"])
+def test_the_options_are_the_settings_fields_one_to_one(command):
+    options = settings_of(command)
+    # every field with an option has exactly one, in field order; the others are
+    # the settings of Python objects only
+    assert list(options) == [n for n, s in SPECS.items() if s.option is not None]
+    assert {n for n, s in SPECS.items() if s.option is None} == PYTHON_ONLY
+    for name, param in options.items():
+        spec = SPECS[name]
+        assert same(cli_default(param), getattr(DEFAULTS, name)), name
+        assert param.help == spec.help, name
+        assert tuple(param.opts) == (f"--{name.replace('_', '-')}", *spec.aliases), name
+        if spec.option == "choice":
+            assert tuple(param.type.choices) == spec.choices == tuple(CHOICES[name]), name
+        else:
+            assert not isinstance(param.type, click.Choice), name
+        assert param.is_flag == (spec.option in ("flag", "switch")), name
+
+
+def test_the_settings_are_frozen_and_the_cleaner_hands_them_on():
+    assert Cleaner().settings() == DEFAULTS
+    settings = Cleaner("mlp:8", window=2, cache=Path("c")).settings()
+    assert (settings.model, settings.window, settings.cache) == ("mlp:8", 2, "c")
+    assert dataclasses.asdict(settings) == Cleaner("mlp:8", window=2, cache="c").get_params()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.window = 3  # type: ignore[misc]
+
+
+def test_resume_may_change_only_the_settings_declared_free():
+    # the settings that change no number of the run
+    assert FREE_SETTINGS == {"progress", "tensorboard_dir", "cache", "max_memory", "workers"}
+    assert FREE_SETTINGS == {n for n, s in SPECS.items() if s.free}
 
 
 def test_the_canonical_option_names_are_the_keywords():
