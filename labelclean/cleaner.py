@@ -163,7 +163,7 @@ class Cleaner:
     probe_every:
         Estimate the order parameters every this many epochs (0: never).
         ``"auto"`` probes as often as keeps the probe's cost within
-        :data:`~labelclean.observers.PROBE_BUDGET` of training time: a probe costs
+        :data:`~labelclean.settings.PROBE_BUDGET` of training time: a probe costs
         about ``1.6 K`` training steps (with the clean/mislabelled split), an epoch ``N / B``
         steps, so small datasets are probed less often than every epoch.
     probe_batches:
