@@ -117,7 +117,8 @@ def setting_option(name: str):
     if spec.option == "switch":
         decls = [f"--{dashed}/--no-{dashed}"]
     kw["default"] = default
-    kw["show_default"] = default is not None
+    if default is not None:
+        kw["show_default"] = True
     if spec.option == "int":
         kw["type"] = int
     elif spec.option == "float":
@@ -131,8 +132,6 @@ def setting_option(name: str):
     elif spec.option == "gib":
         kw["type"] = float
         kw["callback"] = _gib
-    if default is None:
-        del kw["show_default"]
     return click.option(*decls, **kw)
 
 

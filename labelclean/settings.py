@@ -92,10 +92,9 @@ class Setting:
 
 def setting(default: Any, help: str, **kw: Any) -> Any:
     """A :class:`Settings` field: ``default`` and its :class:`Setting`."""
-    spec = Setting(help, **kw)
-    if spec.choices and spec.check is None:
-        spec = Setting(help, **{**kw, "check": _choice(spec.choices)})
-    return field(default=default, metadata={"setting": spec})
+    if kw.get("choices") and "check" not in kw:
+        kw["check"] = _choice(kw["choices"])
+    return field(default=default, metadata={"setting": Setting(help, **kw)})
 
 
 # ---------------------------------------------------------------------- checks
