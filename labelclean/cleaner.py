@@ -32,10 +32,7 @@ from . import distributed
 from . import resume as resume_mod
 from .canaries import DEFAULT_SHARE as DEFAULT_CANARIES
 from .canaries import canary_labels, canary_rows, confusion
-from .decision import (
-    EpochDecision,
-    TcPolicy,
-)
+from .decision import EpochDecision, TcPolicy
 from .errors import LabelcleanError
 from .estimate import auc as estimate_auc
 from .estimate import point as estimate_point
@@ -75,6 +72,7 @@ from .training import (
 )
 
 log = logging.getLogger("labelclean")
+
 
 def auto_batch_size(n: int) -> int:
     """The power of two nearest ``n / AUTO_STEPS_PER_EPOCH``, within ``AUTO_BATCH_BOUNDS``:
