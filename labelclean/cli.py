@@ -20,7 +20,13 @@ from click.core import ParameterSource
 
 from . import __version__, distributed
 from .canaries import DEFAULT_SHARE
-from .cleaner import DEFAULT_VERDICT, VERDICT_RULES
+from .cleaner import (
+    BASE_BATCH_SIZE,
+    BASE_LR,
+    DEFAULT_VERDICT,
+    PRETRAINED_BASE_LR,
+    VERDICT_RULES,
+)
 from .decision import (
     MIN_STEPS,
     PATIENCE_STEPS,
@@ -113,7 +119,13 @@ def training_options(f):
                      f"mlp:w1,w2,... [default: {DEFAULT_RGB_MODEL} for colour images, "
                      f"{DEFAULT_IMAGE_MODEL} for single-channel images, "
                      f"{DEFAULT_FEATURE_MODEL} for features]"),
-        click.option("--pretrained", is_flag=True, help="Start from timm's pretrained weights."),
+        click.option("--pretrained", is_flag=True,
+                     help="Start from timm's pretrained weights (downloaded; a timm --model). "
+                     "Images are resized to the model's pretrained input size."),
+        click.option("--weights", type=click.Path(path_type=Path), default=None,
+                     help="Start from this file of timm weights instead (a state_dict saved "
+                     "with torch.save or safetensors, of --model's architecture); implies "
+                     "--pretrained, needs no network."),
         click.option("--max-epochs", "--epochs", "max_epochs", default="auto", show_default=True,
                      callback=auto_or_int,
                      help="Most epochs to train (auto: 30, or 3,000 SGD steps on small sets)."),
@@ -125,7 +137,9 @@ def training_options(f):
         click.option("--patience-steps", type=int, default=PATIENCE_STEPS, show_default=True,
                      help="Patience covers at least this many SGD steps."),
         click.option("--lr", type=float, default=None,
-                     help="SGD learning rate [default: 0.1 x batch size / 128]."),
+                     help=f"SGD learning rate [default: {BASE_LR} x batch size / "
+                     f"{BASE_BATCH_SIZE}; pretrained: {PRETRAINED_BASE_LR} x batch size / "
+                     f"{BASE_BATCH_SIZE}]."),
         click.option("--momentum", type=float, default=0.9, show_default=True,
                      help="SGD momentum."),
         click.option("--weight-decay", type=float, default=5e-4, show_default=True,

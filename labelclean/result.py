@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from . import __version__
 from .decision import EpochDecision, TcPolicy, Verdict, suggested_labels
@@ -25,7 +24,6 @@ from .errors import WithheldWarning
 from .estimate import Estimate
 from .estimate import estimate as estimate_flags
 from .mixture import LossMixture
-from .models import create_model
 from .observers import HistoryContext, Observer, end_of_fit
 from .sources import Dataset
 from .training import SampleStats, TrainConfig, Trainer
@@ -179,15 +177,9 @@ class CleanResult:
 
     def load_model(self) -> Any:
         """The early-stopped model at ``t_c``, as a :class:`~labelclean.checkpoint.Checkpoint`."""
-        from .checkpoint import Checkpoint
+        from .checkpoint import Checkpoint, model_from_config
 
-        shape = tuple(self.checkpoint_config["input_shape"])
-        stat_shape = (shape[0], 1, 1) if len(shape) == 3 else shape
-        model = create_model(
-            self.checkpoint_config["model"], shape, len(self.dataset.classes),
-            torch.tensor(self.checkpoint_config["mean"]).reshape(stat_shape),
-            torch.tensor(self.checkpoint_config["std"]).reshape(stat_shape),
-        )
+        model = model_from_config(self.checkpoint_config)
         model.load_state_dict(self.state_dict)
         return Checkpoint(model.eval(), list(self.dataset.classes), dict(self.checkpoint_config))
 
@@ -207,7 +199,7 @@ def assemble_result(
     rows: list[dict[str, Any]],
     chosen: tuple[dict, SampleStats, EpochDecision],
     stop_reason: str,
-    model: tuple[str, torch.Tensor, torch.Tensor],
+    model: tuple[str, dict],
     started: float,
     observer_seconds: dict[str, float] | None = None,
 ) -> CleanResult:
@@ -215,8 +207,9 @@ def assemble_result(
 
     ``rows`` are the epochs' history rows, ``chosen`` the weights, per-sample
     pass and decision of the epoch chosen as ``t_c``, ``model`` its name and
-    input statistics, and ``started`` the ``time.perf_counter()`` the run would
-    have started at had it never been interrupted. Runs the observers'
+    how it prepares its inputs (``Classifier.input_config``), and ``started``
+    the ``time.perf_counter()`` the run would have started at had it never
+    been interrupted. Runs the observers'
     ``on_history`` (the phases, TensorBoard), loads the weights at ``t_c`` into
     ``trainer``'s model for one eval pass (``pred_probs``, embeddings), asks the
     policy for its verdict and warns when it is withheld.
@@ -258,7 +251,7 @@ def assemble_result(
     log.info("t_c = epoch %d of %d trained (%s); %s: %d of %d samples flagged",
              t_c, len(rows), stop_reason, verdict, int(scores["flagged"].sum()), len(data))
     recorder = observers["samples"]  # the SampleRecorder: the result's per-sample arrays
-    model_name, mean, std = model
+    model_name, inputs = model
     return CleanResult(
         dataset=data,
         history=history,
@@ -273,14 +266,14 @@ def assemble_result(
             "classes": list(data.classes),
             "input_shape": list(data.input_shape),
             "input_kind": data.kind,
-            "mean": mean.flatten().tolist(),
-            "std": std.flatten().tolist(),
+            **inputs,  # mean, std, input_size, interpolation
             "class_order": data.class_order,
             "epoch": t_c,
             "labelclean_version": __version__,
             "inputs": "raw uint8 images (N, C, H, W) at input_shape, or float features",
         },
         params={**cleaner.get_params(), "model": model_name, "device": str(trainer.device),
+                "pretrained": cleaner.starts_pretrained, "model_input": inputs,
                 "batch_size": config.batch_size, "lr": config.lr,
                 "max_epochs": config.max_epochs, "augment": config.augment,
                 **({"world_size": dist.world_size} if dist.enabled else {})},

@@ -47,7 +47,8 @@ STATE_FILE = "state.pt"
 #: Bumped when the state's layout changes; an older state is refused, not misread.
 STATE_VERSION = 2
 _ARRAY = "__ndarray__"
-#: Settings that change no number of the run: they may differ on resume.
+#: Settings that change no number of the run: they may differ on resume. Not
+#: ``weights``: another file of initial weights is another run.
 FREE_SETTINGS = frozenset({"progress", "tensorboard_dir", "cache", "max_memory", "workers"})
 
 
