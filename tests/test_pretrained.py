@@ -154,6 +154,7 @@ def test_run_with_weights_writes_its_outputs(folder, weights, tmp_path):
     run = json.loads((out / "run.json").read_text())
     assert run["params"]["weights"] == str(weights) and run["params"]["pretrained"] is True
     assert run["params"]["model_input"]["input_size"] == [160, 160]
+    assert "resized to 160×160" in (out / "report.html").read_text(encoding="utf-8")
     model = json.loads((out / "checkpoint" / "model.json").read_text())
     assert model["input_size"] == [160, 160] and model["interpolation"] == "bilinear"
     assert model["mean"] == [127.5]  # one channel: the pretrained channels' average
