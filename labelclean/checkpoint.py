@@ -106,13 +106,7 @@ def load_checkpoint(folder: str | os.PathLike, device: str = "cpu") -> Checkpoin
             "the weights were damaged or replaced"
         )
     try:
-        shape = tuple(config["input_shape"])
-        stat_shape = (shape[0], 1, 1) if len(shape) == 3 else shape
-        model = create_model(
-            config["model"], shape, len(config["classes"]),
-            torch.tensor(config["mean"]).reshape(stat_shape),
-            torch.tensor(config["std"]).reshape(stat_shape),
-        )
+        model = model_from_config(config)
     except LabelcleanError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
@@ -129,6 +123,22 @@ def load_checkpoint(folder: str | os.PathLike, device: str = "cpu") -> Checkpoin
         ) from None
     model.to(device).eval()
     return Checkpoint(model=model, classes=list(config["classes"]), config=config)
+
+
+def model_from_config(config: dict) -> Classifier:
+    """The untrained :class:`Classifier` that ``model.json``'s ``config`` describes
+    (its weights are the checkpoint's to load): no pretrained weights are fetched,
+    and a checkpoint from before input resizing has no ``input_size``."""
+    shape = tuple(config["input_shape"])
+    stat_shape = (shape[0], 1, 1) if len(shape) == 3 else shape
+    size = config.get("input_size")
+    return create_model(
+        config["model"], shape, len(config["classes"]),
+        torch.tensor(config["mean"]).reshape(stat_shape),
+        torch.tensor(config["std"]).reshape(stat_shape),
+        input_size=None if size is None else tuple(size),
+        interpolation=config.get("interpolation"),
+    )
 
 
 def _sha256(path: Path) -> str:

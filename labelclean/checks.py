@@ -61,10 +61,25 @@ def check_folder_setting(value: Any, name: str) -> None:
         raise LabelcleanError(f"{name} {path} exists and is not a folder")
 
 
+def check_file_setting(value: Any, name: str) -> None:
+    """A file labelclean will read: a path to an existing file (what is in it is
+    the reader's to check)."""
+    if value is None:
+        return
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise LabelcleanError(f"{name} must be a file path, got {value!r}")
+    path = Path(value)
+    if not path.exists():
+        raise LabelcleanError(f"{name} file {path} does not exist")
+    if not path.is_file():
+        raise LabelcleanError(f"{name} {path} is not a file")
+
+
 def check_cleaner(cleaner: Any) -> None:
     """The checks of :class:`labelclean.Cleaner`'s settings that its own
-    ``validate`` leaves to this module: seed range, optional packages, folders."""
+    ``validate`` leaves to this module: seed range, optional packages, files, folders."""
     check_seed(cleaner.seed)
+    check_file_setting(cleaner.weights, "weights")
     check_folder_setting(cleaner.cache, "cache")
     check_folder_setting(cleaner.tensorboard_dir, "tensorboard_dir")
     if cleaner.tensorboard_dir is not None:

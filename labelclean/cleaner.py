@@ -37,7 +37,12 @@ from .errors import LabelcleanError
 from .estimate import auc as estimate_auc
 from .estimate import point as estimate_point
 from .estimate import shift as estimate_shift
-from .models import create_model, default_augment, default_model, input_statistics
+from .models import (
+    create_model,
+    default_augment,
+    default_model,
+    input_statistics,
+)
 from .observers import (  # noqa: F401 - log_tensorboard, progress_enabled kept importable here
     EpochContext,
     Observer,
@@ -60,6 +65,7 @@ from .settings import (
     DEFAULTS,
     MAX_AUTO_EPOCHS,
     MIN_TRAIN_STEPS,
+    PRETRAINED_BASE_LR,
     SPECS,
     Settings,
 )
@@ -96,7 +102,15 @@ class Cleaner:
         :data:`~labelclean.models.DEFAULT_IMAGE_MODEL` for single-channel
         images and an MLP for feature tables.
     pretrained:
-        Start from timm's pretrained weights (downloads them once).
+        Start from timm's pretrained weights (downloads them once). The
+        network then sees inputs as it was trained to: resized to its
+        pretrained input size and normalised with its pretrained mean and std
+        (timm's ``pretrained_cfg``), not the data's; the classifier head is new.
+    weights:
+        A file of timm weights to start from instead of the hub's (a
+        ``state_dict`` saved with ``torch.save`` or as safetensors, of the
+        architecture ``model`` names); implies ``pretrained`` and needs no
+        network access.
     lr, momentum, weight_decay, batch_size, seed, augment, device, amp:
         SGD and training settings; see :class:`~labelclean.training.TrainConfig`.
         ``augment="auto"`` (default) translates and mirrors colour images
@@ -108,7 +122,7 @@ class Cleaner:
     lr, batch_size:
         ``batch_size="auto"`` (default) aims at about 50 SGD steps an epoch
         (:func:`auto_batch_size`: 32 to 128); ``lr=None`` (default) is 0.1 at
-        batch 128, scaled linearly with the batch size.
+        batch 128 (0.01 when pretrained), scaled linearly with the batch size.
     max_epochs:
         Upper bound on training epochs. ``"auto"`` (default): 30, or as many as
         3,000 SGD steps take on a small set (at most 200).
@@ -206,6 +220,7 @@ class Cleaner:
         model: str | None = DEFAULTS.model,
         *,
         pretrained: bool = DEFAULTS.pretrained,
+        weights: str | os.PathLike | None = DEFAULTS.weights,
         max_epochs: int | str = DEFAULTS.max_epochs,
         patience: int = DEFAULTS.patience,
         min_steps: int = DEFAULTS.min_steps,
@@ -246,6 +261,7 @@ class Cleaner:
     ) -> None:
         self.model = model
         self.pretrained = pretrained
+        self.weights = None if weights is None else str(weights)
         self.max_epochs = max_epochs
         self.patience = patience
         self.min_steps = min_steps
@@ -291,6 +307,11 @@ class Cleaner:
         """The settings as they are now, frozen (:class:`~labelclean.settings.Settings`):
         what the parts of a run (observers, result, export) read."""
         return Settings(**{name: getattr(self, name) for name in SPECS})
+
+    @property
+    def starts_pretrained(self) -> bool:
+        """Whether training starts from pretrained weights (timm's, or ``weights``)."""
+        return bool(self.pretrained) or self.weights is not None
 
     @property
     def canary_share(self) -> float:
@@ -384,7 +405,7 @@ class Cleaner:
         config = self.train_config(len(train), workers=self.resolved_workers(train),
                                    input_shape=train.input_shape, kind=train.kind)
         config.device = device
-        model_name, mean, std, trainer = self._trainer(
+        model_name, inputs, trainer = self._trainer(
             train, config, dist,
             canary_rows(train.y, train.num_classes, self.canary_share, self.seed))
         policy = TcPolicy(suspicion=self.suspicion, score=self.score, window=self.window,
@@ -413,22 +434,23 @@ class Cleaner:
             settings, data=train, val=val_ds, noise_mask=noise_mask, trainer=trainer,
             config=config, dist=dist, policy=policy, observers=observers, rows=run.rows,
             chosen=run.chosen(trainer, policy), stop_reason=run.stop_reason,
-            model=(model_name, mean, std), started=started - run.seconds_before,
+            model=(model_name, inputs), started=started - run.seconds_before,
             observer_seconds=run.observer_seconds)
 
     def _trainer(self, train: Dataset, config: TrainConfig, dist: distributed.Dist,
-                 canaries: np.ndarray) -> tuple[str, torch.Tensor, torch.Tensor, Trainer]:
-        """The model's name, the input statistics it normalises with, and its trainer
-        (which holds out the samples ``canaries`` for canaries)."""
+                 canaries: np.ndarray) -> tuple[str, dict, Trainer]:
+        """The model's name, how it prepares its inputs (``Classifier.input_config``:
+        the data's statistics, or a pretrained model's own and its input size), and
+        its trainer (which holds out the samples ``canaries`` for canaries)."""
         model_name = self.model or default_model(train.kind, train.input_shape)
         torch.manual_seed(self.seed)
-        mean, std = input_statistics(train.x)
+        mean, std = (None, None) if self.starts_pretrained else input_statistics(train.x)
         model = create_model(
             model_name, train.input_shape, train.num_classes, mean, std,
-            pretrained=self.pretrained,
+            pretrained=self.pretrained, weights=self.weights,
         )
-        return model_name, mean, std, Trainer(model, train.x, train.y, config, dist=dist,
-                                              canary_rows=canaries)
+        return model_name, model.input_config(), Trainer(model, train.x, train.y, config,
+                                                         dist=dist, canary_rows=canaries)
 
     def _train(self, run: _RunState, trainer: Trainer, policy: TcPolicy,
                observers: dict[str, Observer], saver: _StateSaver | None,
@@ -551,7 +573,8 @@ class Cleaner:
         ``kind`` and ``input_shape``; see the class docstring)."""
         augment = default_augment(kind, input_shape) if self.augment == "auto" else self.augment
         batch_size = auto_batch_size(n_samples) if self.batch_size == "auto" else self.batch_size
-        lr = self.lr if self.lr is not None else BASE_LR * batch_size / BASE_BATCH_SIZE
+        base_lr = PRETRAINED_BASE_LR if self.starts_pretrained else BASE_LR
+        lr = self.lr if self.lr is not None else base_lr * batch_size / BASE_BATCH_SIZE
         steps_per_epoch = max(1, n_samples // int(batch_size))
         max_epochs = (
             min(MAX_AUTO_EPOCHS, max(DEFAULT_EPOCHS, math.ceil(MIN_TRAIN_STEPS / steps_per_epoch)))

@@ -9,7 +9,8 @@ Model names
 -----------
 ``"<timm name>"``
     Any model ``timm.create_model`` knows, e.g. ``"resnet18"`` or
-    ``"lcnet_050"``, with ``in_chans`` and ``num_classes`` set to the data's.
+    ``"lcnet_050"``, with ``in_chans`` and ``num_classes`` set to the data's;
+    the only kind that can start from pretrained weights (timm's, or a file's).
 ``"mlp"`` or ``"mlp:30,30"``
     A fully connected ReLU network with the given hidden widths (default
     ``256,256``); images are flattened. ``"mlp:30,30"`` on MNIST is the
@@ -22,9 +23,14 @@ Model names
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_file_setting
 from .errors import LabelcleanError
 
 #: Default for single-channel images: a small timm RegNet (2.3M parameters)
@@ -43,26 +49,71 @@ DEFAULT_RGB_MODEL = "cnn:32,64,128"
 DEFAULT_RGB_AUGMENT = "shift-flip"
 #: Default for feature tables.
 DEFAULT_FEATURE_MODEL = "mlp:256,256"
+#: timm's interpolation names as ``F.interpolate`` modes: torch has no Lanczos,
+#: and bicubic is its nearest kin.
+INTERPOLATION_MODES = {"nearest": "nearest", "bilinear": "bilinear", "bicubic": "bicubic",
+                       "lanczos": "bicubic"}
 
 
 class Classifier(nn.Module):
-    """A network preceded by a fixed per-channel (or per-feature) normalisation.
+    """A network preceded by a fixed per-channel (or per-feature) normalisation
+    and, for a pretrained network, a resize to the input size it was trained at.
 
     ``forward`` accepts ``uint8`` or float inputs; the normalisation constants
     are buffers, so they travel with ``state_dict`` and with ``.to(device)``.
+
+    The resize (``input_size``, ``interpolation``: from timm's pretrained config)
+    happens here, batch by batch on the training device, rather than when the
+    images are read: the decoded images and their cache stay at their native
+    size (a 224 px copy of a 32 px set would take 49 times the memory), and the
+    training augmentation keeps working in native pixels. Downsampling is
+    antialiased, as resizing a photo for the network is.
     """
 
-    def __init__(self, body: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+    def __init__(self, body: nn.Module, mean: torch.Tensor, std: torch.Tensor,
+                 input_size: tuple[int, int] | None = None,
+                 interpolation: str | None = None) -> None:
         super().__init__()
         self.body = body
         self.register_buffer("mean", mean.float().clone())
         self.register_buffer("std", std.float().clamp_min(1e-6).clone())
+        self.input_size = None if input_size is None else (int(input_size[0]),
+                                                           int(input_size[1]))
+        self.interpolation = None if input_size is None else (interpolation or "bilinear")
+        if self.interpolation is not None and self.interpolation not in INTERPOLATION_MODES:
+            raise LabelcleanError(f"unknown interpolation {interpolation!r}: use one of "
+                                  f"{', '.join(INTERPOLATION_MODES)}")
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x.float() - self.mean) / self.std
 
+    def resize(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (images) at ``input_size``; unchanged without one."""
+        if self.input_size is None or x.dim() != 4 or tuple(x.shape[-2:]) == self.input_size:
+            return x
+        mode = INTERPOLATION_MODES[self.interpolation]
+        if mode == "nearest":
+            return F.interpolate(x, size=self.input_size, mode=mode)
+        down = x.shape[-2] > self.input_size[0] or x.shape[-1] > self.input_size[1]
+        return F.interpolate(x, size=self.input_size, mode=mode, align_corners=False,
+                             antialias=down)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw inputs as the network reads them: normalised, then resized (a
+        per-channel affine map commutes with interpolation, and normalising first
+        works on the smaller images when upsampling)."""
+        return self.resize(self.normalise(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(self.normalise(x))
+        return self.body(self.prepare(x))
+
+    def input_config(self) -> dict:
+        """How raw inputs are prepared, as plain values (``model.json``, ``run.json``):
+        ``mean`` and ``std`` in the input's units, ``input_size`` ``[H, W]`` and
+        ``interpolation`` (both ``None`` when inputs are not resized)."""
+        return {"mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist(),
+                "input_size": None if self.input_size is None else list(self.input_size),
+                "interpolation": self.interpolation}
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(features, logits)``: the penultimate features (what the last
@@ -71,7 +122,7 @@ class Classifier(nn.Module):
         timm networks: ``forward_features`` then ``forward_head(pre_logits=True)``
         (the pooled, pre-classifier vector); an :class:`MLP`: its last hidden layer.
         """
-        h = self.normalise(x)
+        h = self.prepare(x)
         if isinstance(self.body, MLP):
             features = self.body.net[:-1](h)
             return features, self.body.net[-1](features)
@@ -166,10 +217,13 @@ def create_model(
     name: str,
     input_shape: tuple[int, ...],
     num_classes: int,
-    mean: torch.Tensor,
-    std: torch.Tensor,
+    mean: torch.Tensor | None = None,
+    std: torch.Tensor | None = None,
     *,
     pretrained: bool = False,
+    weights: str | os.PathLike | None = None,
+    input_size: tuple[int, int] | None = None,
+    interpolation: str | None = None,
 ) -> Classifier:
     """Build a :class:`Classifier` for inputs of ``input_shape``.
 
@@ -184,11 +238,27 @@ def create_model(
     mean, std:
         Normalisation constants, shaped to broadcast against one input
         (``(C, 1, 1)`` for images, ``(D,)`` for features), in the input's units.
+        Pretrained: ``None`` takes them from the model's pretrained config.
     pretrained:
         Load timm's pretrained weights (needs network access the first time).
+    weights:
+        Load the weights from this file instead (a ``state_dict`` saved with
+        ``torch.save`` or as safetensors), by timm's own loader; implies
+        ``pretrained``.
+    input_size, interpolation:
+        Resize images to ``(H, W)`` with this interpolation before the network
+        (:class:`Classifier`). Pretrained: ``None`` takes them from the model's
+        pretrained config, the size it was trained at.
+
+    With pretrained weights the classifier head is always new (the user's classes
+    are not those the weights were trained on), and timm adapts the first
+    convolution to ``C`` channels.
     """
+    pretrained = pretrained or weights is not None
     hidden = parse_mlp(name)
     widths = parse_cnn(name)
+    if pretrained and (hidden is not None or widths is not None):
+        check_pretrainable(name, weights)
     if widths is not None:
         if len(input_shape) != 3:
             raise LabelcleanError(
@@ -211,14 +281,123 @@ def create_model(
             raise LabelcleanError(
                 f"model {name!r} needs images; for feature tables use an MLP (e.g. --model mlp)"
             )
-        try:
-            body = timm.create_model(
-                name, pretrained=pretrained, num_classes=num_classes, in_chans=int(input_shape[0])
-            )
-        except Exception as e:  # timm raises many types; the user needs one line
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise LabelcleanError(f"cannot create timm model {name!r}: {first}") from None
-    return Classifier(body, mean, std)
+        body = _timm_body(name, int(input_shape[0]), num_classes, pretrained, weights)
+        if pretrained:
+            config = pretrained_input(body, int(input_shape[0]))
+            mean = config["mean"] if mean is None else mean
+            std = config["std"] if std is None else std
+            input_size = config["input_size"] if input_size is None else input_size
+            interpolation = interpolation or config["interpolation"]
+    if mean is None or std is None:
+        raise ValueError("mean and std are needed unless the model is pretrained")
+    return Classifier(body, mean, std, input_size, interpolation)
+
+
+def check_pretrainable(name: str, weights: str | os.PathLike | None = None) -> None:
+    """Refuse pretrained weights for labelclean's own networks (``mlp``, ``cnn``):
+    there are none, and silently training from scratch would mislead."""
+    if parse_mlp(name) is not None or parse_cnn(name) is not None:
+        source = f"the weights in {weights}" if weights is not None else "pretrained weights"
+        raise LabelcleanError(f"{source} need a timm model (e.g. --model resnet18), not "
+                              f"{name!r}: labelclean's own networks have no pretrained weights")
+
+
+def _timm_body(name: str, in_chans: int, num_classes: int, pretrained: bool,
+               weights: str | os.PathLike | None) -> nn.Module:
+    """The timm network, its weights loaded by timm (from the hub, or ``weights``)."""
+    import timm
+
+    overlay = None
+    state = None
+    if weights is not None:
+        state = _read_weights(Path(weights))
+        # timm's own loader, as for hub weights: it drops a head of another size
+        # and adapts the first convolution to in_chans
+        overlay = {"file": str(weights)}
+    try:
+        body = timm.create_model(name, pretrained=pretrained, pretrained_cfg_overlay=overlay,
+                                 num_classes=num_classes, in_chans=in_chans)
+    except Exception as e:  # timm raises many types; the user needs one line
+        if weights is not None:
+            raise LabelcleanError(f"the weights in {weights} do not fit model {name!r}: "
+                                  f"{_first_line(e)}") from None
+        if pretrained:
+            raise LabelcleanError(
+                f"cannot load timm's pretrained weights for {name!r}: {_first_line(e)}; "
+                "without access to the Hugging Face hub, start from a file with "
+                "--weights PATH (docs/usage.md, 'Starting from pretrained weights')") from None
+        raise LabelcleanError(f"cannot create timm model {name!r}: {_first_line(e)}") from None
+    if not pretrained:
+        return body
+    head = body.pretrained_cfg.get("classifier") or ()
+    head = (head,) if isinstance(head, str) else tuple(head)
+    if state is not None:
+        # timm loads leniently once it has dropped the head: a file of another
+        # architecture would leave the network partly or wholly at random
+        own = set(body.state_dict())
+
+        def checked(k: str) -> bool:
+            return not (k.endswith("num_batches_tracked") or any(k.startswith(h + ".")
+                                                                 for h in head))
+
+        missing = [k for k in own if k not in state and checked(k)]
+        extra = [k for k in state if k not in own and checked(k)]
+        if missing or extra:
+            raise LabelcleanError(
+                f"the weights in {weights} do not fit model {name!r}: {len(missing)} of its "
+                f"tensors are not in the file and {len(extra)} of the file's are not its "
+                f"(first: {(missing or extra)[0]!r}); are they another architecture's?")
+    if num_classes == body.pretrained_cfg.get("num_classes") and head:
+        # timm keeps a head of the same size; its classes are not the user's
+        body.reset_classifier(num_classes)
+    return body
+
+
+def _read_weights(path: Path) -> dict:
+    """The ``state_dict`` in ``path``, read as timm reads it (safetensors or
+    ``torch.load(weights_only=True)``; a ``state_dict`` or ``model`` entry of a
+    training checkpoint is found too)."""
+    from timm.models import load_state_dict
+
+    check_file_setting(path, "weights")
+    try:
+        state = load_state_dict(str(path))
+    except Exception as e:  # noqa: BLE001 - unpickling and safetensors errors share no type
+        raise LabelcleanError(f"cannot read the weights in {path}: {_first_line(e)} (expected "
+                              "a state_dict saved with torch.save or safetensors)") from None
+    if not isinstance(state, dict):
+        raise LabelcleanError(f"cannot read the weights in {path}: not a state_dict")
+    return state
+
+
+def pretrained_input(body: nn.Module, in_chans: int) -> dict:
+    """How a pretrained timm network expects its inputs (timm's
+    ``resolve_data_config`` of its pretrained config): ``mean`` and ``std`` in
+    ``uint8`` units shaped ``(C, 1, 1)``, ``input_size`` ``(H, W)`` and
+    ``interpolation``."""
+    from timm.data import resolve_data_config
+
+    config = resolve_data_config({}, model=body)
+    # timm's constants are in 0-1 units; labelclean's images are 0-255
+    mean = torch.tensor(config["mean"], dtype=torch.float32) * 255
+    std = torch.tensor(config["std"], dtype=torch.float32) * 255
+    if len(mean) != in_chans:
+        # timm adapted the first convolution (summed or repeated its filters over
+        # the channels): each channel then stands for all of the pretrained ones
+        mean, std = mean.mean().repeat(in_chans), std.mean().repeat(in_chans)
+    interpolation = config["interpolation"]
+    return {"mean": mean.reshape(-1, 1, 1), "std": std.reshape(-1, 1, 1),
+            "input_size": tuple(int(s) for s in config["input_size"][-2:]),
+            "interpolation": interpolation if interpolation in INTERPOLATION_MODES
+            else "bicubic"}
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(e).__name__
+    # torch's load_state_dict says what failed on its second line
+    return f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
 
 
 def default_model(kind: str, input_shape: tuple[int, ...] = ()) -> str:

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ._version import __version__
 from .decision import EpochDecision, TcPolicy, suggested_labels
@@ -129,7 +128,7 @@ def assemble_result(
     rows: list[dict[str, Any]],
     chosen: tuple[dict, SampleStats, EpochDecision],
     stop_reason: str,
-    model: tuple[str, torch.Tensor, torch.Tensor],
+    model: tuple[str, dict],
     started: float,
     observer_seconds: dict[str, float] | None = None,
 ) -> CleanResult:
@@ -138,8 +137,9 @@ def assemble_result(
 
     ``rows`` are the epochs' history rows, ``chosen`` the weights, per-sample
     pass and decision of the epoch chosen as ``t_c``, ``model`` its name and
-    input statistics, and ``started`` the ``time.perf_counter()`` the run would
-    have started at had it never been interrupted. Runs the observers'
+    how it prepares its inputs (``Classifier.input_config``), and ``started``
+    the ``time.perf_counter()`` the run would have started at had it never
+    been interrupted. Runs the observers'
     ``on_history`` (the phases, TensorBoard), loads the weights at ``t_c`` into
     ``trainer``'s model for one eval pass (``pred_probs``, embeddings), asks the
     policy for its verdict and warns when it is withheld.
@@ -181,7 +181,7 @@ def assemble_result(
     log.info("t_c = epoch %d of %d trained (%s); %s: %d of %d samples flagged",
              t_c, len(rows), stop_reason, verdict, int(scores["flagged"].sum()), len(data))
     recorder = observers["samples"]  # the SampleRecorder: the result's per-sample arrays
-    model_name, mean, std = model
+    model_name, inputs = model
     return CleanResult(
         dataset=data,
         history=history,
@@ -196,14 +196,15 @@ def assemble_result(
             "classes": list(data.classes),
             "input_shape": list(data.input_shape),
             "input_kind": data.kind,
-            "mean": mean.flatten().tolist(),
-            "std": std.flatten().tolist(),
+            **inputs,  # mean, std, input_size, interpolation
             "class_order": data.class_order,
             "epoch": t_c,
             "labelclean_version": __version__,
             "inputs": "raw uint8 images (N, C, H, W) at input_shape, or float features",
         },
         params={**settings.as_dict(), "model": model_name, "device": str(trainer.device),
+                "pretrained": settings.pretrained or settings.weights is not None,
+                "model_input": inputs,
                 "batch_size": config.batch_size, "lr": config.lr,
                 "max_epochs": config.max_epochs, "augment": config.augment,
                 **({"world_size": dist.world_size} if dist.enabled else {})},

@@ -11,13 +11,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, model_from_config
 from .decision import Verdict
 from .estimate import Estimate
 from .mixture import LossMixture
-from .models import create_model
 from .sources import Dataset
 
 
@@ -89,12 +87,6 @@ class ResultData:
 
     def load_model(self) -> Checkpoint:
         """The early-stopped model at ``t_c``, as a :class:`~labelclean.checkpoint.Checkpoint`."""
-        shape = tuple(self.checkpoint_config["input_shape"])
-        stat_shape = (shape[0], 1, 1) if len(shape) == 3 else shape
-        model = create_model(
-            self.checkpoint_config["model"], shape, len(self.dataset.classes),
-            torch.tensor(self.checkpoint_config["mean"]).reshape(stat_shape),
-            torch.tensor(self.checkpoint_config["std"]).reshape(stat_shape),
-        )
+        model = model_from_config(self.checkpoint_config)
         model.load_state_dict(self.state_dict)
         return Checkpoint(model.eval(), list(self.dataset.classes), dict(self.checkpoint_config))

@@ -39,6 +39,7 @@ from .models import (
     DEFAULT_IMAGE_MODEL,
     DEFAULT_RGB_AUGMENT,
     DEFAULT_RGB_MODEL,
+    check_pretrainable,
 )
 from .sources import SourceKind
 from .training import AUGMENTATIONS
@@ -47,6 +48,10 @@ from .training import AUGMENTATIONS
 #: batch size when ``lr`` is not given (Goyal et al. 2017's rule).
 BASE_LR = 0.1
 BASE_BATCH_SIZE = 128
+#: The same rule's rate when starting from pretrained weights: fine-tuning takes
+#: a tenth of the rate from scratch (the usual ImageNet fine-tuning practice),
+#: which would otherwise wash out the pretrained features in the first epochs.
+PRETRAINED_BASE_LR = 0.01
 #: ``batch_size="auto"``: about this many SGD steps an epoch, within the bounds.
 AUTO_STEPS_PER_EPOCH = 50
 AUTO_BATCH_BOUNDS = (32, 128)
@@ -199,7 +204,13 @@ class Settings:
         f"mlp:w1,w2,... [default: {DEFAULT_RGB_MODEL} for colour images, "
         f"{DEFAULT_IMAGE_MODEL} for single-channel images, {DEFAULT_FEATURE_MODEL} for "
         "features]")
-    pretrained: bool = setting(False, "Start from timm's pretrained weights.", option="flag")
+    pretrained: bool = setting(
+        False, "Start from timm's pretrained weights (downloaded; a timm --model). Images are "
+        "resized to the model's pretrained input size.", option="flag")
+    weights: str | None = setting(
+        None, "Start from this file of timm weights instead (a state_dict saved with "
+        "torch.save or safetensors, of --model's architecture); implies --pretrained, "
+        "needs no network.", option="path")
     max_epochs: int | str = setting(
         "auto", f"Most epochs to train (auto: {DEFAULT_EPOCHS}, or {MIN_TRAIN_STEPS:,} SGD "
         "steps on small sets).", option="auto_int", aliases=("--epochs",),
@@ -214,7 +225,8 @@ class Settings:
         PATIENCE_STEPS, "Patience covers at least this many SGD steps.", option="int",
         check=integer(0))
     lr: float | None = setting(
-        None, f"SGD learning rate [default: {BASE_LR} x batch size / {BASE_BATCH_SIZE}].",
+        None, f"SGD learning rate [default: {BASE_LR} x batch size / {BASE_BATCH_SIZE}; "
+        f"pretrained: {PRETRAINED_BASE_LR} x batch size / {BASE_BATCH_SIZE}].",
         option="float", check=_lr)
     momentum: float = setting(0.9, "SGD momentum.", option="float", check=_momentum)
     weight_decay: float = setting(5e-4, "SGD weight decay (L2).", option="float",
@@ -317,6 +329,8 @@ class Settings:
             check = spec(f.name).check
             if check is not None:
                 check(f.name, getattr(self, f.name))
+        if (self.pretrained or self.weights is not None) and isinstance(self.model, str):
+            check_pretrainable(self.model, self.weights)  # the default model: at fit
         check_cleaner(self)  # seed range, optional packages, folders (labelclean.checks)
 
     def as_dict(self) -> dict[str, Any]:

@@ -126,8 +126,9 @@ def test_the_canonical_option_names_are_the_keywords():
 # One row per option: the arguments and the value Cleaner must receive.
 def reach_table(tmp: Path) -> dict[str, tuple[list[str], object]]:
     return {
-        "model": (["--model", "mlp:8"], "mlp:8"),
+        "model": (["--model", "resnet18"], "resnet18"),  # pretrained needs a timm model
         "pretrained": (["--pretrained"], True),
+        "weights": (["--weights", str(tmp / "w.pth")], str(tmp / "w.pth")),
         "max_epochs": (["--max-epochs", "7"], 7),
         "patience": (["--patience", "2"], 2),
         "min_steps": (["--min-steps", "11"], 11),
@@ -177,6 +178,7 @@ def test_every_option_reaches_the_setting_of_its_name(tmp_path, monkeypatch):
     monkeypatch.setattr(Cleaner, "fit", fit)
     data = tmp_path / "data"
     data.mkdir()
+    (tmp_path / "w.pth").write_bytes(b"")  # it must exist; what it holds is read at fit
     args = [a for argv, _ in table.values() for a in argv]
     r = CliRunner().invoke(main, ["run", str(data), "--out", str(tmp_path / "out"), *args])
     assert r.exit_code == 2 and "stopped before reading data" in r.output, r.output
@@ -240,6 +242,8 @@ BAD = [
     ({"weight_decay": -1}, "weight_decay"),
     ({"device": "tpu:what"}, "device"),
     ({"progress": "sometimes"}, "progress"),
+    ({"weights": "/no/such/weights.pth"}, "weights file /no/such/weights.pth does not exist"),
+    ({"model": "mlp", "pretrained": True}, "need a timm model"),
 ]
 
 

@@ -127,10 +127,12 @@ def summary_html(run: RunFiles) -> str:
         ))
     model = params.get("model") or run.model.get("model", "?")
     extra = ", pretrained" if params.get("pretrained") else ""
+    size = (params.get("model_input") or {}).get("input_size")
+    resized = f" resized to {'×'.join(map(str, size))}" if isinstance(size, list) else ""
     rows.append(_row("model", f"{_e(model)}{_e(extra)} <span class=muted>on "
                      f"{_e(params.get('device', '?'))}, input "
-                     f"{_e('×'.join(map(str, inp.get('input_shape', []))))}</span>",
-                     "model", model))
+                     f"{_e('×'.join(map(str, inp.get('input_shape', []))))}{_e(resized)}"
+                     "</span>", "model", model))
     total = timing.get("total_seconds")
     if total is not None:
         train, observe = timing.get("train_seconds", 0.0), timing.get("observe_seconds", 0.0)
