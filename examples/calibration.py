@@ -75,6 +75,29 @@ def true_precision_by_class(flags: np.ndarray, wrong: np.ndarray, y: np.ndarray,
     return out
 
 
+def cifar_clean_labels() -> dict[str, str]:
+    """``{absolute image path: clean class}`` of every CIFAR-10N image on hand."""
+    out: dict[str, str] = {}
+    for name in ("cifar10n_dev", "cifar10n_pool"):
+        base = (SHARED / name).resolve()
+        if (base / "labels.csv").exists():
+            table = pd.read_csv(base / "labels.csv")
+            out.update({str(base / p): c for p, c in zip(table["path"], table["clean"])})
+    return out
+
+
+def accuracy_clean(result, ids) -> float | None:
+    """How often the model at ``t_c`` predicts the clean class (CIFAR-10N cells only)."""
+    if result.pred_probs is None or not str(ids[0]).endswith(".jpg"):
+        return None
+    clean = cifar_clean_labels()
+    if not all(str(i) in clean for i in ids):
+        return None
+    classes = np.asarray(result.dataset.classes)
+    pred = classes[result.pred_probs.argmax(1)]
+    return float(np.mean([p == clean[str(i)] for p, i in zip(pred, ids)]))
+
+
 def run_cell(spec: str, out: Path, seed: int, extra: dict) -> dict:
     dataset, labels = spec.split(":")
     work = out / f"{dataset}_{labels}"
@@ -108,7 +131,8 @@ def run_cell(spec: str, out: Path, seed: int, extra: dict) -> dict:
         "estimate": None if est is None else est.to_dict(),
         "true_precision_by_class": true_precision_by_class(
             would, wrong, result.dataset.y, list(result.dataset.classes)),
-        "accuracy_clean_at_t_c": None, "wall_s": wall,
+        "accuracy_clean_at_t_c": accuracy_clean(result, ids), "wall_s": wall,
+        "batch_size": result.params["batch_size"], "lr": result.params["lr"],
         "version": __version__, "commit": COMMIT, "machine": platform.machine(),
         "threads": torch.get_num_threads(), "device": result.params["device"],
         "verdict_rule": extra.get("verdict", "rules"),

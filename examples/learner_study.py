@@ -57,6 +57,14 @@ def main() -> None:
     ap.add_argument("--shift-pixels", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--momentum", type=float, default=0.9)
+    ap.add_argument("--weight-decay", type=float, default=5e-4)
+    ap.add_argument("--nesterov", action="store_true")
+    ap.add_argument("--label-smoothing", type=float, default=0.0)
+    ap.add_argument("--eval-flip", action="store_true")
+    ap.add_argument("--whiten", action="store_true")
+    ap.add_argument("--ema", type=float, default=0.0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     x, y, truth, x_test, y_test = load(args.labels)
@@ -65,9 +73,13 @@ def main() -> None:
     std = x.float().std((0, 2, 3)).view(3, 1, 1)
     torch.manual_seed(0)
     model = create_model(args.model, (3, 32, 32), 10, mean, std)
-    trainer = Trainer(model, x, y, TrainConfig(lr=args.lr, batch_size=128,
-                                               max_epochs=args.epochs, augment=args.augment,
-                                               shift_pixels=args.shift_pixels))
+    if args.whiten:
+        model.init_whitening(x)
+    trainer = Trainer(model, x, y, TrainConfig(
+        lr=args.lr, batch_size=args.batch_size, momentum=args.momentum,
+        weight_decay=args.weight_decay, nesterov=args.nesterov,
+        label_smoothing=args.label_smoothing, eval_flip=args.eval_flip, ema=args.ema,
+        max_epochs=args.epochs, augment=args.augment, shift_pixels=args.shift_pixels))
     aum = np.zeros(len(y))
     seconds = 0.0
     for epoch in range(1, args.epochs + 1):
@@ -85,6 +97,9 @@ def main() -> None:
         f1 = 2 * tp / (flags.sum() + wrong.sum()) if flags.any() else 0.0
         print(json.dumps({
             "model": args.model, "labels": args.labels, "lr": args.lr, "augment": args.augment,
+            "batch_size": args.batch_size, "label_smoothing": args.label_smoothing,
+            "eval_flip": args.eval_flip, "nesterov": args.nesterov, "whiten": args.whiten,
+            "ema": args.ema,
             "epoch": epoch, "seconds": round(seconds, 1),
             "train_accuracy": round(stats.train_accuracy, 3),
             "eval_accuracy_true": round(float((s.pred == truth).mean()), 3),

@@ -39,8 +39,8 @@ from .estimate import point as estimate_point
 from .estimate import shift as estimate_shift
 from .models import (
     create_model,
-    default_augment,
     default_model,
+    default_recipe,
     input_statistics,
 )
 from .observers import (  # noqa: F401 - log_tensorboard, progress_enabled kept importable here
@@ -449,6 +449,8 @@ class Cleaner:
             model_name, train.input_shape, train.num_classes, mean, std,
             pretrained=self.pretrained, weights=self.weights,
         )
+        if default_recipe(train.kind, train.input_shape, self.starts_pretrained).whiten:
+            model.init_whitening(train.x)
         return model_name, model.input_config(), Trainer(model, train.x, train.y, config,
                                                          dist=dist, canary_rows=canaries)
 
@@ -571,8 +573,14 @@ class Cleaner:
         """The SGD settings for ``n_samples`` training samples, ``"auto"`` values resolved
         (batch size, learning rate, epoch budget, and the augmentation for inputs of
         ``kind`` and ``input_shape``; see the class docstring)."""
-        augment = default_augment(kind, input_shape) if self.augment == "auto" else self.augment
-        batch_size = auto_batch_size(n_samples) if self.batch_size == "auto" else self.batch_size
+        recipe = default_recipe(kind, input_shape, self.starts_pretrained)
+        augment = recipe.augment if self.augment == "auto" else self.augment
+        train = recipe.train_settings()
+        # the mirror images are scored only where training showed them
+        train["eval_flip"] = train["eval_flip"] and augment == "shift-flip"
+        batch_size = self.batch_size
+        if batch_size == "auto":
+            batch_size = recipe.batch_size or auto_batch_size(n_samples)
         base_lr = PRETRAINED_BASE_LR if self.starts_pretrained else BASE_LR
         lr = self.lr if self.lr is not None else base_lr * batch_size / BASE_BATCH_SIZE
         steps_per_epoch = max(1, n_samples // int(batch_size))
@@ -584,7 +592,7 @@ class Cleaner:
             lr=lr, momentum=self.momentum, weight_decay=self.weight_decay,
             batch_size=int(batch_size), max_epochs=int(max_epochs), seed=self.seed,
             augment=augment, device=self.device, amp=self.amp, workers=workers,
-            compile=self.compile,
+            compile=self.compile, **train,
         )
 
     def _resume_settings(self) -> dict:
@@ -640,7 +648,7 @@ class _RunState:
         """Keep an epoch's history row, and its weights when it is the new candidate ``t_c``."""
         self.rows.append(row)
         if decision.is_best:
-            self.best = (_cpu_copy(trainer.model.state_dict()), samples, decision)
+            self.best = (_cpu_copy(trainer.measured.state_dict()), samples, decision)
         self.last = (samples, decision)
 
     def chosen(self, trainer: Trainer,
@@ -651,7 +659,7 @@ class _RunState:
             return self.best
         samples, decision = self.last
         policy.detector.best_epoch = self.rows[-1]["epoch"]
-        return _cpu_copy(trainer.model.state_dict()), samples, decision
+        return _cpu_copy(trainer.measured.state_dict()), samples, decision
 
 
 class _StateSaver:

@@ -376,7 +376,8 @@ class OrderParameterProbe(Observer):
         seed and the epoch, so a resumed run probes as the uninterrupted one)."""
         from .order_parameters import SPLIT_KEYS, probe_order_parameters
 
-        kwargs: dict[str, Any] = {"batch_size": self.batch_size, "spectrum": self.spectrum}
+        kwargs: dict[str, Any] = {"batch_size": self.batch_size, "spectrum": self.spectrum,
+                                  "label_smoothing": trainer.config.label_smoothing}
         if self.num_batches:
             kwargs["num_batches"] = self.num_batches
         gen = torch.Generator().manual_seed(self.seed * 31 + trainer.epoch)

@@ -363,6 +363,7 @@ def collect_gradient_gram(
     split: np.ndarray | None = None,
     generator: torch.Generator | None = None,
     max_dim: int | None = None,
+    label_smoothing: float = 0.0,
 ) -> GradientGram:
     """Draw ``num_batches`` minibatches, take their gradients and return the Gram matrices.
 
@@ -449,7 +450,8 @@ def collect_gradient_gram(
             for mu, idx in enumerate(indices):
                 xb = x[idx.to(x.device)].to(device, non_blocking=True)
                 yb = y[idx.to(y.device)].to(device, non_blocking=True)
-                per = F.cross_entropy(model(xb), yb, reduction="none")
+                per = F.cross_entropy(model(xb), yb, reduction="none",
+                                      label_smoothing=label_smoothing)
                 if split_t is None:
                     write(mu, torch.autograd.grad(per.mean(), params, allow_unused=True))
                     continue
@@ -509,6 +511,7 @@ def probe_order_parameters(
     spectrum: bool = False,
     generator: torch.Generator | None = None,
     max_dim: int | None = None,
+    label_smoothing: float = 0.0,
 ) -> dict[str, float]:
     """Estimate the paper's order parameters at the model's current weights.
 
@@ -549,6 +552,9 @@ def probe_order_parameters(
         Compress gradients by a CountSketch of this dimension when the model
         has more parameters; ``None`` sketches (to 131072) only when the exact
         stored gradients would exceed 1 GiB. See "Memory".
+    label_smoothing:
+        The training loss's label smoothing: the minibatch gradients are those of
+        the loss SGD follows (plain cross-entropy, the paper's, by default).
 
     Returns
     -------
@@ -572,6 +578,7 @@ def probe_order_parameters(
         split=split,
         generator=generator,
         max_dim=max_dim,
+        label_smoothing=label_smoothing,
     )
     return gram.order_parameters(spectrum=spectrum)
 

@@ -207,6 +207,9 @@ def assemble_result(
                 "model_input": inputs,
                 "batch_size": config.batch_size, "lr": config.lr,
                 "max_epochs": config.max_epochs, "augment": config.augment,
+                # the recipe (models.default_recipe) the run trained with
+                "recipe": {k: getattr(config, k) for k in
+                           ("label_smoothing", "eval_flip", "nesterov", "ema")},
                 **({"world_size": dist.world_size} if dist.enabled else {})},
         timing=run_timing(history, t_c, elapsed, observer_seconds),
         stop_reason=stop_reason,

@@ -68,7 +68,7 @@ RUN_TYPES: dict[str, Any] = {
               "samples": _INT, "class_to_idx": "dict"},
     "params": {"window": "?int", "suspicion": "?str", "model": "?str", "device": "?str",
                "pretrained": "?bool", "weights": "?str", "model_input": "?dict",
-               "path_column": _STR, "label_column": _STR},
+               "recipe": "?dict", "path_column": _STR, "label_column": _STR},
     "mixture_at_t_c": "?dict",
     "timing": {"epochs_trained": _INT, "total_seconds": _NUM, "train_seconds": _NUM,
                "observe_seconds": _NUM},

@@ -39,6 +39,7 @@ from .models import (
     DEFAULT_IMAGE_MODEL,
     DEFAULT_RGB_AUGMENT,
     DEFAULT_RGB_MODEL,
+    RGB_RECIPE,
     check_pretrainable,
 )
 from .sources import SourceKind
@@ -232,7 +233,8 @@ class Settings:
     weight_decay: float = setting(5e-4, "SGD weight decay (L2).", option="float",
                                   check=_weight_decay)
     batch_size: int | str = setting(
-        "auto", f"Minibatch size (auto: about {AUTO_STEPS_PER_EPOCH} steps an epoch, "
+        "auto", f"Minibatch size (auto: {RGB_RECIPE.batch_size} for colour images from "
+        f"scratch, else about {AUTO_STEPS_PER_EPOCH} steps an epoch, "
         f"{AUTO_BATCH_BOUNDS[0]} to {AUTO_BATCH_BOUNDS[1]}).", option="auto_int",
         check=integer(1, auto=True))
     augment: str = setting(

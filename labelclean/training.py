@@ -16,6 +16,7 @@ for torch.distributed:
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -68,6 +69,10 @@ class TrainConfig:
     eval_batch_size: int | None = None
     workers: int = 0
     compile: bool = False
+    label_smoothing: float = 0.0
+    eval_flip: bool = False
+    nesterov: bool = False
+    ema: float = 0.0
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENTATIONS:
@@ -81,6 +86,10 @@ class TrainConfig:
             raise LabelcleanError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.weight_decay < 0:
             raise LabelcleanError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.ema < 1:
+            raise LabelcleanError(f"ema must be in [0, 1), got {self.ema}")
+        if not 0 <= self.label_smoothing < 1:
+            raise LabelcleanError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -230,9 +239,14 @@ class Trainer:
         self._set_rows()
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=config.lr, momentum=config.momentum,
-            weight_decay=config.weight_decay,
+            weight_decay=config.weight_decay, nesterov=config.nesterov and config.momentum > 0,
         )
         self.epoch = 0
+        self.steps = 0
+        #: The weight average the per-sample passes measure (``config.ema``), or None.
+        self.averaged: nn.Module | None = None
+        if config.ema > 0:
+            self.averaged = copy.deepcopy(self.model).eval().requires_grad_(False)
         #: ``(weights version, model)``: the batch-norm-folded copy the per-sample
         #: passes run, rebuilt after the weights change.
         self._inference: tuple[int, nn.Module] | None = None
@@ -244,16 +258,21 @@ class Trainer:
     def state_dict(self) -> dict:
         return {
             "model": self.model.state_dict(),
+            "averaged": None if self.averaged is None else self.averaged.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch,
+            "steps": self.steps,
             "config": self.config.to_dict(),
             "canary_y": None if self.canary_y is None else self.canary_y.copy(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.load_weights(state["model"])
+        if self.averaged is not None and state.get("averaged") is not None:
+            self.averaged.load_state_dict(state["averaged"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = int(state["epoch"])
+        self.steps = int(state.get("steps", 0))
         if state.get("canary_y") is not None:
             self.set_canary_labels(np.asarray(state["canary_y"]))
 
@@ -282,11 +301,33 @@ class Trainer:
         self._train_y = torch.cat(ys)
 
     def load_weights(self, weights: dict) -> None:
-        """Load a model ``state_dict`` (the weights at ``t_c``, say). Weights change
-        through this, :meth:`load_state_dict` or :meth:`train_epoch` only, so that
-        the per-sample passes never run a stale folded copy."""
+        """Load a model ``state_dict`` (the weights at ``t_c``, say), as the trained
+        weights and as their average. Weights change through this,
+        :meth:`load_state_dict` or :meth:`train_epoch` only, so that the
+        per-sample passes never run a stale folded copy."""
         self._weights_version += 1
         self.model.load_state_dict(weights)
+        if self.averaged is not None:
+            self.averaged.load_state_dict(weights)
+
+    @property
+    def measured(self) -> nn.Module:
+        """The model the per-sample passes measure and a run keeps: the weight
+        average with ``config.ema``, else the trained weights."""
+        return self.model if self.averaged is None else self.averaged
+
+    @torch.no_grad()
+    def _update_average(self) -> None:
+        """One step of the weight average (parameters and batch-norm statistics);
+        early steps average over fewer steps, as timm's ModelEma does, so that
+        the average does not lag behind the random start."""
+        if self.averaged is None:
+            return
+        self.steps += 1
+        decay = min(self.config.ema, (1 + self.steps) / (10 + self.steps))
+        mine = [t for t in self.averaged.state_dict().values() if t.is_floating_point()]
+        theirs = [t for t in self.model.state_dict().values() if t.is_floating_point()]
+        torch._foreach_lerp_(mine, theirs, 1 - decay)
 
     # ------------------------------------------------------------------ data
 
@@ -415,15 +456,17 @@ class Trainer:
                     # DDP divides the summed gradients by the world size: scaled
                     # so, the step is the gradient of the global batch's mean
                     # loss even when the ranks' shares differ in size.
-                    loss_sum = F.cross_entropy(logits, yb, reduction="sum")
+                    loss_sum = F.cross_entropy(logits, yb, reduction="sum",
+                                               label_smoothing=cfg.label_smoothing)
                     loss = loss_sum * (world / global_size)
                 else:
-                    loss = F.cross_entropy(logits, yb)
+                    loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
             if per_sample is not None:
                 per_sample[idx_dev] = _per_sample(logits.detach().float(), yb)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            self._update_average()
             if self.dist.enabled:
                 total_loss += loss_sum.detach().float()
             else:
@@ -537,16 +580,16 @@ class Trainer:
         ``embeddings``). One eval-mode pass, batched as :meth:`evaluate`; it
         runs the uncompiled model, whose ``embed`` is not part of the compiled
         forward."""
-        self.model.eval()
+        model = self.measured.eval()
         batches = list(torch.arange(len(self.x)).split(self._eval_batch_size()))
         probs, feats = [], []
         for xb in self._batches(self.x, batches):
             with self._autocast():
                 if embeddings:
-                    f, logits = self.model.embed(xb)
+                    f, logits = model.embed(xb)
                     feats.append(f.float().flatten(1).cpu())
                 else:
-                    logits = self.model(xb)
+                    logits = model(xb)
             probs.append(torch.softmax(logits.float(), 1).cpu())
         pred_probs = torch.cat(probs).numpy().astype(np.float32)
         if self.canary_y is not None and len(self.canary_y) and pred_probs.shape[1] > 2:
@@ -563,9 +606,13 @@ class Trainer:
         x = x if x.device == self.device else self.place(x)
         model = self._inference_model()
         batches = list(torch.arange(len(x)).split(self._eval_batch_size()))
+        flip = self.config.eval_flip and x.dim() == 4
         for idx, xb in zip(batches, self._batches(x, batches), strict=True):
             with self._autocast():
-                yield int(idx[0]), model(xb).float()
+                logits = model(xb).float()
+                if flip:  # the mirror image too, averaged: what training's flips taught
+                    logits = (logits + model(xb.flip(-1)).float()) / 2
+                yield int(idx[0]), logits
 
     def _inference_model(self) -> nn.Module:
         """The model the per-sample passes run: a batch-norm-folded eval copy of
@@ -573,10 +620,10 @@ class Trainer:
         once per change of the weights; the compiled forward when compiling
         (folding would recompile it every epoch)."""
         self.model.eval()
-        if self.config.compile:
+        if self.config.compile and self.averaged is None:
             return self.forward
         if self._inference is None or self._inference[0] != self._weights_version:
-            self._inference = (self._weights_version, fold_batch_norm(self.model))
+            self._inference = (self._weights_version, fold_batch_norm(self.measured))
         return self._inference[1]
 
     def _eval_batch_size(self) -> int:

@@ -507,3 +507,26 @@ def test_degenerate_inputs(data):
         assert math.isnan(est[key]), key
     assert np.all(np.isnan(leave_one_out_lambdas(np.eye(6))))
     assert spectrum_from_gram(np.eye(6)).sum() == pytest.approx(1.0)
+
+
+def test_label_smoothing_probes_the_gradients_sgd_follows(data):
+    """Eq 5 with the training loss a recipe smooths (models.RGB_RECIPE): the probe's
+    ``A`` and ``A_0`` match the exact values of the smoothed loss's per-sample
+    gradients, not those of plain cross-entropy."""
+    x, y, _ = data
+    model = make_model("mlp")
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def loss(p, xi, yi):
+        return F.cross_entropy(functional_call(model, p, (xi[None],)), yi[None],
+                               label_smoothing=0.3)
+
+    g = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
+    smoothed = exact_moments(torch.cat([g[k].reshape(len(x), -1) for k in params], 1).numpy(), B)
+    plain = exact_moments(per_sample_grads(model, x, y), B)
+    est = collect_gradient_gram(model, x, y, batch_size=B, num_batches=BIG_K,
+                                generator=torch.Generator().manual_seed(0),
+                                label_smoothing=0.3).order_parameters()
+    assert abs(plain["A"] - smoothed["A"]) > 0.1 * smoothed["A"]  # the test can tell them apart
+    assert est["A"] == pytest.approx(smoothed["A"], rel=0.02)
+    assert est["A_0"] == pytest.approx(smoothed["A_0"], rel=0.04)
