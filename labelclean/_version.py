@@ -2,4 +2,4 @@
 that records it (run.json, checkpoints, apply.json, ``--version``) reads it here, and
 ``pyproject.toml`` reads it from here too."""
 
-__version__ = "0.9.0"
+__version__ = "0.10.0"
