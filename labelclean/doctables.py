@@ -434,6 +434,15 @@ CELLS_TABLES: dict[str, dict] = {
         ("best-threshold F1", ("{best_threshold_f1:.3f}",)),
         ("F1 of AUM < 0", ("{f1_aum_below_0:.3f}",)),
         ("flagged by AUM < 0", ("{flagged_share:.1%}",)))),
+    "learner-recipe-table": dict(table="learner-recipe", first_only=("recipe (cnn:32,64,128)",), columns=(
+        ("recipe (cnn:32,64,128)", ("{recipe}",)),
+        ("epoch", ("{epoch}",)),
+        ("train acc. (given)", ("{train_accuracy:.3f}",)),
+        ("accuracy on clean labels", ("{accuracy_clean:.3f}",)),
+        ("test accuracy", ("{test_accuracy:.3f}",)),
+        ("AUROC of AUM", ("{auroc:.3f}",)),
+        ("best-threshold F1", ("{best_threshold_f1:.3f}",)),
+        ("F1 of AUM < 0", ("{f1_aum_below_0:.3f}",)))),
     "summary-table": dict(table="summary", columns=(
         ("model (data)", ("{model_name} ({size})",)),
         ("setting", ("{setting}",)),
@@ -639,7 +648,7 @@ BLOCKS = (
     Block(page, name, records, cells_table(**CELLS_TABLES[name]))
     for page, records, names in (
         ("docs/benchmarks.md", "benchmarks_misc.jsonl",
-         ("aggre-checks-table", "learner-study-table", "summary-table")),
+         ("aggre-checks-table", "learner-study-table", "learner-recipe-table", "summary-table")),
         ("docs/performance.md", "performance.jsonl",
          ("speed-0.7-table", "speed-0.7-parts-table", "eval-pass-variants-table",
           "default-model-table", "throughput-0.3-table", "observation-0.3-table",
