@@ -151,7 +151,9 @@ class Cleaner:
         docs/benchmarks.md for every model and noise kind tried), ``"loss"``
         (the window's mean loss,
         flagged above ``l_c``; with ``score="delta_L", window=1`` this is the
-        paper's rule, and it was the default up to 0.1) or ``"logloss"``. See
+        paper's rule, and it was the default up to 0.1) or ``"logloss"``; or
+        any suspicion registered with
+        :func:`labelclean.suspicions.register_suspicion`. See
         docs/phases.md, "Choosing t_c".
     loss_pass:
         ``"eval"`` (default) measures every sample's loss after each epoch at
@@ -658,7 +660,7 @@ class _RunState:
         if self.best is not None:
             return self.best
         samples, decision = self.last
-        policy.detector.best_epoch = self.rows[-1]["epoch"]
+        policy.settle_on(self.rows[-1]["epoch"])
         return _cpu_copy(trainer.measured.state_dict()), samples, decision
 
 

@@ -21,10 +21,12 @@ rising into memorisation. :class:`PhaseIIDetector` reads the signal online:
   shows, and not before ``min_epoch``; before it the latest stable epoch is
   the provisional ``t_c``.
 
-Per-sample suspicion (:func:`suspicion_scores`) is the window's mean loss
-(the paper's, ``window=1``), its log, or minus the area under the margin
-(AUM); :func:`flag_samples` flags above ``l_c`` for the losses and AUM < 0
-for AUM. docs/phases.md ("Choosing t_c") has the evidence for each choice.
+Per-sample suspicion (:mod:`labelclean.suspicions`, owned by the policy as
+``TcPolicy.suspicion``) is the window's mean loss (the paper's, ``window=1``), its
+log, or minus the area under the margin (AUM), or any registered
+:class:`~labelclean.suspicions.Suspicion`; the built-ins flag above ``l_c`` for the
+losses and AUM < 0 for AUM. docs/phases.md ("Choosing t_c") has the evidence for
+each choice.
 
 Scores
 ------
@@ -52,6 +54,19 @@ import torch
 
 from .estimate import LEARNED_Z, Estimate
 from .mixture import LossMixture, fit_loss_mixture
+from .suspicions import (  # noqa: F401  (AUM_*, LOG_EPS, MAX_FLAGGED_SHARE: decision's names too)
+    AUM_MIN_EPOCHS,
+    AUM_MIN_SEPARATION,
+    LOG_EPS,
+    MAX_FLAGGED_SHARE,
+    MIN_AUM_POPULATION,
+    SUSPICIONS,
+    Measurements,
+    Suspicion,
+    aum_population,
+    create_suspicion,
+    register_suspicion,
+)
 
 SCORES = ("delta_L", "separation", "expected_f1")
 
@@ -156,71 +171,26 @@ class PhaseIIDetector:
                 setattr(self, f.name, copy_value(state[f.name]))
 
 
-#: Per-sample suspicion scores the mixture can be fitted to (see :func:`suspicion_scores`).
-SUSPICIONS = ("loss", "logloss", "aum")
-#: Added to losses before the log of ``"logloss"`` (a loss of 0 would be -inf).
-LOG_EPS = 1e-6
-
-
 def suspicion_scores(
     losses: np.ndarray | list[np.ndarray],
     margins: np.ndarray | list[np.ndarray] | None,
     kind: str = "loss",
     window: int = 3,
 ) -> np.ndarray:
-    """Each sample's suspicion at the last epoch given, higher = more likely mislabelled.
+    """Each sample's suspicion at the last epoch given, higher = more likely mislabelled,
+    by the suspicion registered as ``kind`` (:mod:`labelclean.suspicions`).
 
     ``losses`` and ``margins`` hold one ``(N,)`` row per epoch so far (epochs
-    ``1..t``). ``kind``:
-
-    ``"loss"``
-        The loss averaged over the last ``window`` epochs (``window=1``: the paper).
-    ``"logloss"``
-        The log of that average. Clean losses spread over orders of magnitude
-        (a long right-skewed population near 0) that a Gaussian fits badly;
-        on a log scale both populations are closer to Gaussian.
-    ``"aum"``
-        Minus the area under the margin (Pleiss et al. 2020): the given-label
-        margin averaged over every epoch ``1..t``, negated. ``window`` is unused.
+    ``1..t``): ``"loss"`` averages the last ``window`` losses, ``"logloss"`` takes
+    its log, ``"aum"`` negates the mean of every margin given.
     """
-    if kind == "loss":
-        return np.mean(losses[-window:], axis=0)
-    if kind == "logloss":
-        return np.log(np.mean(losses[-window:], axis=0) + LOG_EPS)
-    if kind == "aum":
-        if margins is None or len(margins) == 0:
-            raise ValueError("suspicion 'aum' needs the margins")
-        return -np.mean(margins, axis=0)
-    raise ValueError(f"unknown suspicion {kind!r}; choose from {SUSPICIONS}")
-
-
-#: With the AUM suspicion, ``t_c`` is never before this epoch: at high noise the
-#: one-epoch "area" of epoch 1 can look best and end the run at epoch 6
-#: (MLP 784-30-30-10, symmetric 0.8: 2 of 3 seeds; docs/phases.md).
-AUM_MIN_EPOCHS = 3
-#: The AUM gate's fallback (see :func:`aum_population`): Ashman's D of the AUM
-#: mixture at least this ...
-AUM_MIN_SEPARATION = 1.25
-#: ... and at least this share of samples with AUM < 0.
-MIN_AUM_POPULATION = 0.10
-
-
-def aum_population(mixture: LossMixture, scores: np.ndarray) -> bool:
-    """The AUM gate's fallback test on one epoch's minus-AUM ``scores``.
-
-    True when the AUM mixture is moderately separated
-    (``D >= AUM_MIN_SEPARATION``) *and* at least ``MIN_AUM_POPULATION`` of the
-    samples have AUM < 0. The cleaner counts a population of wrong labels when
-    the AUM or the window-loss mixture is bimodal, or from the first time this
-    test holds in two consecutive epochs on (D hovers around the bar, so the
-    population, once established, is not dropped when D dips). Why: under
-    pair-flip noise both AUM populations are broad and D stays below the
-    bimodality test's bar; on clean data few samples have AUM < 0, except in
-    the first epoch while the network is still learning, hence two epochs in a
-    row (docs/phases.md, "Choosing t_c", has the measurements).
-    """
-    share = float(np.mean(np.asarray(scores) > 0))
-    return mixture.separation >= AUM_MIN_SEPARATION and share >= MIN_AUM_POPULATION
+    suspicion = create_suspicion(kind, window)
+    rows = None if margins is None or len(margins) == 0 else np.asarray(margins)
+    return suspicion.score(Measurements(
+        epoch=len(losses), loss=losses[-1] if len(losses) else None,
+        margin=None if rows is None else rows[-1], losses=losses,
+        margin_sum=None if rows is None else np.sum(rows, axis=0),
+        margin_count=0 if rows is None else len(rows)))
 
 
 def flag_samples(
@@ -236,21 +206,18 @@ def flag_samples(
     ``mixture.bimodal``). Then, for the loss suspicions, a sample is flagged
     when its score exceeds the threshold ``l_c``; for ``"aum"``, when its
     area under the margin is negative (score > 0): averaged over training so
-    far, the model preferred another class to the given one. ``p_noisy`` is
+    far, the model preferred another class to the given one
+    (:meth:`labelclean.suspicions.Suspicion.flags`). ``p_noisy`` is
     the posterior for the high-score component.
     """
     p_noisy = mixture.posterior(losses)
     noisy = mixture.bimodal if noisy is None else bool(noisy)
-    if not noisy:
-        return np.zeros(len(losses), dtype=bool), p_noisy
-    if suspicion == "aum":
-        return np.asarray(losses) > 0, p_noisy
-    return np.asarray(losses) > mixture.threshold, p_noisy
+    return create_suspicion(suspicion).flags(mixture, losses, noisy), p_noisy
 
 
 def flag_cut(mixture: LossMixture, suspicion: str) -> float:
     """The score above which :func:`flag_samples` flags: 0 for the AUM, ``l_c`` else."""
-    return 0.0 if suspicion == "aum" else float(mixture.threshold)
+    return create_suspicion(suspicion).cut(mixture)
 
 
 def copy_value(value: Any) -> Any:
@@ -275,13 +242,6 @@ MIN_STEPS = 300
 #: Patience is at least this many SGD steps (the epoch count ``patience`` is
 #: raised to cover it), so a small set is not judged 40 steps after a peak.
 PATIENCE_STEPS = 400
-#: Without a second population, withhold when more than this share of the
-#: samples have AUM < 0: labels the model ranks below another class for most
-#: samples are labels it could not learn, not clean ones. (With a population,
-#: the per-class plurality test of :meth:`TcPolicy.verdict` applies instead:
-#: real label sets can be mostly wrong in places, and the paper trains with
-#: mostly wrong labels, so no overall share is itself a sign of failure.)
-MAX_FLAGGED_SHARE = 0.5
 #: With a population, withhold when the mixture's high-suspicion component
 #: holds more than this many times the flagged share (see
 #: :meth:`TcPolicy.verdict`) ...
@@ -459,7 +419,7 @@ class TcPolicy:
     def __init__(
         self,
         *,
-        suspicion: str = "aum",
+        suspicion: str | Suspicion = "aum",
         score: str = "separation",
         window: int = 3,
         patience: int = 5,
@@ -471,9 +431,10 @@ class TcPolicy:
         device: str | torch.device = "cpu",
         canaries: bool = False,
     ) -> None:
-        if suspicion not in SUSPICIONS:
-            raise ValueError(f"unknown suspicion {suspicion!r}; choose from {SUSPICIONS}")
-        self.suspicion = suspicion
+        #: The per-sample suspicion (:mod:`labelclean.suspicions`): its score, flag rule
+        #: and words; a name of :data:`SUSPICIONS`, or an instance.
+        self.suspicion: Suspicion = (suspicion if isinstance(suspicion, Suspicion)
+                                     else create_suspicion(suspicion, window))
         self.window = window
         self.patience = patience
         self.seed = seed
@@ -486,10 +447,9 @@ class TcPolicy:
         #: The run trains canaries: no epoch is ready before they have been measured
         #: (a ``t_c`` without them would leave the verdict nothing to estimate from).
         self.canaries = canaries
-        aum = suspicion == "aum"
         self.detector = PhaseIIDetector(
-            patience=patience, score=score, spike_ratio=spike_ratio, wait_for_noise=aum,
-            min_epoch=AUM_MIN_EPOCHS if aum else 1,
+            patience=patience, score=score, spike_ratio=spike_ratio,
+            wait_for_noise=self.suspicion.wait_for_noise, min_epoch=self.suspicion.min_epoch,
         )
         self.steps = 0
         self.ready_epochs: list[int] = []
@@ -507,7 +467,6 @@ class TcPolicy:
         self._canary_margin_sum: np.ndarray | None = None
         self._canary_count = 0
         self._canary_losses: list[np.ndarray] = []
-        self._fallback = self._established = False
         #: The :class:`EpochDecision` of the current ``t_c`` (what :meth:`verdict` reads).
         self.best: EpochDecision | None = None
 
@@ -633,35 +592,27 @@ class TcPolicy:
             if canaries and canary_loss is not None:
                 self._canary_losses = (self._canary_losses
                                        + [np.asarray(canary_loss)])[-self.window :]
+        measured = Measurements(epoch, np.asarray(loss), margin, self._stable_losses,
+                                self._margin_sum, self._margin_count, self.area_start)
+        scores = self.suspicion.score(measured)
         canary_scores = None
-        if self.suspicion == "aum":
-            scores = -self._margin_sum / self._margin_count
-            if canaries:
-                canary_scores = -self._canary_margin_sum / self._canary_count
-        else:
-            scores = suspicion_scores(self._stable_losses, None, self.suspicion, self.window)
-            if canaries and self._canary_losses:
-                canary_scores = suspicion_scores(self._canary_losses, None, self.suspicion,
-                                                 self.window)
+        if canaries:
+            canary_scores = self.suspicion.score(Measurements(
+                epoch, np.asarray(canary_loss) if canary_loss is not None else None,
+                np.asarray(canary_margin, dtype=np.float64), self._canary_losses,
+                self._canary_margin_sum, self._canary_count, self.area_start))
         mixture = self._fit_mixture(scores)
-        noisy = mixture.bimodal
-        if self.suspicion == "aum":
-            # the fallback must hold two epochs running, then stays established
-            self._fallback, before = aum_population(mixture, scores), self._fallback
-            self._established = self._established or (self._fallback and before)
-            if not noisy:
-                window_loss = np.mean(self._stable_losses, axis=0)
-                noisy = self._fit_mixture(window_loss).bimodal or self._established
+        noisy = self.suspicion.second_population(mixture, scores, measured, self._fit_mixture)
         ready = (self.steps >= self.min_steps and self.learned(classes_learned, num_classes)
                  and (canary_scores is not None or not self.canaries))
         if ready:
             self.ready_epochs.append(epoch)
-        would_flag, _ = flag_samples(mixture, scores, self.suspicion, noisy)
+        would_flag = self.suspicion.flags(mixture, scores, noisy)
         is_best = self.detector.update(epoch, train_loss, mixture, eval_loss, noisy=noisy,
                                        ready=ready)
         decision = EpochDecision(epoch, scores, mixture, noisy, ready, classes_learned,
                                  would_flag, is_best, canary_scores,
-                                 flag_cut(mixture, self.suspicion), self.area_start)
+                                 self.suspicion.cut(mixture), self.area_start)
         if is_best:
             self.best = decision
         return decision
@@ -670,10 +621,15 @@ class TcPolicy:
     def t_c(self) -> int | None:
         return self.detector.best_epoch
 
+    def settle_on(self, epoch: int) -> None:
+        """Take ``epoch`` as ``t_c`` when no epoch was a candidate (every one was
+        unstable): the run then ends at its last epoch."""
+        self.detector.best_epoch = epoch
+
     #: What :meth:`observe` accumulates; :meth:`state_dict` saves exactly these.
     _STATE = ("patience", "steps", "ready_epochs", "first_visit", "_margin_sum", "_margin_count",
-              "area_start", "aum_start", "_stable_losses", "_fallback", "_established",
-              "_canary_margin_sum", "_canary_count", "_canary_losses")
+              "area_start", "aum_start", "_stable_losses", "_canary_margin_sum",
+              "_canary_count", "_canary_losses")
 
     def state_dict(self) -> dict[str, Any]:
         """The policy's whole accumulated state, as plain values and arrays: a
@@ -682,6 +638,7 @@ class TcPolicy:
         return {
             **{name: copy_value(getattr(self, name)) for name in self._STATE},
             "detector": self.detector.state_dict(),
+            "suspicion": copy_value(self.suspicion.state_dict()),
             "best": None if self.best is None else self.best.to_dict(),
         }
 
@@ -690,6 +647,10 @@ class TcPolicy:
             setattr(self, name, copy_value(state.get(name, 1) if name == "area_start"
                                            else state[name]))
         self.detector.load_state_dict(state["detector"])
+        # a state saved before the suspicion kept its own held the AUM gate's as the policy's
+        self.suspicion.load_state_dict(copy_value(state.get("suspicion", {
+            "fallback": state.get("_fallback", False),
+            "established": state.get("_established", False)})))
         self.best = None if state["best"] is None else EpochDecision.from_dict(state["best"])
 
     @property
@@ -788,14 +749,10 @@ class TcPolicy:
                     f"{100 * share:.1f}% would be flagged, the tail of that broad component; "
                     "most flags would be the model's own mistakes (a model that errs "
                     "about as often as the labels are wrong, or that has learned them)")
-        elif self.suspicion == "aum" and not decision.noisy:
-            # Labels the model ranks below another class on average for most
-            # samples are labels it could not learn (random labels, say), and
-            # "no second population" would wrongly read as "clean".
-            share = float((np.asarray(decision.scores) > 0).mean())
-            if share > MAX_FLAGGED_SHARE:
-                reasons.append(f"{100 * share:.0f}% of the samples have their label ranked "
-                               "below another class on average (AUM < 0)")
+        elif not decision.noisy:
+            doubt = self.suspicion.doubt(decision.scores)
+            if doubt:
+                reasons.append(doubt)
         no_population = not decision.noisy or not flags.any()
         if not reasons and no_population and predicted is not None:
             agreement = float((np.asarray(predicted) == y).mean())

@@ -27,6 +27,7 @@ from .observers import HistoryContext, Observer, end_of_fit
 from .resultdata import ResultData
 from .settings import Settings
 from .sources import Dataset
+from .suspicions import Suspicion
 from .training import SampleStats, TrainConfig, Trainer
 
 log = logging.getLogger("labelclean")
@@ -169,7 +170,7 @@ def assemble_result(
     p_noisy = decision_tc.mixture.posterior(decision_tc.scores)
     scores = scores_frame(
         data, at_tc, decision_tc.scores, p_noisy, flags, decision_tc.mixture, t_c,
-        settings.window, kind=settings.suspicion, aum_start=policy.aum_start or 1,
+        kind=policy.suspicion, aum_start=policy.aum_start or 1,
     )
     if verdict.forced:
         f = scores["flagged"]
@@ -263,7 +264,7 @@ def _outputs_at(
 
 def scores_frame(
     data: Dataset, s: SampleStats, suspicion: np.ndarray, p_noisy: np.ndarray,
-    flags: np.ndarray, mixture: LossMixture, t_c: int, window: int, kind: str = "loss",
+    flags: np.ndarray, mixture: LossMixture, t_c: int, kind: Suspicion,
     aum_start: int = 1,
 ) -> pd.DataFrame:
     """One row per sample at ``t_c``, flagged first, each flagged row with its ``reason``.
@@ -298,15 +299,9 @@ def scores_frame(
     df.insert(0, "rank", np.arange(1, len(df) + 1))
     df["reason"] = ""
     f = df["flagged"].to_numpy()
-    span = f"epochs {max(1, t_c - window + 1)}-{t_c}" if window > 1 else f"epoch {t_c}"
-    if kind == "aum":
-        span = f"epochs {aum_start}-{t_c}"
-    what = {"aum": "mean margin {m:.2f} over {span} < 0 (label ranked below another class "
-                   "on average); ",
-            "loss": "mean loss {s:.2f} over {span} > l_c {t:.2f}; ",
-            "logloss": "log mean loss {s:.2f} over {span} > l_c {t:.2f}; "}[kind]
+    span = kind.span(t_c, aum_start)
     df.loc[f, "reason"] = [
-        what.format(m=-score, s=score, span=span, t=mixture.threshold) + (
+        kind.reason(score, span, mixture.threshold) + (
             f"fitted late: at epoch {t_c} the model agrees with {given!r} (p={gp:.2f}), "
             f"runner-up {sug!r}; likely memorised"
             if agree else

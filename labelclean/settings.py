@@ -114,6 +114,14 @@ def _choice(choices: tuple) -> Callable[[str, Any], None]:
     return check
 
 
+def _registered(registry: dict) -> Callable[[str, Any], None]:
+    """A choice among a registry's names as they are when checked (the option's
+    choices are its names at import; one registered later is accepted from Python)."""
+    def check(name: str, value: Any) -> None:
+        _choice(tuple(registry))(name, value)
+    return check
+
+
 def parsed(value: Any, kind: type = int) -> Any:
     """``"2"`` or ``"0.05"`` (as the command line passes ``--workers`` or ``--canaries``)
     as ``kind``; anything else unchanged."""
@@ -247,7 +255,7 @@ class Settings:
         "aum", "Per-sample score the flags are read from: minus the mean margin over "
         "epochs since every class was learned (AUM < 0 flagged), the windowed loss (the "
         "paper's, flagged above l_c) or its log. See docs/phases.md.",
-        option="choice", choices=SUSPICIONS)
+        option="choice", choices=tuple(SUSPICIONS), check=_registered(SUSPICIONS))
     window: int = setting(3, "Average each sample's loss over this many epochs (1: the "
                           "paper).", option="int", check=integer(1))
     loss_pass: str = setting(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from .decision import WITHHELD_EXIT_STATUS, Verdict
+from .suspicions import get_suspicion
 
 if TYPE_CHECKING:
     from .resultdata import ResultData
@@ -35,8 +36,10 @@ def withheld_paragraph(verdict: Verdict) -> str:
 def print_summary(result: ResultData, out: Path) -> None:
     n = len(result.scores)
     m = result.mixture
-    if result.params.get("suspicion") == "aum":
-        rule = f"AUM mixture D {m.separation:.2f}; flags AUM < 0"
+    suspicion = get_suspicion(str(result.params.get("suspicion")),
+                              int(result.params.get("window") or 3))
+    if suspicion is not None:
+        rule = suspicion.summary_rule(m)
     else:
         rule = f"delta_L {m.delta_L:.2f}, l_c {m.threshold:.2f}"
     shares = result.flagged_share_by_class()

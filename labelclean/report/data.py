@@ -2,7 +2,7 @@
 
 Every suspicion score shown comes from the decision module: ``scores.csv``'s
 ``score`` (what :class:`labelclean.decision.TcPolicy` fitted the mixture to at
-t_c), or :func:`labelclean.decision.suspicion_scores` applied to the stored
+t_c), or the run's suspicion (:mod:`labelclean.suspicions`) replayed over the stored
 ``losses.npy`` / ``margins.npy``; the report never computes a score its own way.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..decision import SUSPICIONS, TcPolicy, suspicion_scores
+from ..decision import TcPolicy
 from .run import RunFiles
 
 #: Heatmap quantiles and histograms of this many samples look the same as of a
@@ -80,22 +80,34 @@ def aum_start(run: RunFiles) -> int:
     return 1
 
 
+def area_start_at(run: RunFiles, t: int, start: int = 1) -> int:
+    """The first epoch of the margins the policy had summed after epoch ``t``:
+    ``metrics.csv``'s ``aum_from`` (what the policy recorded), else ``start``
+    (:func:`aum_start`) once ``t`` reached it, else 1."""
+    first = start if t >= start else 1
+    recorded = metric_column(run.metrics, "aum_from")
+    if recorded is not None and t <= len(recorded):
+        value = recorded.to_numpy(dtype=float)[t - 1]
+        first = int(value) if np.isfinite(value) else first  # as the policy averaged
+    return first
+
+
 def suspicion_at(run: RunFiles, t: int, losses: np.ndarray | None,
-                 margins: np.ndarray | None, start: int = 1) -> np.ndarray:
-    """The run's suspicion score after epoch ``t`` (1-based), by
-    :func:`labelclean.decision.suspicion_scores` on the rows of ``losses`` /
-    ``margins`` (``(epochs, n)``) it reads: the last ``window`` epochs'
-    losses, or for the AUM the margins of epochs ``start..t`` (``start``:
-    :func:`aum_start`; before it the area runs from epoch 1, as in the policy)."""
-    if run.suspicion == "aum":
-        first = start if t >= start else 1
-        recorded = metric_column(run.metrics, "aum_from")
-        if recorded is not None and t <= len(recorded):
-            value = recorded.to_numpy(dtype=float)[t - 1]
-            first = int(value) if np.isfinite(value) else first  # as the policy averaged
-        return suspicion_scores([], margins[first - 1 : t], "aum")
-    window = losses[max(0, t - run.window) : t]
-    return suspicion_scores(window, None, run.suspicion, run.window)
+                 margins: np.ndarray | None, start: int = 1) -> np.ndarray | None:
+    """The run's suspicion score after epoch ``t`` (1-based), by its suspicion's
+    :meth:`~labelclean.suspicions.Suspicion.replay` on the rows of ``losses`` /
+    ``margins`` (``(epochs, n)``): the last ``window`` epochs' losses, or the
+    margins of epochs :func:`area_start_at` ``..t`` (``start``: :func:`aum_start`;
+    before it the area runs from epoch 1, as in the policy). None for a
+    suspicion this process has not registered."""
+    spec = run.suspicion_spec
+    if spec is None:
+        return None
+    return spec.replay(losses, margins, t, area_start_at(run, t, start))
+
+
+def _stored(run: RunFiles) -> dict[str, np.ndarray | None]:
+    return {"losses": run.losses, "margins": run.margins}
 
 
 def scores_at_t_c(run: RunFiles) -> np.ndarray:
@@ -108,11 +120,14 @@ def scores_at_t_c(run: RunFiles) -> np.ndarray:
     """
     if "score" in run.scores.columns:
         return run.scores["score"].to_numpy(dtype=np.float64)
-    kind, t_c = run.suspicion, run.t_c
-    stored = run.margins if kind == "aum" else run.losses
-    if kind in SUSPICIONS and stored is not None and 1 <= t_c <= stored.shape[0]:
-        values = np.asarray(stored[:t_c], dtype=np.float64)
-        return suspicion_at(run, t_c, values, values, aum_start(run))
+    spec, t_c, stored = run.suspicion_spec, run.t_c, _stored(run)
+    if spec is not None and all(
+            stored[u] is not None and 1 <= t_c <= stored[u].shape[0] for u in spec.uses):
+        arrays = {k: None if v is None or k not in spec.uses
+                  else np.asarray(v[:t_c], dtype=np.float64) for k, v in stored.items()}
+        values = suspicion_at(run, t_c, arrays["losses"], arrays["margins"], aum_start(run))
+        if values is not None:
+            return values
     return run.scores["loss"].to_numpy(dtype=np.float64)
 
 
@@ -147,20 +162,20 @@ def suspicion_history(run: RunFiles) -> ScoreHistory | None:
     say which those were, so after such an epoch the windowed values can
     differ a little (``scores.csv``, which the histogram shows, is exact).
     """
-    kind = run.suspicion
-    if kind == "aum" and run.margins is not None and run.margins.shape[0] > 0:
-        margins, start = _subsample_columns(run.margins), aum_start(run)
-        values = np.stack([suspicion_at(run, t, None, margins, start)
-                           for t in range(1, len(margins) + 1)])
-        return ScoreHistory(values, run.quantity_at("t"), True)
+    spec, stored = run.suspicion_spec, _stored(run)
+    if spec is not None and all(stored[u] is not None and stored[u].shape[0] > 0
+                                for u in spec.uses):
+        arrays = {k: _subsample_columns(stored[k]) if k in spec.uses else None
+                  for k in stored}
+        epochs = min(arrays[u].shape[0] for u in spec.uses)
+        start = aum_start(run) if "margins" in spec.uses else 1
+        values = [suspicion_at(run, t, arrays["losses"], arrays["margins"], start)
+                  for t in range(1, epochs + 1)]
+        if all(v is not None for v in values):
+            return ScoreHistory(np.stack(values), run.quantity_at("t"), True)
     if run.losses is None or run.losses.shape[0] == 0:
         return None
-    losses = _subsample_columns(run.losses)
-    if kind in ("loss", "logloss"):
-        values = np.stack([suspicion_at(run, t, losses, None)
-                           for t in range(1, len(losses) + 1)])
-        return ScoreHistory(values, run.quantity_at("t"), True)
-    return ScoreHistory(losses, "per-sample loss", False)
+    return ScoreHistory(_subsample_columns(run.losses), "per-sample loss", False)
 
 
 # ----------------------------------------------------------------------------- histogram

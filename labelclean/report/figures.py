@@ -324,8 +324,10 @@ def fig_loss_histogram(run: RunFiles) -> MplFigure | None:
                 ax.axvline(h.threshold, color="#7f8c8d", ls=":", lw=1.2,
                            label=f"mixture crossing {h.threshold:.3g} (not used to flag)")
         elif np.isfinite(h.cut):
+            fixed = run.suspicion_spec is not None and run.suspicion_spec.fixed_cut is not None
             ax.axvline(h.cut, color="k" if h.noisy else "#888", ls="--", lw=1.2,
-                       label=f"threshold l_c = {h.cut:.3g}")
+                       label=f"flag rule: score > {h.cut:.3g}" if fixed
+                       else f"threshold l_c = {h.cut:.3g}")
         if h.noisy and np.isfinite(h.cut) and h.cut < hi:
             ax.axvspan(max(h.cut, lo), hi, color="#f5b7b1", alpha=0.25, lw=0, label="flagged")
         ax.set_xlim(lo, hi)

@@ -97,8 +97,13 @@ def summary_html(run: RunFiles) -> str:
         rows.append(_row("second population", f"not found: the {what} look like one "
                          "population, so nothing was flagged"))
     threshold = _num(float_of(mix, "threshold"))
-    cut = (f"flag rule AUM &lt; 0, not the mixture's crossing {threshold}"
-           if run.suspicion == "aum" else f"threshold l_c {threshold}")
+    spec = run.suspicion_spec
+    if run.suspicion == "aum":
+        cut = f"flag rule AUM &lt; 0, not the mixture's crossing {threshold}"
+    elif spec is not None and spec.fixed_cut is not None:
+        cut = f"flag rule score &gt; {spec.fixed_cut:g}, not the mixture's crossing {threshold}"
+    else:
+        cut = f"threshold l_c {threshold}"
     rows.append(_row(
         "t_c", f"epoch {_e(run.t_c)} of {_e(epochs)} trained "
         f"<span class=muted>(ΔL {_num(float_of(mix, 'delta_L'))}, mixture weight r "

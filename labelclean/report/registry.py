@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._io import atomic_write
-from ..decision import SUSPICIONS
 from .data import metric_column
 from .run import RunFiles
 
@@ -136,7 +135,7 @@ def figure_caption(name: str, run: RunFiles) -> str:
     text = figure.suspicion_captions.get(kind, figure.caption)
     if not figure.shows_score:
         return text
-    if kind not in SUSPICIONS:
+    if run.suspicion_spec is None:
         return (text + f" This run's suspicion score is {kind!r}, which this report does not "
                 "know: the populations and the histogram are in its units, not in losses.")
     if run.windowed:

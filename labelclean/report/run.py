@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 from ..runfiles import RunFolder, read_run
+from ..suspicions import Suspicion, get_suspicion
 
 
 class RunFiles(RunFolder):
@@ -15,9 +16,16 @@ class RunFiles(RunFolder):
     report's wording of what its scores are and how they flagged."""
 
     @property
+    def suspicion_spec(self) -> Suspicion | None:
+        """The run's suspicion (:mod:`labelclean.suspicions`), None when this process
+        has none registered under its name."""
+        return get_suspicion(self.suspicion, self.window)
+
+    @property
     def windowed(self) -> bool:
         """Whether the suspicion averages the loss over more than one epoch."""
-        return self.suspicion in ("loss", "logloss") and self.window > 1
+        spec = self.suspicion_spec
+        return spec is not None and spec.windowed()
 
     @property
     def quantity(self) -> str:
@@ -27,21 +35,10 @@ class RunFiles(RunFolder):
     def quantity_at(self, epoch: str, short: bool = False) -> str:
         """What the mixture at epoch ``epoch`` (``"t_c"``, or ``"t"`` for figures
         over epochs) was fitted to, in words; ``short`` for a narrow axis."""
-        kind, w = self.suspicion, self.window
-        if kind == "aum":
-            if short:
-                return f"suspicion score (−AUM over epochs 1..{epoch})"
-            return f"suspicion score (minus the area under the margin over epochs 1..{epoch})"
-        if kind == "logloss":
-            what = "the per-sample loss" if w == 1 else f"the loss averaged over {w} epochs"
-            if short:
-                what = "loss" if w == 1 else f"loss over {w} epochs"
-            return f"suspicion score (log of {what})"
-        if kind == "loss":
-            if w == 1:
-                return "per-sample loss"
-            return f"suspicion score (loss averaged over {w} epochs)"
-        return f"suspicion score ({kind})"
+        spec = self.suspicion_spec
+        if spec is None:
+            return f"suspicion score ({self.suspicion})"
+        return spec.quantity(epoch, short)
 
     @property
     def flag_cut(self) -> float:
@@ -49,8 +46,9 @@ class RunFiles(RunFolder):
         AUM < 0, i.e. score > 0), else the mixture's threshold ``l_c`` at t_c
         (NaN when run.json has none). Nothing is flagged, whatever the cut, when
         the run found no second population."""
-        if self.suspicion == "aum":
-            return 0.0
+        spec = self.suspicion_spec
+        if spec is not None and spec.fixed_cut is not None:
+            return float(spec.fixed_cut)
         mix = self.run.get("mixture_at_t_c") or {}
         try:
             return float(mix.get("threshold", np.nan))
@@ -60,9 +58,10 @@ class RunFiles(RunFolder):
     @property
     def flag_rule(self) -> str:
         """The flagging rule, in words."""
-        if self.suspicion == "aum":
-            return "flagged where AUM < 0, i.e. score > 0"
-        return "flagged where the score is above the mixture's threshold l_c"
+        spec = self.suspicion_spec
+        if spec is None:
+            return "flagged where the score is above the mixture's threshold l_c"
+        return spec.flag_rule()
 
 
 def load_run(run_dir: str | os.PathLike) -> RunFiles:
