@@ -434,7 +434,8 @@ CELLS_TABLES: dict[str, dict] = {
         ("best-threshold F1", ("{best_threshold_f1:.3f}",)),
         ("F1 of AUM < 0", ("{f1_aum_below_0:.3f}",)),
         ("flagged by AUM < 0", ("{flagged_share:.1%}",)))),
-    "learner-recipe-table": dict(table="learner-recipe", first_only=("recipe (cnn:32,64,128)",), columns=(
+    "learner-recipe-table": dict(
+        table="learner-recipe", first_only=("recipe (cnn:32,64,128)",), columns=(
         ("recipe (cnn:32,64,128)", ("{recipe}",)),
         ("epoch", ("{epoch}",)),
         ("train acc. (given)", ("{train_accuracy:.3f}",)),
@@ -588,12 +589,23 @@ def _example(name: str):
 
 
 def default_table(records: list[dict]) -> str:
-    """README.md's table: the default run (the estimate verdict) of the current minor
-    version on each calibration cell, seed 0; the estimate beside the truth."""
+    """README.md's table: the default run (the estimate verdict) on each calibration
+    cell, seed 0, from the newest minor version that ran it; the estimate beside the
+    truth."""
     from ._version import __version__
 
-    minor = ".".join(__version__.split(".")[:2]) + "."
-    rows = [r for r in records if r["version"].startswith(minor) and r["seed"] == 0]
+    def minor(version: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in version.split(".")[:2])
+
+    # per cell, the newest minor version's default run (seed 0, estimate verdict, from
+    # 0.9 on); cells not yet rerun under the current version keep their older row,
+    # its version in the row
+    shown = [r for r in records if r["seed"] == 0 and minor(r["version"]) >= (0, 9)
+             and minor(r["version"]) <= minor(__version__)]
+    newest = {r["cell"]: max(minor(q["version"]) for q in shown if q["cell"] == r["cell"])
+              for r in shown}
+    rows = sorted((r for r in shown if minor(r["version"]) == newest[r["cell"]]),
+                  key=lambda r: minor(r["version"]), reverse=True)
     head = ("| data | wrong labels | verdict | F1 of the flags written | precision: true | "
             "estimated (90% interval) | version, commit | command |")
     lines = [head, "|" + "---|" * 8]

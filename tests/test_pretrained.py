@@ -22,9 +22,9 @@ from conftest import synthetic_images, write_folder
 
 from labelclean import Cleaner, Dataset, LabelcleanError, load_checkpoint
 from labelclean import cleaner as cleaner_mod
-from labelclean.settings import BASE_BATCH_SIZE, PRETRAINED_BASE_LR
 from labelclean.cli import main
 from labelclean.models import create_model
+from labelclean.settings import BASE_BATCH_SIZE, PRETRAINED_BASE_LR
 from labelclean.synthetic import make_shapes
 
 MODEL = "test_resnet"
