@@ -15,9 +15,10 @@ record, rewrite the pages with::
 A record that a script wrote carries its ``commit``. A record carried over from a
 number that was only ever typed into a page carries ``"source": "transcribed from
 <page> at <commit>"`` (and ``commit: null``), and its rendered row says
-"transcribed". The calibration table's renderer is ``examples/calibration.py``'s
-``table`` (the script that writes those records); it is loaded from the checkout,
-as the pages are.
+"transcribed". Any other ``source`` says how a script's output became the
+record. The calibration table's renderer is ``examples/calibration.py``'s
+``table`` (the script that writes those records); it is loaded from the
+checkout, as the pages are.
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ def _short_version(version: str) -> str:
 
 
 def transcribed(r: dict) -> bool:
-    return bool(r.get("source"))
+    """Was the number typed into a page by hand (no script wrote the record)?"""
+    return str(r.get("source") or "").startswith("transcribed from ")
 
 
 def _version(r: dict) -> str:
