@@ -98,6 +98,15 @@ def accuracy_clean(result, ids) -> float | None:
     return float(np.mean([p == clean[str(i)] for p, i in zip(pred, ids)]))
 
 
+def learned_tests(history: pd.DataFrame) -> list[dict]:
+    """Per epoch: the AUC's z and the Kolmogorov-Smirnov p of canaries against samples."""
+    cols = [c for c in ("epoch", "est_auc_z", "est_shift_p", "eval_accuracy") if c in history]
+    if "est_auc_z" not in cols:
+        return []
+    rows = history[cols].dropna(subset=["est_auc_z"])
+    return [{k: float(v) for k, v in r.items()} for r in rows.to_dict("records")]
+
+
 def run_cell(spec: str, out: Path, seed: int, extra: dict) -> dict:
     dataset, labels = spec.split(":")
     work = out / f"{dataset}_{labels}"
@@ -132,6 +141,8 @@ def run_cell(spec: str, out: Path, seed: int, extra: dict) -> dict:
         "true_precision_by_class": true_precision_by_class(
             would, wrong, result.dataset.y, list(result.dataset.classes)),
         "accuracy_clean_at_t_c": accuracy_clean(result, ids), "wall_s": wall,
+        # the canaries-against-samples tests of every epoch, for the learnability rule
+        "learned_tests": learned_tests(result.history),
         "batch_size": result.params["batch_size"], "lr": result.params["lr"],
         "version": __version__, "commit": COMMIT, "machine": platform.machine(),
         "threads": torch.get_num_threads(), "device": result.params["device"],
