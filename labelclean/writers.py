@@ -125,7 +125,13 @@ class PathTableWriter(TableWriter):
 
 
 class DataFrameWriter(PathTableWriter):
-    """A DataFrame of image paths: as a path CSV, relative to its ``root``."""
+    """A DataFrame of image paths: as a path CSV, relative to its ``root``; a
+    DataFrame of features (no path column): its kept rows, as a feature CSV's."""
+
+    def cleaned_table(self, result: ResultData, keep: np.ndarray, out: Path) -> pd.DataFrame:
+        if result.dataset.kind != "images":
+            return TableWriter.cleaned_table(self, result, keep, out)
+        return super().cleaned_table(result, keep, out)
 
     def path_base(self, data: Dataset) -> Path:
         return Path(data.source).resolve()

@@ -92,6 +92,22 @@ def test_the_table_writer_keeps_the_input_rows(result, tmp_path):
     assert list(cleaned["index"]) == list(np.flatnonzero(keep))
 
 
+def test_a_feature_dataframe_exports_its_kept_rows(tmp_path):
+    """A DataFrame without a path column is a feature table: cleaned.csv is its kept
+    rows with every column it had (not a path table, which it has no paths for)."""
+    x, _, given, _ = synthetic_images(120, 3, 0.2, seed=7)
+    frame = pd.DataFrame(x.reshape(len(x), -1)[:, :16].astype(float),
+                         columns=[f"f{i}" for i in range(16)]).assign(label=given)
+    fitted = Cleaner(**FAST).fit(frame)
+    assert fitted.dataset.origin == "dataframe" and fitted.dataset.kind == "features"
+    out = export_result(fitted, tmp_path / "run", report=False)
+    cleaned = pd.read_csv(out / "cleaned.csv")
+    keep = ~fitted.scores.sort_values("index")["flagged"].to_numpy()
+    assert list(cleaned.columns) == list(frame.columns)
+    pd.testing.assert_frame_equal(cleaned, frame[keep].reset_index(drop=True),
+                                  check_dtype=False)
+
+
 def test_what_the_output_may_not_overlap_follows_the_origin(tmp_path):
     images = tmp_path / "images" / "c0"
     images.mkdir(parents=True)
