@@ -16,7 +16,7 @@ A record that a script wrote carries its ``commit``. A record carried over from 
 number that was only ever typed into a page carries ``"source": "transcribed from
 <page> at <commit>"`` (and ``commit: null``), and its rendered row says
 "transcribed". Any other ``source`` says how a script's output became the
-record. The calibration table's renderer is ``examples/calibration.py``'s
+record. The calibration table's renderer is ``studies/calibration.py``'s
 ``table`` (the script that writes those records); it is loaded from the
 checkout, as the pages are.
 """
@@ -577,12 +577,12 @@ CELLS_TABLES: dict[str, dict] = {
 }
 
 
-def _example(name: str):
-    """``examples/<name>.py`` as a module (the scripts import each other by name)."""
-    folder = str(ROOT / "examples")
+def _study(name: str):
+    """``studies/<name>.py`` as a module (the scripts import each other by name)."""
+    folder = str(ROOT / "studies")
     sys.path.insert(0, folder)
     try:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+        spec = importlib.util.spec_from_file_location(name, ROOT / "studies" / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module
@@ -625,8 +625,8 @@ def default_table(records: list[dict]) -> str:
 
 
 def calibration_table(records: list[dict]) -> str:
-    """docs/benchmarks.md's calibration table: ``examples/calibration.py``'s renderer."""
-    return _example("calibration").table(records)
+    """docs/benchmarks.md's calibration table: ``studies/calibration.py``'s renderer."""
+    return _study("calibration").table(records)
 
 
 @dataclass(frozen=True)

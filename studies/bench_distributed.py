@@ -7,7 +7,7 @@ one process with one thread, one process with two threads, and ``--nproc 2``
 per-epoch observation: eval pass, gathers, mixture fits, probe) and whether
 the flags, ``t_c`` and per-sample losses agree with the one-process run.
 
-    python examples/bench_distributed.py [--epochs 15] [--out /tmp/bench_dist]
+    python studies/bench_distributed.py [--epochs 15] [--out /tmp/bench_dist]
 
 docs/distributed.md quotes its output.
 """

@@ -10,7 +10,7 @@ then measures, in one process:
   DataLoader workers, interleaved, the fastest of ``--epochs`` each;
 * the eval-mode per-sample pass on each.
 
-    python examples/bench_large.py --n 4000 --side 64 --epochs 2 --threads 2 \\
+    python studies/bench_large.py --n 4000 --side 64 --epochs 2 --threads 2 \\
         --out bench_out/large --json bench_out/large.json
 """
 

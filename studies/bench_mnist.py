@@ -4,7 +4,7 @@ The same as ``labelclean bench DATA --test TEST ...`` with DATA = ``--n``
 training images of ../shared/datasets/mnist.npz and TEST = its 10,000 test
 images; any further ``--key value`` pairs go to the Cleaner.
 
-    python examples/bench_mnist.py --noise symmetric --rate 0.5 --seeds 0 1 2 \\
+    python studies/bench_mnist.py --noise symmetric --rate 0.5 --seeds 0 1 2 \\
         --model mlp:30,30 --max_epochs 20 --retrain --out bench_out/q_sym0.5
 """
 

@@ -24,13 +24,13 @@ alike. ``overhead_default_schedule`` is the observation overhead of a default
 ``probe_interval``-th. Also the per-epoch time for several N, to show it is
 linear.
 
-    python examples/bench_speed.py --n 10000 --epochs 2 --threads 2
-    python examples/bench_speed.py --scaling 2500 10000 40000 --epochs 1
+    python studies/bench_speed.py --n 10000 --epochs 2 --threads 2
+    python studies/bench_speed.py --scaling 2500 10000 40000 --epochs 1
 
 On a lent GPU (the data must travel with the command: pack it first):
 
-    python examples/bench_speed.py --pack-cifar ../shared/datasets/cifar10n_dev cifar10n.npz
-    python examples/bench_speed.py --device cuda --threads 8 --cifar cifar10n.npz --n 50000 \
+    python studies/bench_speed.py --pack-cifar ../shared/datasets/cifar10n_dev cifar10n.npz
+    python studies/bench_speed.py --device cuda --threads 8 --cifar cifar10n.npz --n 50000 \
         --epochs 0 --time-to-tc --tc-sizes 50000 10000
 """
 

@@ -1,7 +1,7 @@
 """Calibration: the run's own estimate of its flags against the truth, cell by cell.
 
 For each cell (``dataset:labels``) this writes the data as a user would have it
-(examples/zoo.py's cells, plus independent 10,000-image draws of CIFAR-10N from
+(studies/zoo.py's cells, plus independent 10,000-image draws of CIFAR-10N from
 ``../shared/datasets/cifar10n_pool``: ``cifar10n-pool1:worse`` ...), runs
 ``Cleaner`` with every default, and appends one JSON record to
 ``--out/calibration.jsonl``: the verdict, F1 / precision / recall of the flags
@@ -10,7 +10,7 @@ written and of every flag the rule would give at ``t_c`` (``*_would``, what
 with their intervals) beside the true values, per class too, and the version,
 commit, command and machine.
 
-    python examples/calibration.py digits:sym0.2 cifar10n:worse cifar10n-pool1:worse \\
+    python studies/calibration.py digits:sym0.2 cifar10n:worse cifar10n-pool1:worse \\
         --out bench_out/calibration --threads 2
 """
 
@@ -147,7 +147,7 @@ def run_cell(spec: str, out: Path, seed: int, extra: dict) -> dict:
         "version": __version__, "commit": COMMIT, "machine": platform.machine(),
         "threads": torch.get_num_threads(), "device": result.params["device"],
         "verdict_rule": extra.get("verdict", "rules"),
-        "command": (f"python examples/calibration.py {spec} --seed {seed} "
+        "command": (f"python studies/calibration.py {spec} --seed {seed} "
                     f"--verdict {extra.get('verdict', 'rules')}"),
     }
     # the arrays the estimate came from, for studies of other estimators offline

@@ -20,7 +20,7 @@ a training pass (forward + backward) counts 1, a forward-only pass 1/3.
 Measured CPU seconds of the cross-validation (``cv_probs.py``) and of the
 labelclean sweep's training epochs up to ``stop`` are printed too.
 
-    python examples/cleanlab_eval.py --cv bench_out/cv --rules bench_out/tc_rt/rules_eval.csv \\
+    python studies/cleanlab_eval.py --cv bench_out/cv --rules bench_out/tc_rt/rules_eval.csv \\
         --sweeps bench_out/tc_rt --rule auto2 --csv bench_out/cleanlab_vs_labelclean.csv
 """
 

@@ -21,8 +21,8 @@ every method, in one process (so timings share the same machine state):
 Cost is wall and CPU seconds (``time.process_time``, all threads) per method;
 the derived rules (small-loss, AUM) cost nothing beyond the labelclean run.
 
-    python examples/compare_methods.py --noise symmetric --rate 0.5 --model mlp:30,30
-    python examples/compare_methods.py --noise pairflip --rate 0.4 --model mlp:30,30 --csv out.csv
+    python studies/compare_methods.py --noise symmetric --rate 0.5 --model mlp:30,30
+    python studies/compare_methods.py --noise pairflip --rate 0.4 --model mlp:30,30 --csv out.csv
 
 cleanlab is an optional extra: ``pip install 'labelclean[bench]'``.
 """

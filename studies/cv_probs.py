@@ -2,12 +2,12 @@
 
 The expensive half of cleanlab's confident learning (K trainings) is run here,
 on any device, and saved to ``<out>/cv_<model>_<kind><rate>_s<seed>.npz`` with
-its wall and CPU seconds; ``examples/cleanlab_eval.py`` then runs
+its wall and CPU seconds; ``studies/cleanlab_eval.py`` then runs
 ``cleanlab.filter.find_label_issues`` on the saved probabilities (cheap, CPU)
 and scores it against the injected mask. Same data, noise draw (``inject_noise``
 with the same seed) and SGD settings as ``tc_sweep.py``.
 
-    python examples/cv_probs.py --model regnetx_002 --noise symmetric --rate 0.5 --seed 0 \\
+    python studies/cv_probs.py --model regnetx_002 --noise symmetric --rate 0.5 --seed 0 \\
         --epochs 10 --device cuda --out bench_out/cv
 """
 

@@ -1,11 +1,11 @@
 """The mixture-proportion thresholds of labelclean.estimate, compared offline.
 
-Reads the arrays examples/calibration.py saves per cell
+Reads the arrays studies/calibration.py saves per cell
 (``estimate_inputs_seed*.npz``: the samples' scores at ``t_c``, the truth, the
 held-out mask, the canaries' scores) and prints, for each set of canary-score
 quantiles, the estimated precision / wrong-label share against the true ones.
 
-    python examples/estimator_grid.py bench_out/calibration/*/estimate_inputs_seed0.npz
+    python studies/estimator_grid.py bench_out/calibration/*/estimate_inputs_seed0.npz
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ norms hold real statistics, times one eval pass over the same images:
 Fastest of ``--reps`` passes each; the ratios to ``eager_nchw_1024`` are what
 docs/performance.md quotes.
 
-    python examples/eval_pass_variants.py --n 8192 --threads 2 --json bench_out/eval_variants.json
+    python studies/eval_pass_variants.py --n 8192 --threads 2 --json bench_out/eval_variants.json
 """
 
 from __future__ import annotations

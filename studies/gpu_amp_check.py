@@ -7,7 +7,7 @@ epoch (ln 10 = 2.303 means nothing was learned), test accuracy, and seconds
 per epoch (second epoch, after a warm-up one). Then the observation costs of
 one epoch (eval-mode loss pass, mixture fit, order-parameter probe).
 
-    python examples/gpu_amp_check.py --mnist ../shared/datasets/mnist.npz --n 60000
+    python studies/gpu_amp_check.py --mnist ../shared/datasets/mnist.npz --n 60000
 """
 
 from __future__ import annotations

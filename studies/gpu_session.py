@@ -16,7 +16,7 @@ Three stages, each bounded in time, results written as they arrive:
    ``bench_mnist.py --retrain`` for ``Q``. Jobs still queued at the deadline
    are skipped and listed.
 
-    python examples/gpu_session.py --mnist .devdata/mnist.npz --results /tmp/r --deadline 420
+    python studies/gpu_session.py --mnist .devdata/mnist.npz --results /tmp/r --deadline 420
 
 ``--dry-run`` does the same at toy sizes on the CPU (to check the script).
 """

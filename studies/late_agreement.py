@@ -5,7 +5,7 @@ predicts the given label is a label fitted late. This measures their share of
 the flags, their precision, and F1 with and without them, on an MNIST subset
 with injected noise (default settings otherwise).
 
-    python examples/late_agreement.py --n 4000 --rate 0.4 --noise symmetric
+    python studies/late_agreement.py --n 4000 --rate 0.4 --noise symmetric
 """
 
 from __future__ import annotations

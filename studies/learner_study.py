@@ -9,8 +9,8 @@ true labels, clean test accuracy (2,000 test images), and how well the AUM
 threshold reaches (an oracle), and the F1 and flagged share of "AUM < 0".
 This chose :data:`labelclean.models.DEFAULT_RGB_MODEL` (docs/benchmarks.md).
 
-    python examples/learner_study.py cnn:32,64,128 --lr 0.05 --augment shift-flip --epochs 12
-    python examples/learner_study.py regnetx_002 --lr 0.1 --augment shift-flip --epochs 12
+    python studies/learner_study.py cnn:32,64,128 --lr 0.05 --augment shift-flip --epochs 12
+    python studies/learner_study.py regnetx_002 --lr 0.1 --augment shift-flip --epochs 12
 """
 
 from __future__ import annotations

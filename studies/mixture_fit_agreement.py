@@ -6,7 +6,7 @@ and with cheaper ones (1 initialisation; a 10,000-point subsample; both), and
 the bimodality test and the AUM population gate (``decision.aum_population``)
 are compared, with the time each fit took.
 
-    python examples/mixture_fit_agreement.py bench_out/tc_rt/*.npz bench_out/cnn/regnetx*.npz \\
+    python studies/mixture_fit_agreement.py bench_out/tc_rt/*.npz bench_out/cnn/regnetx*.npz \\
         --csv bench_out/mixture_fit_agreement.csv
 """
 

@@ -8,10 +8,10 @@ precision, recall and F1 of the flags against the injected truth, ``t_c``, wall
 time (in all, and up to the end of epoch ``t_c``), the run's peak resident
 memory and the test accuracy of the early-stopped checkpoint.
 
-    python examples/mnist_benchmark.py --n 10000 --noise 0.4 --out bench_out/mnist40
-    python examples/mnist_benchmark.py --n 10000 --noise 0.0 --out bench_out/mnist0
+    python studies/mnist_benchmark.py --n 10000 --noise 0.4 --out bench_out/mnist40
+    python studies/mnist_benchmark.py --n 10000 --noise 0.0 --out bench_out/mnist0
     for n in 2500 10000 40000; do   # wall time to t_c against N (docs/performance.md)
-        python examples/mnist_benchmark.py --n $n --noise 0.4 --out bench_out/scale_$n
+        python studies/mnist_benchmark.py --n $n --noise 0.4 --out bench_out/scale_$n
     done
 """
 

@@ -1,6 +1,6 @@
 """Training and eval-pass throughput of candidate models on random images (CPU).
 
-    python examples/model_speed.py regnetx_002 resnet10t cnn:32,64,128 --shape 3 32 32
+    python studies/model_speed.py regnetx_002 resnet10t cnn:32,64,128 --shape 3 32 32
 
 Any name :func:`labelclean.models.create_model` takes. Random uint8 images,
 batch 128 for training (SGD) and 1,024 for the eval pass; prints images/s

@@ -1,13 +1,13 @@
 """Per-class estimates from a class's own canaries or from every canary, compared offline.
 
-Reads the arrays examples/calibration.py saves per cell
+Reads the arrays studies/calibration.py saves per cell
 (``estimate_inputs_seed*.npz``) and prints, per cell, the mean and the largest
 absolute error of the per-class precision estimate (labelclean.estimate.point on
 the samples given the class) against the true precision of the class's flags,
 with the canaries carrying the class ("own") and with all of them ("all").
 docs/benchmarks.md, "Calibration", quotes it.
 
-    python examples/per_class_study.py bench_out/calibration/*/estimate_inputs_seed0.npz
+    python studies/per_class_study.py bench_out/calibration/*/estimate_inputs_seed0.npz
 """
 
 from __future__ import annotations

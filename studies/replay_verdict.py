@@ -7,7 +7,7 @@ suggested labels at ``t_c`` in ``scores.csv``). The replay must reach the run's
 own ``t_c`` (it is checked); the verdict is today's rules on it. With the
 zoo's ``truth.json`` beside the run folder the flags are scored too.
 
-    python examples/replay_verdict.py bench_out/zoo_cifar/*/run bench_out/zoo_small/*/run
+    python studies/replay_verdict.py bench_out/zoo_cifar/*/run bench_out/zoo_small/*/run
 """
 
 from __future__ import annotations

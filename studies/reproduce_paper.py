@@ -31,8 +31,8 @@ number quoted in docs/reproduction.md) and the figures ``repro_fig*.png``.
 Per-sample losses go to ``--work`` (default ``bench_out/reproduce``) so that
 ``--plot-only`` can redraw everything without training.
 
-    python examples/reproduce_paper.py                 # everything, ~6 CPU minutes
-    python examples/reproduce_paper.py --plot-only     # redraw from the saved files
+    python studies/reproduce_paper.py                 # everything, ~6 CPU minutes
+    python studies/reproduce_paper.py --plot-only     # redraw from the saved files
 """
 
 from __future__ import annotations

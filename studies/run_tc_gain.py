@@ -5,7 +5,7 @@ scores the flags AUM < 0 would give after every epoch (from the run's
 ``margins.npy``) and replays the online peak of Ashman's D (``metrics.csv``
 ``separation``) with each minimum relative gain.
 
-    python examples/run_tc_gain.py --n 40000 --run bench_out/scale_40000/run
+    python studies/run_tc_gain.py --n 40000 --run bench_out/scale_40000/run
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ candidate per-sample score; each epoch's flags are scored against the true
 mask (the best epoch is the *oracle*), and each candidate rule picks its epoch
 and flags without the truth. Nothing but the evaluation uses the mask.
 
-    python examples/tc_rules.py bench_out/tc/mlp30-30_*.npz --csv bench_out/tc/rules_mlp30.csv
+    python studies/tc_rules.py bench_out/tc/mlp30-30_*.npz --csv bench_out/tc/rules_mlp30.csv
 
 The library's own rule is replayed, never re-implemented: ``default`` feeds each
 saved run through :meth:`labelclean.decision.TcPolicy.replay` (the object

@@ -4,11 +4,11 @@ Each setting (model, noise kind, rate, seed) is trained ONCE for ``--epochs``
 epochs with patience larger than that (nothing stops early) and every epoch's
 per-sample losses and margins are saved, with the history, the given labels and
 the true noise mask, to ``<out>/<model>_<kind><rate>_s<seed>.npz``. Decision
-rules are then compared offline on these matrices (``examples/tc_rules.py``).
+rules are then compared offline on these matrices (``studies/tc_rules.py``).
 
-    python examples/tc_sweep.py --model mlp:30,30 --epochs 20 --seeds 0 1 2 --threads 1
-    python examples/tc_sweep.py --model mlp:256,256 --epochs 20 --seeds 0 1 2 --threads 1
-    python examples/tc_sweep.py --model regnetx_002 --epochs 10 --seeds 0 --n 10000 \
+    python studies/tc_sweep.py --model mlp:30,30 --epochs 20 --seeds 0 1 2 --threads 1
+    python studies/tc_sweep.py --model mlp:256,256 --epochs 20 --seeds 0 1 2 --threads 1
+    python studies/tc_sweep.py --model regnetx_002 --epochs 10 --seeds 0 --n 10000 \
         --settings symmetric:0.8 pairflip:0.4 --threads 1
 """
 

@@ -17,7 +17,7 @@ label sets ``clean``, ``worse``, ``aggre``, ``random1``). Noise cells:
 ``clean``, ``sym0.2``, ``sym0.4``, ``pair0.4``, and ``random`` (every label drawn
 at random: nothing to learn, the run must come back withheld).
 
-    python examples/zoo.py shapes:sym0.2 digits:sym0.2 --out bench_out/zoo --threads 2
+    python studies/zoo.py shapes:sym0.2 digits:sym0.2 --out bench_out/zoo --threads 2
 """
 
 from __future__ import annotations
