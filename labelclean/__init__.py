@@ -6,15 +6,17 @@ networks in the absence or presence of mislabeled data".
 
 import logging
 
+from . import fileformats  # noqa: F401 - registers the file formats (folder, CSVs)
 from ._version import __version__
 from .checkpoint import Checkpoint, load_checkpoint
 from .cleaner import Cleaner
+from .dataset import Dataset
 from .decision import Verdict
 from .errors import LabelcleanError, WithheldWarning
-from .inmemory import load_object  # noqa: F401 - registers the reader of Python objects
+from .formats import load_dataset
+from .inmemory import load_object  # noqa: F401 - registers the formats of Python objects
 from .mixture import LossMixture, fit_loss_mixture
 from .result import CleanResult
-from .sources import Dataset, load_dataset
 
 # Messages go to the "labelclean" logger; the application decides where they go.
 logging.getLogger("labelclean").addHandler(logging.NullHandler())

@@ -44,11 +44,12 @@ from . import rundir
 from ._io import write_csv
 from .checks import check_rate, check_seed
 from .cleaner import Cleaner, CleanResult
+from .dataset import Dataset
 from .errors import LabelcleanError
+from .formats import input_footprint
 from .models import create_model, default_model, input_statistics
 from .noise import NOISE_KINDS, inject_noise, precision_recall_f1
-from .paths import check_input, image_roots
-from .sources import Dataset, listed_images
+from .paths import check_input
 from .training import TrainConfig, Trainer
 
 #: Columns of the printed table (the CSV has every column).
@@ -183,9 +184,7 @@ def run_bench(
         forbidden = []
         for p in paths:
             check_input(p)
-            forbidden.append(p)
-            images = listed_images(p, base.kind, base.path_column)
-            forbidden += image_roots(images) if images else []
+            forbidden += input_footprint(p, base.kind, path_column=base.path_column)
         staging = rundir.begin(out, kind="bench", overwrite=overwrite, inputs=forbidden)
         staging.private_to(paths)
     with staging if staging is not None else contextlib.nullcontext():

@@ -32,11 +32,14 @@ from . import distributed
 from . import resume as resume_mod
 from .canaries import DEFAULT_SHARE as DEFAULT_CANARIES
 from .canaries import canary_labels, canary_rows, confusion
+from .dataset import Dataset, SourceKind
 from .decision import EpochDecision, TcPolicy
 from .errors import LabelcleanError
 from .estimate import auc as estimate_auc
 from .estimate import point as estimate_point
 from .estimate import shift as estimate_shift
+from .folders import split_validation
+from .formats import load_dataset
 from .models import (
     create_model,
     default_model,
@@ -55,6 +58,7 @@ from .observers import (  # noqa: F401 - log_tensorboard, progress_enabled kept 
     probe_interval,
     progress_enabled,
 )
+from .paths import check_outside, check_overlap
 from .result import CleanResult, assemble_result
 from .settings import (
     AUTO_BATCH_BOUNDS,
@@ -69,13 +73,13 @@ from .settings import (
     SPECS,
     Settings,
 )
-from .sources import Dataset, SourceKind, load_dataset, split_validation
 from .training import (
     EpochStats,
     SampleStats,
     TrainConfig,
     Trainer,
 )
+from .writers import output_forbidden
 
 log = logging.getLogger("labelclean")
 
@@ -162,7 +166,7 @@ class Cleaner:
         instead (free, but measured on moving weights in train mode); see
         docs/performance.md for what each costs and finds.
     kind, path_column, label_column, noise_column, image_size, skip_unreadable, cache:
-        How inputs are read; see :func:`labelclean.sources.load_dataset`.
+        How inputs are read; see :func:`labelclean.formats.load_dataset`.
     max_memory:
         Bytes the decoded images may take in memory (``load_dataset``); larger
         inputs are decoded once into ``cache`` and memory-mapped from there.
@@ -355,7 +359,7 @@ class Cleaner:
             An image folder (a split root: its ``train/``), a CSV of paths or
             features, a pandas DataFrame, a Hugging Face ``datasets.Dataset``, a
             torch ``Dataset`` of ``(image, label)``, or a loaded
-            :class:`~labelclean.sources.Dataset`.
+            :class:`~labelclean.dataset.Dataset`.
         val:
             Optional validation data with trusted labels (same forms): its
             accuracy is reported per epoch; it never influences the decision.
@@ -544,14 +548,13 @@ class Cleaner:
                     f"validation inputs are {val_ds.input_shape}, training inputs "
                     f"{train.input_shape}; pass --image-size to make them agree"
                 )
-        if self.tensorboard_dir is not None:
-            _check_outside_input(self.tensorboard_dir, train)
-        if state_dir is not None:
-            from .rundir import check_overlap
-            from .writers import output_forbidden
-
-            check_overlap(state_dir, output_forbidden(train.source, train.origin, train.files),
-                          "state_dir")
+        if self.tensorboard_dir is not None or state_dir is not None:
+            # never written in the input (labelclean.paths), as the input's format sees it
+            footprint = output_forbidden(train.source, train.origin, train.files)
+            if self.tensorboard_dir is not None:
+                check_outside(self.tensorboard_dir, footprint, "tensorboard_dir")
+            if state_dir is not None:
+                check_overlap(state_dir, footprint, "state_dir")
         if noise_mask is None:
             noise_mask = train.noise_mask
         if noise_mask is not None:
@@ -839,16 +842,3 @@ def _history_row(stats: EpochStats, samples: SampleStats, decision: EpochDecisio
         row["val_accuracy"] = float((val.pred == val_y).mean())
     return row
 
-
-def _check_outside_input(folder: str | os.PathLike, data: Dataset) -> None:
-    """Refuse a ``tensorboard_dir`` inside the input's folders (never write there)."""
-    from .writers import output_forbidden
-
-    where = Path(folder).resolve()
-    for src in output_forbidden(data.source, data.origin, data.files):
-        src = Path(src).resolve()
-        root = src if src.is_dir() else src.parent
-        if where == root or root in where.parents:
-            raise LabelcleanError(
-                f"tensorboard_dir {folder} lies inside the input {src}; put it elsewhere"
-            )

@@ -173,17 +173,15 @@ def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, npr
     from . import rundir
     from .cleaner import Cleaner
     from .export import export_result
-    from .paths import check_input
-    from .sources import listed_images
-    from .writers import image_roots
+    from .formats import input_footprint
+    from .paths import check_input, within
 
     Cleaner(**kw).validate()  # every setting, before any input is read
     inputs = [data] + ([val] if val else [])
     for path in inputs:  # before --out is touched
         check_input(path)  # a file or a folder (labelclean.paths), not a pipe
     cache = kw.get("cache")
-    if cache is not None and (out.resolve() == cache.resolve()
-                              or out.resolve() in cache.resolve().parents):
+    if cache is not None and within(cache, out):
         raise LabelcleanError(f"--cache {cache} lies inside --out {out}; put it elsewhere")
     if nproc > 1:
         if distributed.launched():
@@ -201,10 +199,10 @@ def run(data: Path, out: Path, val: Path | None, link: str, overwrite: bool, npr
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
-    forbidden = list(inputs)
-    for path in inputs:
-        images = listed_images(path, kw["kind"], kw["path_column"])
-        forbidden += image_roots(images) if images else []
+    # what the run's folders may not overlap: each input as its format sees it
+    # (a CSV of paths: also its images' folder), known before it is read
+    forbidden = [p for path in inputs
+                 for p in input_footprint(path, kw["kind"], path_column=kw["path_column"])]
     # The staging folder beside --out is opened before training: an unwritable
     # place fails now, not after an hour of it.
     staging = rundir.begin(out, kind="run", overwrite=overwrite, inputs=forbidden,

@@ -1,8 +1,12 @@
 """Inputs that already live in Python, read into the same :class:`Dataset` as files.
 
 :func:`labelclean.load_dataset` (and so ``Cleaner.fit``) hands any object that
-is not a path to :func:`load_object`, which understands:
+is not a path to the input formats that read objects
+(:func:`labelclean.formats.read_object`; :func:`load_object` here is the same).
+The built-ins, registered below in the order they are tried:
 
+a labelclean ``Dataset`` (format ``arrays``)
+    Taken as it is (``Dataset.from_arrays`` makes one of arrays).
 pandas ``DataFrame``
     A path column and a label column (``path_column``, ``label_column``), as
     in a CSV of paths; relative paths resolve against ``root`` (default: the
@@ -49,30 +53,27 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from .dataset import CLASS_ORDER, Dataset
 from .errors import LabelcleanError
+from .formats import ACCEPTED as ACCEPTED  # what load_object accepts; its message's home
+from .formats import InputFormat, read_object, register_format
+from .labels import label_name, sorted_classes
 from .sources import (
-    CLASS_ORDER,
     MAX_NATIVE_SIZE,
-    Dataset,
     cache_dir,
     decode_image,
     default_max_memory,
     error_reason,
     format_size,
-    label_name,
-    load_feature_csv,
     load_path_csv,
-    register_object_reader,
-    sorted_classes,
     stack_images,
     target_size,
 )
+from .tables import load_feature_csv
+from .writers import DataFrameWriter, TableWriter
 
 #: Rows fetched from a Hugging Face dataset at a time (bounds Arrow conversion cost).
 _HF_CHUNK = 256
-#: What :func:`load_object` accepts, for messages.
-ACCEPTED = ("a folder, a CSV, a pandas DataFrame, a Hugging Face datasets.Dataset "
-            "or a torch Dataset of (image, label)")
 
 
 def load_object(
@@ -91,32 +92,11 @@ def load_object(
     max_memory: int | None = None,
 ) -> Dataset:
     """Read a DataFrame, a Hugging Face dataset or a torch dataset (module docstring)."""
-    if isinstance(obj, Dataset):
-        return obj
-    if isinstance(obj, pd.DataFrame):
-        return load_frame(
-            obj, path_column=path_column, label_column=label_column, root=root,
-            noise_column=noise_column, image_size=image_size, classes=classes,
-            skip_unreadable=skip_unreadable, workers=workers, cache=cache,
-            max_memory=max_memory,
-        )
-    if is_hf_dataset(obj):
-        return load_hf(
-            obj, image_column=image_column, label_column=label_column,
-            noise_column=noise_column, image_size=image_size, classes=classes,
-            skip_unreadable=skip_unreadable, max_memory=max_memory,
-        )
-    if _module(obj).startswith("datasets"):
-        raise LabelcleanError(
-            f"a Hugging Face {type(obj).__name__} is not one dataset: pass one split "
-            "(e.g. ds['train']), with a length (not streaming)"
-        )
-    if hasattr(obj, "__getitem__") and hasattr(obj, "__len__"):
-        return load_torch(
-            obj, image_size=image_size, classes=classes,
-            skip_unreadable=skip_unreadable, max_memory=max_memory,
-        )
-    raise LabelcleanError(f"cannot read a {type(obj).__name__}: pass {ACCEPTED}")
+    return read_object(
+        obj, path_column=path_column, label_column=label_column, image_column=image_column,
+        root=root, noise_column=noise_column, image_size=image_size, classes=classes,
+        skip_unreadable=skip_unreadable, workers=workers, cache=cache, max_memory=max_memory,
+    )
 
 
 # ----------------------------------------------------------------------------- DataFrame
@@ -446,4 +426,97 @@ def _label_texts(labels: list[Any], class_names: list[str]) -> list[str]:
     return out
 
 
-register_object_reader(load_object)
+# ----------------------------------------------------------------------------- formats
+# Each names its writer (labelclean.writers) first among its bases, so the writer's
+# `output`, `write_cleaned` and `forbidden` are the ones used. None can be re-read by
+# `labelclean apply` (`objects`): the object is gone when the run is over.
+
+
+class _InMemoryTable(TableWriter, InputFormat):
+    """An object with no file of its own: written as ``index,label`` of kept samples."""
+
+    objects = True
+
+    def __init__(self) -> None:
+        super().__init__(in_memory=True)
+
+
+class ArraysFormat(_InMemoryTable):
+    """A labelclean ``Dataset`` already made (``Dataset.from_arrays``), taken as it is."""
+
+    name = "arrays"
+
+    def detect(self, source: Any, **options: Any) -> bool:
+        return isinstance(source, Dataset)
+
+    def read(self, source: Any, **options: Any) -> Dataset:
+        return source
+
+
+class DataFrameFormat(DataFrameWriter, InputFormat):
+    """A pandas ``DataFrame`` of image paths (or features) and labels."""
+
+    name = "dataframe"
+    objects = True
+
+    def detect(self, source: Any, **options: Any) -> bool:
+        return isinstance(source, pd.DataFrame)
+
+    def read(self, source: Any, *, path_column: str = "path", label_column: str = "label",
+             root: str | os.PathLike | None = None, noise_column: str | None = None,
+             image_size: int | None = None, classes: list[str] | None = None,
+             skip_unreadable: bool = False, workers: int | None = None,
+             cache: str | os.PathLike | None = None, max_memory: int | None = None,
+             **options: Any) -> Dataset:
+        return load_frame(
+            source, path_column=path_column, label_column=label_column, root=root,
+            noise_column=noise_column, image_size=image_size, classes=classes,
+            skip_unreadable=skip_unreadable, workers=workers, cache=cache,
+            max_memory=max_memory,
+        )
+
+
+class HFFormat(_InMemoryTable):
+    """A Hugging Face ``datasets.Dataset``; any other object of ``datasets`` is refused."""
+
+    name = "hf"
+
+    def detect(self, source: Any, **options: Any) -> bool:
+        # all of `datasets`' objects: a DatasetDict gets its own message, not torch's
+        return _module(source).startswith("datasets")
+
+    def read(self, source: Any, *, image_column: str = "image", label_column: str = "label",
+             noise_column: str | None = None, image_size: int | None = None,
+             classes: list[str] | None = None, skip_unreadable: bool = False,
+             max_memory: int | None = None, **options: Any) -> Dataset:
+        if not is_hf_dataset(source):
+            raise LabelcleanError(
+                f"a Hugging Face {type(source).__name__} is not one dataset: pass one split "
+                "(e.g. ds['train']), with a length (not streaming)"
+            )
+        return load_hf(
+            source, image_column=image_column, label_column=label_column,
+            noise_column=noise_column, image_size=image_size, classes=classes,
+            skip_unreadable=skip_unreadable, max_memory=max_memory,
+        )
+
+
+class TorchFormat(_InMemoryTable):
+    """A map-style torch ``Dataset`` of ``(image, label)``: anything with a length and items."""
+
+    name = "torch"
+
+    def detect(self, source: Any, **options: Any) -> bool:
+        return hasattr(source, "__getitem__") and hasattr(source, "__len__")
+
+    def read(self, source: Any, *, image_size: int | None = None,
+             classes: list[str] | None = None, skip_unreadable: bool = False,
+             max_memory: int | None = None, **options: Any) -> Dataset:
+        return load_torch(source, image_size=image_size, classes=classes,
+                          skip_unreadable=skip_unreadable, max_memory=max_memory)
+
+
+register_format(ArraysFormat())
+register_format(DataFrameFormat())
+register_format(HFFormat())
+register_format(TorchFormat())

@@ -45,11 +45,11 @@ import pandas as pd
 import torch
 
 from . import resume
+from .dataset import Dataset
 from .decision import EpochDecision, TcPolicy
 from .errors import LabelcleanError
 from .noise import precision_recall_f1
 from .settings import PROBE_BUDGET, Settings
-from .sources import Dataset
 from .training import EpochStats, SampleStats, TrainConfig, Trainer
 
 if TYPE_CHECKING:

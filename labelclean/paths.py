@@ -6,8 +6,11 @@ staging folder, ``--cache``, ``--tensorboard-dir``, ``labelclean bench --out``):
 * **The input is only read.** Nothing is written at, inside or (for ``--out``,
   which ``--overwrite`` may empty) around the input: a folder input, a CSV's
   folder, and the folder the images of a path CSV share
-  (:func:`image_roots`). :func:`check_outside` and :func:`check_overlap` say
-  no, in one line, before any data is read or any training starts.
+  (:func:`image_roots`); which files and folders an input occupies is its
+  format's ``footprint`` (:mod:`labelclean.formats`). One function decides
+  whether a folder labelclean writes overlaps them, :func:`overlapped_input`;
+  :func:`check_outside` and :func:`check_overlap` say no with it, in one line,
+  before any data is read or any training starts, wherever a folder is written.
 * **Class names are names, not paths.** :func:`check_class_names`, the same
   for ``labelclean run`` (at read time) and ``labelclean apply``: no control
   characters (NUL, line breaks...), none empty; a class that becomes a folder
@@ -123,37 +126,61 @@ def image_roots(files: list) -> list[Path]:
     return [Path(p) for p in parents]
 
 
-def _root(src: Path) -> Path:
-    """The folder an input occupies: itself, or a file's folder."""
-    return src if src.is_dir() else src.parent
+def within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """``path`` is ``folder`` or lies inside it (both resolved, links followed)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
+def overlapped_input(path: str | os.PathLike, inputs: Iterable[str | os.PathLike], *,
+                     replaced: bool) -> Path | None:
+    """The policy's one question: the first of ``inputs`` (files and folders, as an
+    input format's footprint lists them) that a folder labelclean writes at ``path``
+    would overlap, resolved; None when it overlaps none.
+
+    Every such folder is refused at an input and inside an input folder. Beyond that:
+
+    * ``replaced=False``, a folder only added to (``--cache``, the TensorBoard
+      folder): also anywhere in the folder a file input lies in;
+    * ``replaced=True``, a folder swapped in whole, which ``--overwrite`` may empty
+      (``--out``, its staging and state folders): also a folder that contains an
+      input, and a file input's own folder (a run folder beside the CSV, in that
+      folder, is fine: only the CSV and its folder are kept whole).
+    """
+    where = Path(path).resolve()
+    for src in inputs:
+        src = Path(src).resolve()
+        if not replaced:
+            clash = within(where, src if src.is_dir() else src.parent)
+        elif src.is_dir():
+            clash = within(where, src) or within(src, where)
+        else:
+            clash = where == src.parent or within(src, where)
+        if clash:
+            return src
+    return None
 
 
 def check_outside(path: str | os.PathLike, inputs: Iterable[str | os.PathLike],
                   what: str) -> Path:
-    """Refuse a folder labelclean writes (``what``: ``--cache``, ``tensorboard_dir``)
-    that is or lies inside an input (a folder, a CSV's folder, an image tree)."""
-    where = Path(path).resolve()
-    for src in inputs:
-        src = Path(src).resolve()
-        root = _root(src)
-        if where == root or root in where.parents:
-            raise LabelcleanError(f"{what} {path} lies inside the input {src}; put it elsewhere")
-    return where
+    """Refuse a folder labelclean writes into (``what``: ``--cache``,
+    ``tensorboard_dir``) that is or lies inside an input (a folder, a CSV's folder,
+    an image tree): :func:`overlapped_input`, ``replaced=False``. Returns it resolved."""
+    src = overlapped_input(path, inputs, replaced=False)
+    if src is not None:
+        raise LabelcleanError(f"{what} {path} lies inside the input {src}; put it elsewhere")
+    return Path(path).resolve()
 
 
 def check_overlap(out: str | os.PathLike, inputs: Iterable[str | os.PathLike],
                   what: str = "--out") -> None:
     """Refuse an ``out`` that is, contains or lies inside an input folder, or a
-    CSV input's folder (``what`` names ``out`` in the message)."""
-    out = Path(out).resolve()
-    for src in inputs:
-        src = Path(src).resolve()
-        if src.is_dir():
-            clash = out == src or src in out.parents or out in src.parents
-        else:  # a CSV: don't write into its folder, or over it
-            clash = out == src or out == src.parent or out in src.parents
-        if clash:
-            raise LabelcleanError(f"{what} {out} overlaps the input {src}; choose another folder")
+    CSV input's folder (``what`` names ``out`` in the message):
+    :func:`overlapped_input`, ``replaced=True``."""
+    src = overlapped_input(out, inputs, replaced=True)
+    if src is not None:
+        raise LabelcleanError(
+            f"{what} {Path(out).resolve()} overlaps the input {src}; choose another folder")
 
 
 def privacy_strip(paths: Iterable[str | os.PathLike]) -> int:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ._version import __version__
+from .dataset import Dataset
 from .decision import EpochDecision, TcPolicy, suggested_labels
 from .distributed import Dist
 from .errors import WithheldWarning
@@ -26,7 +27,6 @@ from .mixture import LossMixture
 from .observers import HistoryContext, Observer, end_of_fit
 from .resultdata import ResultData
 from .settings import Settings
-from .sources import Dataset
 from .suspicions import Suspicion
 from .training import SampleStats, TrainConfig, Trainer
 

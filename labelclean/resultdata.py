@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 
 from .checkpoint import Checkpoint, model_from_config
+from .dataset import Dataset
 from .decision import Verdict
 from .estimate import Estimate
 from .mixture import LossMixture
-from .sources import Dataset
 
 
 @dataclass

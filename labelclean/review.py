@@ -23,9 +23,14 @@ Output folder (``out``)::
     cleaned/          image folder input: <class>/<image>; relabelled images in their new class
     cleaned.csv       CSV input: the input CSV's kept rows, new labels in the label column,
                       relative image paths rewritten to stay valid from ``out``
+                      (another input format: what its plan writes, InputFormat.plan_apply)
     apply_log.csv     one row per flagged sample: what was done and where it went
     apply.json        counts and settings
     .labelclean-run   the marker and manifest (:mod:`labelclean.rundir`)
+
+What the reviewed dataset is, and where each sample goes, is the input format's
+(:mod:`labelclean.formats`: the run's ``origin`` names it); a Python object cannot
+be read again and is refused.
 
 Everything is validated before anything is written: a malformed edit raises
 :class:`~labelclean.errors.LabelcleanError` naming the row, and ``out`` is then
@@ -50,10 +55,13 @@ from ._io import TEXT_ERRORS, write_csv, write_json
 from ._version import __version__
 from .errors import LabelcleanError
 from .export import guard_formulas, unguard_cell
-from .paths import class_name_problem, fit_name
-from .rundir import CLEANED_DIR, CLEANED_TABLE, REVIEW_FILE, RUN_FILE, SCORES_FILE
+from .fileformats import plan_folder as plan_folder_labels
+from .fileformats import plan_table as plan_table_labels
+from .formats import FORMATS, ApplyPlan, read_options
+from .paths import class_name_problem, within
+from .rundir import REVIEW_FILE, RUN_FILE
 from .runfiles import RunFolder, read_run
-from .writers import DEFAULT_LINK, LINK_MODES, output_forbidden, write_tree
+from .writers import DEFAULT_LINK, LINK_MODES
 
 APPLY_FILE = "apply.json"
 LOG_FILE = "apply_log.csv"
@@ -127,30 +135,29 @@ def apply_review(
     decisions = decide(run, review, review_path.name)
     out_path = Path(out).resolve()
     _check_review_outside(review_path, out_path)
-    if run.origin == "folder":
-        plan = plan_folder(run, decisions)
-    elif run.origin in ("paths", "features"):
-        plan = plan_table(run, decisions, out_path)
-    else:
+    fmt = FORMATS.get(run.origin)
+    if fmt is None or fmt.objects:
         raise LabelcleanError(
             f"the run's input was a Python object ({run.origin!r}), not a folder or CSV, "
             "so apply cannot re-read it; apply the review's action column to it in Python "
             "(its index column is each sample's position)"
         )
+    # the input's format re-reads it and says what the reviewed dataset will be
+    plan = fmt.plan_apply(run, final_labels(run, decisions), out_path)
+    params = run.run.get("params", {})
     # Validation is over; from here on, only writing (beside `out`, then swapped in).
     with rundir.begin(out_path, kind="apply", overwrite=overwrite,
-                      inputs=[run.root, *_input_footprint(run)]) as staging:
+                      inputs=[run.root, *fmt.footprint(run.source, **read_options(params))]
+                      ) as staging:
         folder = staging.path
-        if run.origin == "folder":
-            write_tree(zip(plan["source"], plan["target"]), folder / CLEANED_DIR, link)
-        else:
-            write_csv(folder / CLEANED_TABLE, plan)
+        plan.write(folder, link)
         log = apply_log(run, decisions, plan)
         write_csv(folder / LOG_FILE, guard_formulas(log))
-        summary = _summary(run, decisions, review_path, review, staging.out, link)
+        summary = _summary(run, decisions, review_path, review, staging.out, link,
+                           fmt.output, plan)
         write_json(folder / APPLY_FILE, summary)
         # no output more readable than the most private input file (labelclean.paths)
-        staging.private_to([run.source, *(plan["source"] if run.origin == "folder" else [])])
+        staging.private_to([run.source, *plan.reads])
         staging.commit()
     return summary
 
@@ -170,31 +177,19 @@ def _checked_run(run_dir: str | os.PathLike) -> RunFolder:
 
 
 def _check_sample_ids(run: RunFolder) -> None:
-    """Every sample of a folder input must be ``<its class>/<file>`` inside the
-    input folder, and every class a plain folder name: an edited ``scores.csv``
-    or ``model.json`` must not make apply read or write outside its folders."""
+    """Every class must be a plain name (a folder name, where the input's format makes
+    classes folders), and the samples must pass the format's own check
+    (``InputFormat.check_samples``): an edited ``scores.csv`` or ``model.json`` must
+    not make apply read or write outside its folders."""
     # the class-name policy labelclean run read them with (labelclean.paths)
-    folder = run.origin == "folder"
+    fmt = FORMATS.get(run.origin)
+    folder = fmt is not None and fmt.class_folders
     for c in run.classes:
         problem = class_name_problem(c, folder=folder)
         if problem:
             raise LabelcleanError(f"the run's class {c!r} {problem}; refusing to use it")
-    if run.origin != "folder":
-        return
-    for sample_id, label in zip(run.scores["sample_id"], run.scores["given_label"],
-                                strict=True):
-        if not _is_plain_relative(sample_id) or sample_id.split("/")[0] != label:
-            raise LabelcleanError(
-                f"{run.root / SCORES_FILE} names the sample {sample_id!r}, which is not a "
-                f"file of class {label!r} inside the run's input; refusing to use it"
-            )
-
-
-def _is_plain_relative(path: str) -> bool:
-    """A relative POSIX path with no empty, ``.`` or ``..`` part."""
-    if not path or path.startswith("/") or "\0" in path:
-        return False
-    return all(part not in ("", ".", "..") for part in path.split("/"))
+    if fmt is not None:
+        fmt.check_samples(run)
 
 
 def read_review(path: Path, run: RunFolder) -> pd.DataFrame:
@@ -321,21 +316,10 @@ def _some(classes: list[str], limit: int = 12) -> str:
     return shown + (f", … {len(classes) - limit} more" if len(classes) > limit else "")
 
 
-def _input_footprint(run: RunFolder) -> list[Path]:
-    """What ``out`` may not overlap: the input and, for a CSV of image paths,
-    the folder its images share (as for ``labelclean run``)."""
-    from .sources import listed_images
-
-    if run.origin != "paths":
-        return [run.source]
-    path_column = run.run.get("params", {}).get("path_column", "path")
-    return output_forbidden(run.source, "paths", listed_images(run.source, "paths", path_column))
-
-
 def _check_review_outside(review: Path, out: Path) -> None:
     # --overwrite empties `out`: it must not hold the user's edited review.
     review = review.resolve()
-    if out == review or out in review.parents:
+    if within(review, out):
         raise LabelcleanError(f"--out {out} contains the review file {review}; choose another")
 
 
@@ -352,139 +336,32 @@ def final_labels(run: RunFolder, decisions: dict[int, Decision]) -> np.ndarray:
 
 def plan_folder(run: RunFolder, decisions: dict[int, Decision]) -> pd.DataFrame:
     """Where every kept image of a folder input goes: columns ``index``, ``source``
-    (absolute file) and ``target`` (path under ``cleaned/``).
-
-    A relabelled image moves to ``<new class>/<rest of its path>``; if another
-    image already has that name there, ``__from_<old class>`` (and a counter if
-    needed) is added before the extension so nothing is overwritten.
-    """
-    labels = final_labels(run, decisions)
-    ids = run.scores["sample_id"].to_numpy()
-    kept = [i for i in range(len(ids)) if labels[i] != ""]
-    used = {ids[i] for i in kept if run.scores["given_label"].iat[i] == labels[i]}
-    rows = []
-    for i in kept:
-        target = ids[i]
-        if labels[i] != run.scores["given_label"].iat[i]:
-            target = _free_name(_move_to_class(ids[i], labels[i]), ids[i], used)
-            used.add(target)
-        rows.append((i, run.source / ids[i], target))
-    plan = pd.DataFrame(rows, columns=["index", "source", "target"])
-    missing = [str(s) for s in plan["source"] if not Path(s).is_file()]
-    if missing:
-        raise LabelcleanError(
-            f"{len(missing)} input images are gone since the run (first: {missing[0]}); "
-            "the input must not change between run and apply"
-        )
-    return plan
-
-
-def _move_to_class(sample_id: str, label: str) -> str:
-    parts = sample_id.split("/")
-    return "/".join([label, *parts[1:]])
-
-
-def _free_name(target: str, sample_id: str, used: set[str]) -> str:
-    """``target``, or, when another image has that name, ``__from_<old class>``
-    (and a counter) added before the extension, the file name shortened to the
-    filesystem's limit when that makes it too long (``paths.fit_name``; the
-    destination is in apply_log.csv)."""
-    if target not in used:
-        return target
-    old_class = sample_id.split("/")[0]
-    folder, _, name = target.rpartition("/")
-    prefix = f"{folder}/" if folder else ""
-    candidate, k = prefix + fit_name(name, f"__from_{old_class}"), 2
-    while candidate in used:
-        candidate, k = prefix + fit_name(name, f"__from_{old_class}_{k}"), k + 1
-    return candidate
+    (absolute file) and ``target`` (path under ``cleaned/``); the folder format's
+    plan (:func:`labelclean.fileformats.plan_folder`)."""
+    return plan_folder_labels(run, final_labels(run, decisions))
 
 
 def plan_table(run: RunFolder, decisions: dict[int, Decision], out: Path) -> pd.DataFrame:
-    """The cleaned CSV: the input CSV's rows of kept samples, in input order, with
-    the final labels in the label column and relative image paths rewritten to be
-    valid from ``out`` (as :class:`labelclean.writers.PathTableWriter` does)."""
-    from .sources import read_csv
-
-    if not run.source.is_file():
-        raise LabelcleanError(f"the run's input {run.source} is gone")
-    params = run.run.get("params", {})
-    label_column = params.get("label_column", "label")
-    path_column = params.get("path_column", "path")
-    table = read_csv(run.source, text_columns=(label_column, path_column))
-    if label_column not in table.columns:
-        raise LabelcleanError(f"{run.source.name} has no label column {label_column!r} any more")
-    rows = _table_rows(run, table, params.get("path_column", "path"))
-    labels = final_labels(run, decisions)
-    keep = labels != ""
-    cleaned = table.iloc[rows[keep]].copy()
-    # Object column: a relabel writes the class name as text into, say, an int column.
-    cleaned[label_column] = cleaned[label_column].astype(object)
-    changed = keep & (labels != run.scores["given_label"].to_numpy(dtype=object))
-    if changed.any():
-        position = np.cumsum(keep) - 1  # sample index -> row of `cleaned`
-        cleaned.iloc[position[changed], cleaned.columns.get_loc(label_column)] = labels[changed]
-    if run.origin == "paths":
-        column = params.get("path_column", "path")
-        base = run.source.resolve().parent
-        cleaned[column] = [
-            p if os.path.isabs(p) else os.path.relpath(base / p, out)
-            for p in cleaned[column].astype(str)
-        ]
-    return cleaned.reset_index(drop=True)
-
-
-def _table_rows(run: RunFolder, table: pd.DataFrame, path_column: str) -> np.ndarray:
-    """The input CSV row of every sample, in index order.
-
-    Feature tables: sample ``i`` is row ``i``. Path CSVs: samples are the rows
-    in order minus the unreadable images a ``--skip-unreadable`` run left out,
-    so a single ordered pass over the rows, matching paths, recovers them.
-    """
-    ids = run.scores["sample_id"].to_numpy()
-    if run.origin == "features":
-        if len(table) != len(ids):
-            raise LabelcleanError(
-                f"{run.source.name} has {len(table)} rows but the run had {len(ids)} samples; "
-                "the input must not change between run and apply"
-            )
-        return np.arange(len(ids))
-    if path_column not in table.columns:
-        raise LabelcleanError(f"{run.source.name} has no path column {path_column!r} any more")
-    paths = table[path_column].astype(str).to_numpy()
-    rows = np.empty(len(ids), dtype=np.int64)
-    k = 0
-    for r, p in enumerate(paths):
-        if k < len(ids) and p == ids[k]:
-            rows[k] = r
-            k += 1
-    if k != len(ids):
-        raise LabelcleanError(
-            f"{run.source.name} no longer lists the run's sample {ids[k]!r} in order; "
-            "the input must not change between run and apply"
-        )
-    return rows
+    """The cleaned CSV of a path or feature CSV input: the CSV formats' plan
+    (:func:`labelclean.fileformats.plan_table`)."""
+    return plan_table_labels(run, final_labels(run, decisions), out,
+                             paths=run.origin == "paths")
 
 
 # ----------------------------------------------------------------------------- writing
 
 
-def apply_log(run: RunFolder, decisions: dict[int, Decision], plan: pd.DataFrame) -> pd.DataFrame:
+def apply_log(run: RunFolder, decisions: dict[int, Decision], plan: ApplyPlan) -> pd.DataFrame:
     """``apply_log.csv``: one row per flagged sample, most suspicious first.
 
     Columns: ``rank``, ``index``, ``path``/``row``, ``given_label``, ``action``,
-    ``new_label``, ``decided_by`` and ``destination`` (the file under
-    ``cleaned/``, or the data row of ``cleaned.csv``; empty when removed).
+    ``new_label``, ``decided_by`` and ``destination`` (where the format's plan put
+    it: the file under ``cleaned/``, the data row of ``cleaned.csv``...; empty when
+    removed).
     """
     s = run.scores
     order = sorted(decisions, key=lambda i: int(s["rank"].iat[i]))
-    if "target" in plan.columns:
-        where = {int(i): f"cleaned/{t}" for i, t in zip(plan["index"], plan["target"],
-                                                         strict=True)}
-    else:
-        labels = final_labels(run, decisions)
-        kept = np.flatnonzero(labels != "")
-        where = {int(i): f"cleaned.csv data row {n + 1}" for n, i in enumerate(kept)}
+    where = plan.destinations
     return pd.DataFrame({
         "rank": [int(s["rank"].iat[i]) for i in order],
         "index": order,
@@ -499,7 +376,7 @@ def apply_log(run: RunFolder, decisions: dict[int, Decision], plan: pd.DataFrame
 
 def _summary(
     run: RunFolder, decisions: dict[int, Decision], review_path: Path, review: pd.DataFrame,
-    out: Path, link: str,
+    out: Path, link: str, output: str, plan: ApplyPlan,
 ) -> dict:
     actions = pd.Series([d.action for d in decisions.values()], dtype=object)
     labels = final_labels(run, decisions)
@@ -512,8 +389,8 @@ def _summary(
         "review": str(review_path.resolve()),
         "input": {k: run.run["input"].get(k) for k in ("source", "origin", "kind")},
         "out": str(out),
-        "dataset": CLEANED_DIR if run.origin == "folder" else CLEANED_TABLE,
-        "link": link if run.origin == "folder" else None,
+        "dataset": output,
+        "link": link if plan.links else None,
         "samples": n,
         "flagged": n_flagged,
         "removed": removed,

@@ -32,6 +32,7 @@ import torch
 
 from .canaries import DEFAULT_SHARE
 from .checks import check_cleaner
+from .dataset import SourceKind
 from .decision import MIN_STEPS, PATIENCE_STEPS, SCORES, SUSPICIONS
 from .errors import LabelcleanError
 from .models import (
@@ -42,7 +43,6 @@ from .models import (
     RGB_RECIPE,
     check_pretrainable,
 )
-from .sources import SourceKind
 from .training import AUGMENTATIONS
 
 #: The learning rate is set for this batch size and scaled linearly with the

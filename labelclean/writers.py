@@ -1,18 +1,21 @@
-"""The cleaned dataset of a run, one writer per kind of input.
+"""The cleaned dataset of a run: how each origin's kept samples are written.
 
 A run writes its input minus the flagged samples in the input's own form: an
 image folder as an image tree (``cleaned/``), a CSV or a Python object as a
-table (``cleaned.csv``). Which form is decided here, once: :data:`WRITERS` maps
-each ``Dataset.origin`` (how :mod:`labelclean.sources` / :mod:`labelclean.inmemory`
-read the data) to a :class:`SourceWriter`, which also says what the output may
-not overlap (:meth:`SourceWriter.forbidden`). A new input format is one
-subclass and one :func:`register_writer` call::
+table (``cleaned.csv``). :data:`WRITERS` maps each ``Dataset.origin`` to the
+:class:`SourceWriter` that writes it, which also says what the output may not
+overlap (:meth:`SourceWriter.forbidden`). Every input format is the writer of its
+own origin (:class:`labelclean.formats.InputFormat` is a ``SourceWriter``, and
+:func:`labelclean.formats.register_format` puts it here); the classes below are
+the built-in formats' ways of writing, for a new format to reuse. A writer alone,
+for datasets made in Python with an origin no format reads, is one subclass and
+one :func:`register_writer` call::
 
     class ParquetWriter(TableWriter):
         output = "cleaned.parquet"
 
-        def write(self, result, keep, folder, out, link):
-            self.kept_rows(result.dataset, keep).to_parquet(folder / self.output)
+        def write_cleaned(self, data, keep, folder, *, out, link, params):
+            self.cleaned_table(data, keep, out, params).to_parquet(folder / self.output)
 
     register_writer("parquet", ParquetWriter())
 
@@ -24,19 +27,18 @@ from __future__ import annotations
 
 import os
 import shutil
-from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from ._io import write_csv
+from .dataset import Dataset
 from .errors import LabelcleanError
 from .paths import image_roots
 from .rundir import CLEANED_DIR, CLEANED_TABLE
-from .sources import Dataset
 
 if TYPE_CHECKING:
     from .resultdata import ResultData
@@ -49,7 +51,7 @@ LINK_MODES = ("copy", "hardlink", "symlink")
 DEFAULT_LINK = "copy"
 
 
-class SourceWriter(ABC):
+class SourceWriter:
     """Writes the kept samples of one kind of input into a run folder."""
 
     #: What :meth:`write` makes in the run folder (``run.json``'s ``outputs.cleaned``).
@@ -58,12 +60,21 @@ class SourceWriter(ABC):
     #: (``run.json`` names it ``<origin object>``).
     in_memory: bool = False
 
-    @abstractmethod
     def write(self, result: ResultData, keep: np.ndarray, folder: Path, out: Path,
               link: str) -> None:
         """Write ``result.dataset``'s samples where ``keep`` (in sample order) into
         ``folder``, the staging folder of the run folder ``out``; ``link`` is how
-        images are placed (:data:`LINK_MODES`)."""
+        images are placed (:data:`LINK_MODES`). By default :meth:`write_cleaned`,
+        with the run's settings."""
+        self.write_cleaned(result.dataset, keep, folder, out=out, link=link,
+                           params=result.params)
+
+    def write_cleaned(self, data: Dataset, keep: np.ndarray, folder: Path, *, out: Path,
+                      link: str, params: dict[str, Any]) -> None:
+        """Write ``data``'s samples where ``keep`` into ``folder`` (see :meth:`write`);
+        ``params`` are the run's settings (``run.json``'s ``params``: the path column...).
+        ``labelclean apply`` calls it too, with the reviewed labels in ``data.y``."""
+        raise NotImplementedError(f"{type(self).__name__} writes no cleaned output")
 
     def forbidden(self, source: str | os.PathLike, files: list | None) -> list[Path]:
         """The files and folders the run folder may not overlap: by default the
@@ -76,9 +87,8 @@ class ImageTreeWriter(SourceWriter):
 
     output = CLEANED_DIR
 
-    def write(self, result: ResultData, keep: np.ndarray, folder: Path, out: Path,
-              link: str) -> None:
-        data = result.dataset
+    def write_cleaned(self, data: Dataset, keep: np.ndarray, folder: Path, *, out: Path,
+                      link: str, params: dict[str, Any]) -> None:
         kept = ((f, rel) for f, rel, k in zip(data.files, data.ids, keep) if k)
         write_tree(kept, folder / self.output, link)
 
@@ -90,13 +100,13 @@ class TableWriter(SourceWriter):
     def __init__(self, *, in_memory: bool = False) -> None:
         self.in_memory = in_memory
 
-    def write(self, result: ResultData, keep: np.ndarray, folder: Path, out: Path,
-              link: str) -> None:
-        write_csv(folder / self.output, self.cleaned_table(result, keep, out))
+    def write_cleaned(self, data: Dataset, keep: np.ndarray, folder: Path, *, out: Path,
+                      link: str, params: dict[str, Any]) -> None:
+        write_csv(folder / self.output, self.cleaned_table(data, keep, out, params))
 
-    def cleaned_table(self, result: ResultData, keep: np.ndarray, out: Path) -> pd.DataFrame:
+    def cleaned_table(self, data: Dataset, keep: np.ndarray, out: Path,
+                      params: dict[str, Any]) -> pd.DataFrame:
         """The rows of the input table that hold kept samples, in table order."""
-        data = result.dataset
         return data.table.iloc[data.rows[keep]].copy()
 
 
@@ -104,10 +114,11 @@ class PathTableWriter(TableWriter):
     """A CSV of image paths: its kept rows, relative paths rewritten relative to
     ``out`` so that they still point at the same images."""
 
-    def cleaned_table(self, result: ResultData, keep: np.ndarray, out: Path) -> pd.DataFrame:
-        cleaned = super().cleaned_table(result, keep, out)
-        column = result.params["path_column"]
-        base = self.path_base(result.dataset)
+    def cleaned_table(self, data: Dataset, keep: np.ndarray, out: Path,
+                      params: dict[str, Any]) -> pd.DataFrame:
+        cleaned = super().cleaned_table(data, keep, out, params)
+        column = params["path_column"]
+        base = self.path_base(data)
         cleaned[column] = [
             p if os.path.isabs(p) else os.path.relpath(base / p, out)
             for p in cleaned[column].astype(str)
@@ -128,10 +139,11 @@ class DataFrameWriter(PathTableWriter):
     """A DataFrame of image paths: as a path CSV, relative to its ``root``; a
     DataFrame of features (no path column): its kept rows, as a feature CSV's."""
 
-    def cleaned_table(self, result: ResultData, keep: np.ndarray, out: Path) -> pd.DataFrame:
-        if result.dataset.kind != "images":
-            return TableWriter.cleaned_table(self, result, keep, out)
-        return super().cleaned_table(result, keep, out)
+    def cleaned_table(self, data: Dataset, keep: np.ndarray, out: Path,
+                      params: dict[str, Any]) -> pd.DataFrame:
+        if data.kind != "images":
+            return TableWriter.cleaned_table(self, data, keep, out, params)
+        return super().cleaned_table(data, keep, out, params)
 
     def path_base(self, data: Dataset) -> Path:
         return Path(data.source).resolve()
@@ -141,7 +153,9 @@ class DataFrameWriter(PathTableWriter):
         return image_roots(files) if files else []
 
 
-#: The writer of each ``Dataset.origin``.
+#: The writer of each ``Dataset.origin``: every registered input format (each is its
+#: own writer; the built-ins are registered when the package is imported) and any
+#: writer registered alone.
 WRITERS: dict[str, SourceWriter] = {}
 
 
@@ -173,15 +187,6 @@ def output_forbidden(source: str | os.PathLike, origin: str,
     """The files and folders ``--out`` (and the state and TensorBoard folders) may
     not overlap for an input of ``origin`` (:meth:`SourceWriter.forbidden`)."""
     return writer_for(origin).forbidden(source, files)
-
-
-register_writer("folder", ImageTreeWriter())
-register_writer("paths", PathTableWriter())
-register_writer("dataframe", DataFrameWriter())
-register_writer("features", TableWriter())
-register_writer("arrays", TableWriter(in_memory=True))
-register_writer("hf", TableWriter(in_memory=True))
-register_writer("torch", TableWriter(in_memory=True))
 
 
 # ----------------------------------------------------------------------------- image files

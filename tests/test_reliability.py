@@ -813,14 +813,18 @@ def test_run_settings_are_refused_before_any_data_is_read(tmp_path, features, mo
                                                           args, what):
     import sys
 
+    import labelclean.fileformats
     import labelclean.sources
+    import labelclean.tables
 
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed
 
     def never(*_a, **_k):
         raise AssertionError("the data was read before the settings were checked")
 
-    monkeypatch.setattr(labelclean.sources, "read_csv", never)
+    # every name the CSV reader is reached by (the formats read through tables')
+    for module in (labelclean.sources, labelclean.tables, labelclean.fileformats):
+        monkeypatch.setattr(module, "read_csv", never)
     out = tmp_path / "new" / "out"
     args = [str(tmp_path / a) if a == "TB" else a for a in args]
     assert what in one_line_error(cli(*run_args(features, out), *args))
