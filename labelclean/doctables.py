@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import statistics
 import string
 import sys
 import textwrap
@@ -624,6 +625,48 @@ def default_table(records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _minor(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".")[:2])
+
+
+def calibration_summary(records: list[dict]) -> str:
+    """docs/benchmarks.md's summary of the calibration records, one row per minor
+    version from 0.9 (the estimate verdict's default): per (cell, seed) the version's
+    last record. How far the estimated precision of the flags at ``t_c`` is from the
+    true one in the runs that flagged, how often the interval holds the truth, whether
+    each withheld run's flags were in fact below the bar, and the F1 over CIFAR-10N
+    'worse' draws."""
+    from .decision import MIN_PRECISION
+
+    lines = ["| version | runs (cells) | flagged | mean abs. error of the estimated precision "
+             "(flagged) | true precision inside the 90% interval (flagged) | withheld with "
+             "true precision < 0.5 | withheld with true precision >= 0.5 | CIFAR-10N 'worse' "
+             "draws: F1 written, min / median / max |", "|" + "---|" * 8]
+    for minor in sorted({_minor(r["version"]) for r in records if _minor(r["version"]) >= (0, 9)}):
+        last: dict = {}
+        for r in records:
+            if _minor(r["version"]) == minor and r.get("estimate"):
+                last[(r["cell"], r["seed"])] = r
+        runs = list(last.values())
+        flagged = [r for r in runs if r["verdict"] == "flagged"]
+        errors = [abs(r["estimate"]["precision"]["value"] - r["precision_would"])
+                  for r in flagged]
+        inside = [r["estimate"]["precision"]["low"] <= r["precision_would"]
+                  <= r["estimate"]["precision"]["high"] for r in flagged]
+        withheld = [r for r in runs if r["verdict"] == "withheld"]
+        right = sum(r["precision_would"] < MIN_PRECISION for r in withheld)
+        worse = sorted(r["f1"] for r in runs if r["labels"] == "worse"
+                       and r["dataset"].startswith("cifar10n") and r["seed"] == 0)
+        f1 = (f"{worse[0]:.3f} / {statistics.median(worse):.3f} / {worse[-1]:.3f} "
+              f"({len(worse)} draws)" if worse else "—")
+        mae = f"{statistics.fmean(errors):.3f}" if errors else "—"
+        cover = f"{sum(inside)} of {len(inside)}" if inside else "—"
+        lines.append(
+            f"| {'.'.join(map(str, minor))} | {len(runs)} ({len({r['cell'] for r in runs})}) | "
+            f"{len(flagged)} | {mae} | {cover} | {right} | {len(withheld) - right} | {f1} |")
+    return "\n".join(lines) + "\n"
+
+
 def calibration_table(records: list[dict]) -> str:
     """docs/benchmarks.md's calibration table: ``studies/calibration.py``'s renderer."""
     return _study("calibration").table(records)
@@ -643,6 +686,8 @@ BLOCKS = (
     Block("README.md", "default-table", "calibration.jsonl", default_table),
     Block("docs/benchmarks.md", "headline-table", "zoo.jsonl", headline_table),
     Block("docs/benchmarks.md", "calibration-table", "calibration.jsonl", calibration_table),
+    Block("docs/benchmarks.md", "calibration-summary", "calibration.jsonl",
+          calibration_summary),
     Block("docs/benchmarks.md", "zoo-table", "zoo.jsonl", zoo_table),
     Block("docs/benchmarks.md", "zoo-gpu-table", "zoo.jsonl", zoo_gpu_table),
     Block("docs/benchmarks.md", "mnist-folder-table", "mnist_folder.jsonl", mnist_folder_table),

@@ -129,3 +129,26 @@ def test_a_cell_template():
     assert doctables._cell(record, "y", ("{c:.2f}",)) == "0.50 / 0.25"
     assert doctables._cell(record, "y", ("{missing}", "{a:.1p}")) == "22.1"
     assert doctables._cell(record, "y", ("{missing}",)) == ""
+
+
+def test_the_calibration_summary_counts_each_versions_last_record_per_cell():
+    def record(cell, version, verdict, est, low, high, true, f1=0.0, labels="sym0.2"):
+        return {"cell": cell, "dataset": cell.split(":")[0], "labels": labels, "seed": 0,
+                "version": version, "verdict": verdict, "f1": f1, "precision_would": true,
+                "estimate": {"precision": {"value": est, "low": low, "high": high}}}
+
+    records = [
+        record("a:sym0.2", "0.9.0", "flagged", 0.5, 0.4, 0.6, 0.9),      # replaced below
+        record("a:sym0.2", "0.9.0", "flagged", 0.8, 0.7, 0.9, 0.85),     # error 0.05, inside
+        record("cifar10n:worse", "0.9.0", "flagged", 0.6, 0.5, 0.65, 0.7, 0.76, "worse"),
+        record("cifar10n-pool1:worse", "0.9.0", "flagged", 0.7, 0.6, 0.8, 0.7, 0.74, "worse"),
+        record("b:aggre", "0.9.0", "withheld", 0.3, 0.2, 0.4, 0.2),      # rightly withheld
+        record("c:sym0.8", "0.9.0", "withheld", 0.3, 0.2, 0.4, 0.8),     # wrongly withheld
+        record("a:sym0.2", "0.8.0", "flagged", 0.1, 0.0, 0.2, 0.9),      # before 0.9: no row
+    ]
+    table = doctables.calibration_summary(records)
+    rows = [line for line in table.splitlines()[2:]]
+    assert len(rows) == 1
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells == ["0.9", "5 (5)", "3", "0.050", "2 of 3", "1", "1",
+                     "0.740 / 0.750 / 0.760 (2 draws)"]
