@@ -150,6 +150,11 @@ def run_cell(spec: str, out: Path, seed: int, extra: dict) -> dict:
         "command": (f"python studies/calibration.py {spec} --seed {seed} "
                     f"--verdict {extra.get('verdict', 'rules')}"),
     }
+    # every epoch's margins and metrics (aum_from, est_precision, est_recall ...), for
+    # studies of other t_c rules offline
+    result.history.to_csv(work / f"history_seed{seed}.csv", index=False)
+    np.savez_compressed(work / f"margins_seed{seed}.npz", margins=result.margins.astype(np.float16),
+                        wrong=wrong, y=result.dataset.y)
     # the arrays the estimate came from, for studies of other estimators offline
     if result.estimate is not None and result.canary_scores is not None:
         np.savez_compressed(work / f"estimate_inputs_seed{seed}.npz",

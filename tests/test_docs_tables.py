@@ -144,11 +144,12 @@ def test_the_calibration_summary_counts_each_versions_last_record_per_cell():
         record("cifar10n-pool1:worse", "0.9.0", "flagged", 0.7, 0.6, 0.8, 0.7, 0.74, "worse"),
         record("b:aggre", "0.9.0", "withheld", 0.3, 0.2, 0.4, 0.2),      # rightly withheld
         record("c:sym0.8", "0.9.0", "withheld", 0.3, 0.2, 0.4, 0.8),     # wrongly withheld
+        record("d:random", "0.9.0", "withheld", 0.9, 0.8, 1.0, 0.9, labels="random"),
         record("a:sym0.2", "0.8.0", "flagged", 0.1, 0.0, 0.2, 0.9),      # before 0.9: no row
     ]
     table = doctables.calibration_summary(records)
     rows = [line for line in table.splitlines()[2:]]
     assert len(rows) == 1
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
-    assert cells == ["0.9", "5 (5)", "3", "0.050", "2 of 3", "1", "1",
+    assert cells == ["0.9", "6 (6)", "3", "0.050", "2 of 3", "2", "1",
                      "0.740 / 0.750 / 0.760 (2 draws)"]
