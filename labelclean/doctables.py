@@ -670,6 +670,27 @@ def calibration_summary(records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def learner_default_table(records: list[dict]) -> str:
+    """docs/benchmarks.md's table of the default run on every CIFAR-10N cell from 0.10
+    (the photo learner): the model at ``t_c`` against the clean labels, the flags, the
+    epochs and seconds (seed 0; per cell its last record)."""
+    last: dict = {}
+    for r in records:
+        if (r["dataset"].startswith("cifar10n") and r["seed"] == 0
+                and _minor(r["version"]) >= (0, 10) and r.get("accuracy_clean_at_t_c")):
+            last[r["cell"]] = r
+    lines = ["| data | wrong labels | accuracy at t_c (clean labels) | t_c / epochs | verdict | "
+             "F1 written (every flag at t_c) | wall seconds | version, commit | command |",
+             "|" + "---|" * 9]
+    for r in last.values():
+        lines.append(
+            f"| {r['cell']} | {_pct(r['true_noise'])} | {r['accuracy_clean_at_t_c']:.3f} | "
+            f"{r['t_c']} / {r['epochs']} | {r['verdict']} | {r['f1']:.3f} "
+            f"({r['f1_would']:.3f}) | {r['wall_s']:.0f} | {r['version']}, {r['commit']} | "
+            f"{_cmd(r['command'])} |")
+    return "\n".join(lines) + "\n"
+
+
 def calibration_table(records: list[dict]) -> str:
     """docs/benchmarks.md's calibration table: ``studies/calibration.py``'s renderer."""
     return _study("calibration").table(records)
@@ -691,6 +712,8 @@ BLOCKS = (
     Block("docs/benchmarks.md", "calibration-table", "calibration.jsonl", calibration_table),
     Block("docs/benchmarks.md", "calibration-summary", "calibration.jsonl",
           calibration_summary),
+    Block("docs/benchmarks.md", "learner-default-table", "calibration.jsonl",
+          learner_default_table),
     Block("docs/benchmarks.md", "zoo-table", "zoo.jsonl", zoo_table),
     Block("docs/benchmarks.md", "zoo-gpu-table", "zoo.jsonl", zoo_gpu_table),
     Block("docs/benchmarks.md", "mnist-folder-table", "mnist_folder.jsonl", mnist_folder_table),

@@ -5,7 +5,8 @@ Offline, from the folders ``studies/calibration.py`` leaves (``history_seed*.csv
 (mean margin since that epoch's ``aum_from`` below 0) scored against the truth, beside
 the run's own estimate of them from its canaries (``est_precision``, ``est_recall``:
 an estimated F1). It prints, per run, the ``t_c`` the run chose and the F1 there, the
-epoch whose estimated F1 is highest and the true F1 there, and the best epoch in
+epoch whose estimated F1 is highest (among the epochs after the AUM's last start, the
+first learned epoch) and the true F1 there, and the best epoch in
 hindsight (an oracle). Donor samples (held out for canaries) are left out.
 
     python studies/tc_by_estimate.py bench_out/cal10b/*/ bench_out/cal10/*/
@@ -44,11 +45,16 @@ def study(folder: Path, seed: int) -> dict | None:
         flags = (aum < 0) & keep
         p, r = h.get("est_precision", np.nan), h.get("est_recall", np.nan)
         est = 2 * p * r / (p + r) if p == p and r == r and p + r > 0 else np.nan
-        rows.append({"epoch": epoch, "f1": f1(flags, wrong & keep), "est_f1": est,
-                     "fit": h.get("eval_accuracy", np.nan)})
+        rows.append({"epoch": epoch, "aum_from": start, "f1": f1(flags, wrong & keep),
+                     "est_f1": est, "fit": h.get("eval_accuracy", np.nan)})
     table = pd.DataFrame(rows)
     best = table.loc[table["f1"].idxmax()]
-    chosen = table.loc[table["est_f1"].idxmax()] if table["est_f1"].notna().any() else None
+    # only once the area has settled on its last start (the first learned epoch), and
+    # not its first epoch: before it the estimate has no learned model to measure
+    last = table["aum_from"].iloc[-1]
+    settled = table[(table["aum_from"] == last) & (table["epoch"] > last)
+                    & table["est_f1"].notna()]
+    chosen = settled.loc[settled["est_f1"].idxmax()] if len(settled) else None
     return {"run": f"{folder.name} seed {seed}", "table": table, "best": best,
             "by_estimate": chosen}
 
