@@ -591,24 +591,25 @@ def _study(name: str):
         sys.path.remove(folder)
 
 
+def _minor(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".")[:2])
+
+
 def default_table(records: list[dict]) -> str:
     """README.md's table: the default run (the estimate verdict) on each calibration
     cell, seed 0, from the newest minor version that ran it; the estimate beside the
     truth."""
     from ._version import __version__
 
-    def minor(version: str) -> tuple[int, ...]:
-        return tuple(int(p) for p in version.split(".")[:2])
-
     # per cell, the newest minor version's default run (seed 0, estimate verdict, from
     # 0.9 on); cells not yet rerun under the current version keep their older row,
     # its version in the row
-    shown = [r for r in records if r["seed"] == 0 and minor(r["version"]) >= (0, 9)
-             and minor(r["version"]) <= minor(__version__)]
-    newest = {r["cell"]: max(minor(q["version"]) for q in shown if q["cell"] == r["cell"])
+    shown = [r for r in records if r["seed"] == 0 and _minor(r["version"]) >= (0, 9)
+             and _minor(r["version"]) <= _minor(__version__)]
+    newest = {r["cell"]: max(_minor(q["version"]) for q in shown if q["cell"] == r["cell"])
               for r in shown}
-    rows = sorted((r for r in shown if minor(r["version"]) == newest[r["cell"]]),
-                  key=lambda r: minor(r["version"]), reverse=True)
+    rows = sorted((r for r in shown if _minor(r["version"]) == newest[r["cell"]]),
+                  key=lambda r: _minor(r["version"]), reverse=True)
     head = ("| data | wrong labels | verdict | F1 of the flags written | precision: true | "
             "estimated (90% interval) | version, commit | command |")
     lines = [head, "|" + "---|" * 8]
@@ -623,10 +624,6 @@ def default_table(records: list[dict]) -> str:
             f"{f1} | {_f3(r['precision_would'])} | {est} | {r['version']}, {r['commit']} | "
             f"{_cmd(r['command'])} |")
     return "\n".join(lines) + "\n"
-
-
-def _minor(version: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in version.split(".")[:2])
 
 
 def calibration_summary(records: list[dict]) -> str:

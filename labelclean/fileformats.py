@@ -38,7 +38,7 @@ from .rundir import SCORES_FILE
 from .runfiles import RunFolder
 from .sources import cache_dir, load_images, load_path_csv
 from .tables import CSV_SUFFIXES, listed_images, load_feature_csv, read_csv
-from .writers import ImageTreeWriter, PathTableWriter, TableWriter, write_tree
+from .writers import ImageTreeWriter, PathTableWriter, TableWriter, paths_from, write_tree
 
 log = logging.getLogger("labelclean")
 
@@ -241,8 +241,7 @@ def plan_table(run: RunFolder, labels: np.ndarray, out: Path, *, paths: bool) ->
     """The cleaned CSV: the input CSV's rows of kept samples (``labels``: each
     sample's final label, ``""`` when removed), in input order, with the final
     labels in the label column and, for a CSV of ``paths``, relative image paths
-    rewritten to be valid from ``out`` (as :class:`labelclean.writers.PathTableWriter`
-    does)."""
+    rewritten to be valid from ``out`` (:func:`labelclean.writers.paths_from`)."""
     if not run.source.is_file():
         raise LabelcleanError(f"the run's input {run.source} is gone")
     params = run.run.get("params", {})
@@ -261,11 +260,8 @@ def plan_table(run: RunFolder, labels: np.ndarray, out: Path, *, paths: bool) ->
         position = np.cumsum(keep) - 1  # sample index -> row of `cleaned`
         cleaned.iloc[position[changed], cleaned.columns.get_loc(label_column)] = labels[changed]
     if paths:
-        base = run.source.resolve().parent
-        cleaned[path_column] = [
-            p if os.path.isabs(p) else os.path.relpath(base / p, out)
-            for p in cleaned[path_column].astype(str)
-        ]
+        cleaned[path_column] = paths_from(cleaned[path_column], run.source.resolve().parent,
+                                          out)
     return cleaned.reset_index(drop=True)
 
 

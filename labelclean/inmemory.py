@@ -76,27 +76,9 @@ from .writers import DataFrameWriter, TableWriter
 _HF_CHUNK = 256
 
 
-def load_object(
-    obj: Any,
-    *,
-    path_column: str = "path",
-    label_column: str = "label",
-    image_column: str = "image",
-    root: str | os.PathLike | None = None,
-    noise_column: str | None = None,
-    image_size: int | None = None,
-    classes: list[str] | None = None,
-    skip_unreadable: bool = False,
-    workers: int | None = None,
-    cache: str | os.PathLike | None = None,
-    max_memory: int | None = None,
-) -> Dataset:
-    """Read a DataFrame, a Hugging Face dataset or a torch dataset (module docstring)."""
-    return read_object(
-        obj, path_column=path_column, label_column=label_column, image_column=image_column,
-        root=root, noise_column=noise_column, image_size=image_size, classes=classes,
-        skip_unreadable=skip_unreadable, workers=workers, cache=cache, max_memory=max_memory,
-    )
+#: Read a DataFrame, a Hugging Face dataset or a torch dataset (module docstring): the
+#: registered formats of Python objects, :func:`labelclean.formats.read_object`.
+load_object = read_object
 
 
 # ----------------------------------------------------------------------------- DataFrame

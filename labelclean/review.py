@@ -55,8 +55,6 @@ from ._io import TEXT_ERRORS, write_csv, write_json
 from ._version import __version__
 from .errors import LabelcleanError
 from .export import guard_formulas, unguard_cell
-from .fileformats import plan_folder as plan_folder_labels
-from .fileformats import plan_table as plan_table_labels
 from .formats import FORMATS, ApplyPlan, read_options
 from .paths import class_name_problem, within
 from .rundir import REVIEW_FILE, RUN_FILE
@@ -332,20 +330,6 @@ def final_labels(run: RunFolder, decisions: dict[int, Decision]) -> np.ndarray:
     for d in decisions.values():
         labels[d.index] = d.label
     return labels
-
-
-def plan_folder(run: RunFolder, decisions: dict[int, Decision]) -> pd.DataFrame:
-    """Where every kept image of a folder input goes: columns ``index``, ``source``
-    (absolute file) and ``target`` (path under ``cleaned/``); the folder format's
-    plan (:func:`labelclean.fileformats.plan_folder`)."""
-    return plan_folder_labels(run, final_labels(run, decisions))
-
-
-def plan_table(run: RunFolder, decisions: dict[int, Decision], out: Path) -> pd.DataFrame:
-    """The cleaned CSV of a path or feature CSV input: the CSV formats' plan
-    (:func:`labelclean.fileformats.plan_table`)."""
-    return plan_table_labels(run, final_labels(run, decisions), out,
-                             paths=run.origin == "paths")
 
 
 # ----------------------------------------------------------------------------- writing

@@ -118,11 +118,7 @@ class PathTableWriter(TableWriter):
                       params: dict[str, Any]) -> pd.DataFrame:
         cleaned = super().cleaned_table(data, keep, out, params)
         column = params["path_column"]
-        base = self.path_base(data)
-        cleaned[column] = [
-            p if os.path.isabs(p) else os.path.relpath(base / p, out)
-            for p in cleaned[column].astype(str)
-        ]
+        cleaned[column] = paths_from(cleaned[column], self.path_base(data), out)
         return cleaned
 
     def path_base(self, data: Dataset) -> Path:
@@ -151,6 +147,13 @@ class DataFrameWriter(PathTableWriter):
     def forbidden(self, source: str | os.PathLike, files: list | None) -> list[Path]:
         # its `source` may be just the current folder: the images only
         return image_roots(files) if files else []
+
+
+def paths_from(paths: Iterable, base: Path, out: Path) -> list[str]:
+    """Image paths relative to ``base`` rewritten relative to ``out``, so that a table
+    written there still points at the same images; absolute paths are kept."""
+    return [p if os.path.isabs(p) else os.path.relpath(base / p, out)
+            for p in map(str, paths)]
 
 
 #: The writer of each ``Dataset.origin``: every registered input format (each is its

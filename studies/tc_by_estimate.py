@@ -21,10 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-
-def f1(flags: np.ndarray, wrong: np.ndarray) -> float:
-    tp = float((flags & wrong).sum())
-    return 2 * tp / max(1.0, float(flags.sum() + wrong.sum()))
+from labelclean.noise import precision_recall_f1
 
 
 def study(folder: Path, seed: int) -> dict | None:
@@ -45,7 +42,8 @@ def study(folder: Path, seed: int) -> dict | None:
         flags = (aum < 0) & keep
         p, r = h.get("est_precision", np.nan), h.get("est_recall", np.nan)
         est = 2 * p * r / (p + r) if p == p and r == r and p + r > 0 else np.nan
-        rows.append({"epoch": epoch, "aum_from": start, "f1": f1(flags, wrong & keep),
+        rows.append({"epoch": epoch, "aum_from": start,
+                     "f1": precision_recall_f1(flags, wrong & keep)[2],
                      "est_f1": est, "fit": h.get("eval_accuracy", np.nan)})
     table = pd.DataFrame(rows)
     best = table.loc[table["f1"].idxmax()]
